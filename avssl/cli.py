@@ -1,0 +1,128 @@
+"""The ``avssl`` command: ``avssl <group> <command> ...`` (also ``python -m avssl``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _data_probe(args: argparse.Namespace) -> int:
+    from .data.decode import DecodeError, probe
+
+    status = 0
+    for f in args.files:
+        try:
+            print(json.dumps(probe(f, verify=args.verify).to_dict()))
+        except DecodeError as e:
+            print(json.dumps({"path": e.path, "error": e.reason}))
+            status = 1
+    return status
+
+
+def _data_manifest(args: argparse.Namespace) -> int:
+    from .data.collection import build_manifest
+
+    res = build_manifest(
+        args.source,
+        args.output,
+        workers=args.workers,
+        require_audio=args.require_audio,
+        min_duration=args.min_duration,
+        verify=args.verify,
+        progress=not args.quiet,
+    )
+    print(
+        f"{res.manifest}: {res.total} usable files ({res.added} new, {res.kept} unchanged); "
+        f"{len(res.rejected)} newly rejected, listed in {res.rejected_file}",
+        file=sys.stderr,
+    )
+    for r in res.rejected[:20]:
+        print(f"  rejected {r['path']}: {r['reason']}", file=sys.stderr)
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import SynthSpec, synthesize
+
+    spec = SynthSpec(width=args.width, height=args.height, fps=args.fps, duration=args.duration,
+                     sample_rate=args.sample_rate, num_distractors=args.distractors)
+    paths = synthesize(args.output_dir, args.num_clips, args.seed, spec, workers=args.workers, progress=True)
+    print(f"wrote {len(paths)} clips to {args.output_dir}", file=sys.stderr)
+    return 0
+
+
+def _data_reencode(args: argparse.Namespace) -> int:
+    from .data.collection import list_media
+    from .data.reencode import ReencodeConfig, reencode_many
+
+    sources, root = [], None
+    for s in args.inputs:
+        if Path(s).is_dir():
+            sources += list_media(s)
+            root = root or str(Path(s).resolve())
+        else:
+            sources.append(str(Path(s).resolve()))
+    cfg = ReencodeConfig(short_side=args.short_side, keyframe_interval=args.keyframe_interval, crf=args.crf)
+    failed = reencode_many(sources, args.output_dir, root if len(args.inputs) == 1 else None, cfg, args.workers)
+    for src, reason in failed.items():
+        print(f"failed {src}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avssl", description="Audio-visual self-supervised learning.")
+    sub = p.add_subparsers(dest="group", required=True)
+
+    data = sub.add_parser("data", help="probe, index, synthesize and re-encode media")
+    dsub = data.add_subparsers(dest="command", required=True)
+
+    q = dsub.add_parser("probe", help="print one JSON line of facts (or the error) per file")
+    q.add_argument("files", nargs="+")
+    q.add_argument("--verify", action="store_true", help="demux every packet to detect truncated files")
+    q.set_defaults(func=_data_probe)
+
+    q = dsub.add_parser("manifest", help="probe a folder or list file into a JSONL manifest")
+    q.add_argument("source", help="folder (searched recursively) or text file with one path per line")
+    q.add_argument("-o", "--output", required=True, help="manifest.jsonl (rejected files go to *.rejected.jsonl)")
+    q.add_argument("--workers", type=int, default=4)
+    q.add_argument("--require-audio", action="store_true", help="reject files without an audio stream")
+    q.add_argument("--min-duration", type=float, default=0.0, help="reject files shorter than this (s)")
+    q.add_argument("--verify", action="store_true", help="demux every packet to detect truncated files")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=_data_manifest)
+
+    q = dsub.add_parser("synth", help="write synthetic sounding-object clips with ground truth")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--num-clips", type=int, default=100)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--width", type=int, default=128)
+    q.add_argument("--height", type=int, default=128)
+    q.add_argument("--fps", type=int, default=25)
+    q.add_argument("--duration", type=float, default=3.0)
+    q.add_argument("--sample-rate", type=int, default=22050)
+    q.add_argument("--distractors", type=int, default=1)
+    q.add_argument("--workers", type=int, default=1)
+    q.set_defaults(func=_data_synth)
+
+    q = dsub.add_parser("reencode", help="re-encode for fast loading (short side 256, 1 s keyframes)")
+    q.add_argument("inputs", nargs="+", help="files or folders")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--short-side", type=int, default=256)
+    q.add_argument("--keyframe-interval", type=float, default=1.0)
+    q.add_argument("--crf", type=int, default=23)
+    q.add_argument("--workers", type=int, default=2)
+    q.set_defaults(func=_data_reencode)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Decoding, clips, transforms, collections and datasets (knows nothing of models)."""

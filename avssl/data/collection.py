@@ -1,0 +1,181 @@
+"""Scan a folder (or a list of paths) into a manifest: one JSON line of probe facts per usable file,
+and a separate list of rejected files with the reason. Re-running only probes new or changed files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .decode import DecodeError, probe
+
+__all__ = [
+    "MEDIA_EXTENSIONS",
+    "ManifestResult",
+    "build_manifest",
+    "list_media",
+    "read_jsonl",
+    "read_manifest",
+    "rejected_path",
+    "write_jsonl",
+]
+
+MEDIA_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv", ".wmv"}
+)
+
+
+def list_media(source: str | os.PathLike) -> list[str]:
+    """Absolute paths of media files under a folder (recursive, sorted), or listed in a text file
+    (one path per line, relative paths are relative to the list file; ``#`` starts a comment)."""
+    src = Path(source)
+    if src.is_dir():
+        return sorted(
+            str(p.resolve()) for p in src.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
+        )
+    if src.is_file():
+        out = []
+        for line in src.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                p = Path(line)
+                out.append(str((p if p.is_absolute() else src.parent / p).resolve()))
+        return out
+    raise FileNotFoundError(f"no such folder or list file: {source}")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
+    """Write atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Entries of a manifest; relative paths are resolved against the manifest's folder."""
+    base = Path(path).parent
+    rows = read_jsonl(path)
+    for r in rows:
+        if not os.path.isabs(r["path"]):
+            r["path"] = str((base / r["path"]).resolve())
+    return rows
+
+
+def rejected_path(manifest: str | os.PathLike) -> Path:
+    m = Path(manifest)
+    stem = m.name[: -len(".jsonl")] if m.name.endswith(".jsonl") else m.name
+    return m.with_name(stem + ".rejected.jsonl")
+
+
+@dataclass
+class ManifestResult:
+    manifest: Path
+    rejected_file: Path
+    kept: int = 0  # entries carried over from an earlier run
+    added: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # newly rejected files
+
+    @property
+    def total(self) -> int:
+        return self.kept + self.added
+
+
+def _stamp(path: str) -> tuple[int, float] | None:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime
+    except OSError:
+        return None
+
+
+def _check(path: str, require_audio: bool, min_duration: float, verify: bool) -> dict[str, Any]:
+    stamp = _stamp(path)
+    try:
+        info = probe(path, verify=verify)
+        if info.video is None:
+            raise DecodeError(path, "no video stream (audio-only file)")
+        if require_audio and info.audio is None:
+            raise DecodeError(path, "no audio stream")
+        if info.duration < min_duration:
+            raise DecodeError(path, f"too short: {info.duration:.2f}s < {min_duration:.2f}s")
+    except DecodeError as e:
+        return {"path": path, "reason": e.reason, "size_bytes": stamp[0] if stamp else None,
+                "mtime": stamp[1] if stamp else None, "rejected": True}
+    row = info.to_dict()
+    row["mtime"] = stamp[1] if stamp else None
+    return row
+
+
+def build_manifest(
+    source: str | os.PathLike | list[str],
+    output: str | os.PathLike,
+    *,
+    workers: int = 4,
+    require_audio: bool = False,
+    min_duration: float = 0.0,
+    verify: bool = False,
+    progress: bool = True,
+) -> ManifestResult:
+    """Probe every media file of ``source`` into ``output`` (JSONL) and ``<output>.rejected.jsonl``.
+
+    Files already in either list with the same size and modification time are not probed again.
+    """
+    from tqdm import tqdm
+
+    paths = list(source) if isinstance(source, list) else list_media(source)
+    output = Path(output)
+    rej_file = rejected_path(output)
+    old_ok = {r["path"]: r for r in read_jsonl(output)} if output.exists() else {}
+    old_bad = {r["path"]: r for r in read_jsonl(rej_file)} if rej_file.exists() else {}
+
+    def unchanged(row: dict[str, Any] | None, path: str) -> bool:
+        stamp = _stamp(path)
+        return row is not None and stamp is not None and (row.get("size_bytes"), row.get("mtime")) == stamp
+
+    ok: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    todo: list[str] = []
+    for p in paths:
+        if unchanged(old_ok.get(p), p):
+            ok.append(old_ok[p])
+        elif unchanged(old_bad.get(p), p):
+            bad.append(old_bad[p])
+        else:
+            todo.append(p)
+    result = ManifestResult(output, rej_file, kept=len(ok))
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        jobs = ex.map(lambda p: _check(p, require_audio, min_duration, verify), todo)
+        for row in tqdm(jobs, total=len(todo), desc="probe", unit="file", disable=not progress):
+            if row.pop("rejected", False):
+                bad.append(row)
+                result.rejected.append(row)
+            else:
+                ok.append(row)
+                result.added += 1
+    order = {p: i for i, p in enumerate(paths)}
+    ok.sort(key=lambda r: order.get(r["path"], len(order)))
+    bad.sort(key=lambda r: order.get(r["path"], len(order)))
+    write_jsonl(output, ok)
+    write_jsonl(rej_file, bad)
+    return result

@@ -1,0 +1,142 @@
+"""Torch datasets of audio-visual clips over a manifest.
+
+Each item is ``{"video": (C,T,H,W) float, "audio": (1,F,T) log-mel, "index", "path", "start",
+"failures"}``. A file that fails to decode is handled by ``on_error``: ``"skip"`` loads another
+(random) item instead and records the failure in the returned item's ``"failures"`` list, which
+:func:`av_collate` gathers per batch so that the training loop can report it; ``"raise"`` raises
+the :class:`~avssl.data.decode.DecodeError`. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from .audio import LogMelSpectrogram, MelConfig
+from .clips import ClipConfig, ClipSpec, RandomClipSampler, UniformClipSampler
+from .collection import read_manifest
+from .decode import DecodeError, decode_clip
+from .transforms import AudioAugConfig, AudioTransform, VideoAugConfig, VideoTransform
+
+__all__ = ["AVClipDataset", "DataConfig", "av_collate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    manifest: str | None = None  # JSONL from `avssl data manifest`
+    root: str | None = None  # or a folder, scanned into a manifest in the run folder
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
+    video_aug: VideoAugConfig = field(default_factory=VideoAugConfig)
+    audio_aug: AudioAugConfig = field(default_factory=AudioAugConfig)
+    missing_audio: Literal["error", "silence"] = "error"
+    on_error: Literal["skip", "raise"] = "skip"
+    max_retries: int = 10
+    num_workers: int = 2
+    decoder_threads: int = 1
+
+
+class AVClipDataset(Dataset):
+    """Clips of the videos of a manifest: one random clip per video (``train``), or
+    ``clips_per_video`` uniformly spaced clips per video (evaluation; item = video * n + clip)."""
+
+    def __init__(
+        self,
+        manifest: str | os.PathLike | list[dict[str, Any]],
+        cfg: DataConfig,
+        train: bool,
+        clips_per_video: int = 1,
+    ) -> None:
+        self.entries = read_manifest(manifest) if not isinstance(manifest, list) else manifest
+        if not self.entries:
+            raise ValueError(f"manifest {manifest} has no usable files")
+        if cfg.mel.sample_rate != cfg.clip.sample_rate:
+            raise ValueError(
+                f"mel.sample_rate ({cfg.mel.sample_rate}) must equal clip.sample_rate ({cfg.clip.sample_rate})"
+            )
+        self.cfg = cfg
+        self.train = train
+        self.clips_per_video = 1 if train else clips_per_video
+        self.random_sampler = RandomClipSampler(cfg.clip)
+        self.uniform_sampler = UniformClipSampler(cfg.clip, self.clips_per_video)
+        self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug)
+        self.audio_tf = AudioTransform(train, cfg.audio_aug)
+        self.mel = LogMelSpectrogram(cfg.mel) if cfg.clip.audio_duration else None
+
+    def __len__(self) -> int:
+        return len(self.entries) * self.clips_per_video
+
+    def _spec(self, video: int, clip: int) -> ClipSpec:
+        duration = float(self.entries[video]["duration"])
+        if self.train:
+            return self.random_sampler(duration)
+        return self.uniform_sampler(duration)[clip]
+
+    def load(self, video: int, clip: int = 0) -> dict[str, Any]:
+        """Decode and transform one clip; raises DecodeError."""
+        entry = self.entries[video]
+        c = self.cfg.clip
+        spec = self._spec(video, clip)
+        decoded = decode_clip(
+            entry["path"],
+            spec.start,
+            c.video_duration,
+            c.fps,
+            c.size,
+            c.audio_duration or None,
+            c.sample_rate,
+            audio_offset=spec.audio_offset,
+            missing_audio=self.cfg.missing_audio,
+            threads=self.cfg.decoder_threads,
+        )
+        item: dict[str, Any] = {
+            "video": self.video_tf(torch.from_numpy(decoded.frames)),
+            "index": video,
+            "clip": clip,
+            "path": entry["path"],
+            "start": spec.start,
+            "padded": decoded.padded,
+        }
+        if self.mel is not None:
+            wave = self.audio_tf.waveform(torch.from_numpy(decoded.waveform))
+            with torch.no_grad():
+                spec_ = self.mel(wave)
+            item["audio"] = self.audio_tf.spectrogram(spec_).unsqueeze(0)
+            item["has_audio"] = decoded.has_audio
+        if "label" in entry:
+            item["label"] = int(entry["label"])
+        return item
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        video, clip = divmod(idx, self.clips_per_video)
+        failures: list[dict[str, Any]] = []
+        for _ in range(self.cfg.max_retries + 1):
+            try:
+                item = self.load(video, clip)
+            except DecodeError as e:
+                if self.cfg.on_error == "raise":
+                    raise
+                failures.append({"path": e.path, "reason": e.reason})
+                log.warning("skipping %s: %s", e.path, e.reason)
+                video = int(torch.randint(len(self.entries), ()))
+                continue
+            item["failures"] = failures
+            return item
+        raise DecodeError(
+            failures[-1]["path"], f"{len(failures)} consecutive clips failed to decode; last: {failures[-1]['reason']}"
+        )
+
+
+def av_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """default_collate, with the per-item ``failures`` lists concatenated."""
+    failures = [f for item in batch for f in item.pop("failures", [])]
+    out = default_collate(batch)
+    out["failures"] = failures
+    return out

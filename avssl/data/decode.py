@@ -1,0 +1,476 @@
+"""PyAV decoding: probe a media file, and cut a synchronized clip of frames and audio from it.
+
+Times are seconds on the container's clock, measured from the container's start time, so that
+``t = 0`` is the start of the file whatever ``start_time`` offsets its streams carry. Frames are
+picked by presentation timestamp; audio samples are placed by their timestamps (decoders apply the
+encoder delay, e.g. AAC priming samples, through the skip-samples side data FFmpeg provides).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import av
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+__all__ = [
+    "AudioInfo",
+    "Clip",
+    "DecodeError",
+    "MediaInfo",
+    "VideoInfo",
+    "decode_clip",
+    "output_size",
+    "probe",
+]
+
+# Errors PyAV/FFmpeg raise on unreadable input; anything else is a bug and propagates.
+_AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueError, UnicodeDecodeError)
+_EPS = 1e-6  # seconds; absorbs float error when comparing timestamps
+_AUDIO_MARGIN = 0.1  # seconds decoded around the audio window (decoder warm-up, resampling edges)
+
+
+class DecodeError(Exception):
+    """A file could not be probed or decoded; carries the path and a human-readable reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # keep path/reason across DataLoader worker processes
+        return (DecodeError, (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    codec: str
+    width: int  # coded width, before rotation
+    height: int
+    fps: float
+    start_time: float  # seconds from the container start
+    duration: float | None
+    num_frames: int  # from the container header; 0 when unknown
+    rotation: int  # display rotation in degrees (counter-clockwise), multiple of 90 when common
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    codec: str
+    sample_rate: int
+    channels: int
+    layout: str
+    start_time: float
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    format: str
+    duration: float
+    size_bytes: int
+    video: VideoInfo | None
+    audio: AudioInfo | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MediaInfo:
+        video = VideoInfo(**d["video"]) if d.get("video") else None
+        audio = AudioInfo(**d["audio"]) if d.get("audio") else None
+        return cls(
+            path=d["path"],
+            format=d["format"],
+            duration=float(d["duration"]),
+            size_bytes=int(d["size_bytes"]),
+            video=video,
+            audio=audio,
+        )
+
+
+@dataclass
+class Clip:
+    """A decoded clip. ``frames`` is uint8 (T, H, W, 3) RGB; ``waveform`` float32 mono, exact length."""
+
+    frames: np.ndarray
+    frame_times: np.ndarray  # time (s) each output frame was sampled at
+    waveform: np.ndarray | None
+    sample_rate: int
+    audio_start: float | None  # time (s) of waveform[0]
+    has_audio: bool  # False when the file has no audio stream and silence was substituted
+    video_padded_frames: int = 0  # output frames outside the decoded video (repeated edge frames)
+    audio_padded_samples: int = 0  # output samples outside the decoded audio (zeros)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def padded(self) -> bool:
+        return self.video_padded_frames > 0 or self.audio_padded_samples > 0
+
+
+@contextmanager
+def _open(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise DecodeError(p, "file not found")
+    if os.path.isdir(p):
+        raise DecodeError(p, "is a directory, not a media file")
+    if os.path.getsize(p) == 0:
+        raise DecodeError(p, "empty file (0 bytes)")
+    try:
+        container = av.open(p, mode="r", metadata_errors="ignore")
+    except _AV_ERRORS as e:
+        raise DecodeError(p, f"cannot open as media: {e}") from e
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def _container_start(c: av.container.InputContainer) -> float:
+    return c.start_time / av.time_base if c.start_time is not None else 0.0
+
+
+def _stream_start(s: av.stream.Stream, c_start: float) -> float:
+    return float(s.start_time * s.time_base) - c_start if s.start_time is not None else 0.0
+
+
+def _stream_duration(s: av.stream.Stream) -> float | None:
+    return float(s.duration * s.time_base) if s.duration else None
+
+
+def _media_duration(c: av.container.InputContainer, c_start: float) -> float | None:
+    if c.duration:
+        return c.duration / av.time_base
+    ends = []
+    for s in list(c.streams.video[:1]) + list(c.streams.audio[:1]):
+        d = _stream_duration(s)
+        if d is not None:
+            ends.append(_stream_start(s, c_start) + d)
+    return max(ends) if ends else None
+
+
+def _scan_end(c: av.container.InputContainer, c_start: float) -> float | None:
+    """End time of the last packet, found by demuxing (no decoding)."""
+    end = None
+    streams = list(c.streams.video[:1]) + list(c.streams.audio[:1])
+    for pkt in c.demux(*streams):
+        if pkt.pts is None:
+            continue
+        t = float((pkt.pts + (pkt.duration or 0)) * pkt.time_base) - c_start
+        end = t if end is None else max(end, t)
+    return end
+
+
+def probe(path: str | os.PathLike, verify: bool = False) -> MediaInfo:
+    """Facts about a media file: duration, video and audio stream properties.
+
+    The first video frame is decoded (to read its display rotation and check that the codec works).
+    With ``verify=True`` every packet is demuxed and a file whose data ends well before the duration
+    its header claims (a truncated download) is rejected.
+    Raises :class:`DecodeError` naming the file and the reason.
+    """
+    p = os.fspath(path)
+    with _open(p) as c:
+        try:
+            c_start = _container_start(c)
+            vs = c.streams.video[0] if c.streams.video else None
+            aus = c.streams.audio[0] if c.streams.audio else None
+            if vs is None and aus is None:
+                raise DecodeError(p, "no video or audio stream")
+            duration = _media_duration(c, c_start)
+            if duration is None or verify:
+                end = _scan_end(c, c_start)
+                if end is None:
+                    raise DecodeError(p, "no packets: the file holds no media data")
+                if duration is None:
+                    duration = end
+                elif end < duration - max(1.0, 0.05 * duration):
+                    raise DecodeError(
+                        p, f"truncated: data ends at {end:.2f}s but the header says {duration:.2f}s"
+                    )
+                c.seek(0)
+            video = None
+            if vs is not None:
+                rotation = 0
+                first = next(iter(c.decode(vs)), None)
+                if first is None:
+                    raise DecodeError(p, "video stream has no decodable frame")
+                rotation = int(round(first.rotation or 0)) % 360
+                rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+                video = VideoInfo(
+                    codec=vs.codec_context.name,
+                    width=vs.codec_context.width,
+                    height=vs.codec_context.height,
+                    fps=float(rate) if rate else 0.0,
+                    start_time=_stream_start(vs, c_start),
+                    duration=_stream_duration(vs),
+                    num_frames=int(vs.frames or 0),
+                    rotation=rotation,
+                )
+            audio = None
+            if aus is not None:
+                cc = aus.codec_context
+                audio = AudioInfo(
+                    codec=cc.name,
+                    sample_rate=int(cc.sample_rate or aus.rate or 0),
+                    channels=int(cc.channels or 0),
+                    layout=cc.layout.name if cc.layout else "",
+                    start_time=_stream_start(aus, c_start),
+                    duration=_stream_duration(aus),
+                )
+                if audio.sample_rate <= 0:
+                    raise DecodeError(p, "audio stream has no sample rate")
+        except DecodeError:
+            raise
+        except _AV_ERRORS as e:
+            raise DecodeError(p, f"probe failed: {e}") from e
+    return MediaInfo(
+        path=p,
+        format=c.format.name,
+        duration=float(duration),
+        size_bytes=os.path.getsize(p),
+        video=video,
+        audio=audio,
+    )
+
+
+def output_size(height: int, width: int, size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) after resizing: ``int`` sets the short side keeping aspect, ``(h, w)`` is exact, None keeps."""
+    if size is None:
+        return height, width
+    if isinstance(size, int):
+        if height <= width:
+            return size, max(1, round(width * size / height))
+        return max(1, round(height * size / width)), size
+    h, w = size
+    return int(h), int(w)
+
+
+def _frame_time(frame: av.VideoFrame | av.AudioFrame, c_start: float) -> float | None:
+    ts = frame.pts if frame.pts is not None else frame.dts
+    if ts is None or frame.time_base is None:
+        return None
+    return float(ts * frame.time_base) - c_start
+
+
+def _seek(c: av.container.InputContainer, stream: av.stream.Stream, t: float, c_start: float) -> None:
+    """Seek ``stream`` to the keyframe at or before file time ``t``."""
+    s_start = stream.start_time if stream.start_time is not None else 0
+    target = max(int(math.floor((t + c_start) / stream.time_base)), s_start)
+    c.seek(target, stream=stream, backward=True, any_frame=False)
+
+
+def _decode_video(
+    c: av.container.InputContainer,
+    vs: av.video.stream.VideoStream,
+    targets: np.ndarray,
+    c_start: float,
+    size: int | tuple[int, int] | None,
+    interpolation: str,
+) -> tuple[np.ndarray, int, int]:
+    """Frames shown at each target time; returns (frames, padded count, rotation)."""
+    _seek(c, vs, float(targets[0]), c_start)
+    n = len(targets)
+    chosen: list[av.VideoFrame | None] = [None] * n
+    padded = 0
+    prev: av.VideoFrame | None = None
+    prev_t = -math.inf
+    period = 1.0 / float(vs.average_rate or vs.guessed_rate or 25)
+    i = 0
+    for frame in c.decode(vs):
+        t = _frame_time(frame, c_start)
+        if t is None:
+            t = prev_t + period if prev is not None else 0.0
+        while i < n and targets[i] < t - _EPS:
+            if prev is None:  # window starts before the first frame: repeat it
+                chosen[i] = frame
+                padded += 1
+            else:
+                chosen[i] = prev
+            i += 1
+        if i >= n:
+            break
+        if frame.duration and frame.time_base is not None:
+            period = float(frame.duration * frame.time_base)
+        prev, prev_t = frame, t
+    if i < n:  # stream ended inside the window
+        if prev is None:
+            raise DecodeError(c.name, f"no video frames decoded at or after {targets[0]:.3f}s")
+        for j in range(i, n):
+            chosen[j] = prev
+            if targets[j] >= prev_t + period - _EPS:
+                padded += 1
+    ref = chosen[0]
+    rotation = int(round(ref.rotation or 0)) % 360
+    rot_k = rotation // 90 if rotation % 90 == 0 else 0
+    h, w = (ref.height, ref.width) if rot_k % 2 == 0 else (ref.width, ref.height)
+    out_h, out_w = output_size(h, w, size)
+    if rot_k % 2 == 1:
+        out_h, out_w = out_w, out_h  # convert in coded orientation, rotate afterwards
+    converted: dict[int, np.ndarray] = {}
+    out = np.empty((n, out_h, out_w, 3), dtype=np.uint8)
+    for j, fr in enumerate(chosen):
+        key = id(fr)
+        if key not in converted:
+            converted[key] = fr.to_ndarray(
+                width=out_w, height=out_h, format="rgb24", interpolation=interpolation
+            )
+        out[j] = converted[key]
+    if rot_k:
+        out = np.ascontiguousarray(np.rot90(out, k=rot_k, axes=(1, 2)))
+    return out, padded, rotation
+
+
+def _to_float_mono(frame: av.AudioFrame) -> np.ndarray:
+    arr = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        arr = arr.reshape(-1, channels).T
+    if arr.dtype == np.int16:
+        arr = arr.astype(np.float32) / 32768.0
+    elif arr.dtype == np.int32:
+        arr = arr.astype(np.float32) / 2147483648.0
+    elif arr.dtype == np.uint8:
+        arr = (arr.astype(np.float32) - 128.0) / 128.0
+    else:
+        arr = arr.astype(np.float32, copy=False)
+    return arr.mean(axis=0) if arr.shape[0] > 1 else arr[0]
+
+
+def _decode_audio(
+    c: av.container.InputContainer,
+    aus: av.audio.stream.AudioStream,
+    start: float,
+    duration: float,
+    sample_rate: int,
+    c_start: float,
+) -> tuple[np.ndarray, int]:
+    """Mono float32 samples of ``[start, start + duration)`` at ``sample_rate``; returns (wave, padded)."""
+    n_out = int(round(duration * sample_rate))
+    lo, hi = start - _AUDIO_MARGIN, start + duration + _AUDIO_MARGIN
+    _seek(c, aus, lo, c_start)
+    native_sr = 0
+    chunks: list[tuple[float, np.ndarray]] = []
+    for frame in c.decode(aus):
+        t = _frame_time(frame, c_start)
+        if t is None:
+            continue
+        native_sr = frame.sample_rate
+        if t + frame.samples / native_sr < lo:
+            continue
+        if t > hi:
+            break
+        chunks.append((t, _to_float_mono(frame)))
+    out = np.zeros(n_out, dtype=np.float32)
+    if not chunks:
+        return out, n_out
+    # Lay the chunks on one buffer by timestamp (gaps stay silent, overlaps are overwritten).
+    t0 = chunks[0][0]
+    ends = [int(round((t - t0) * native_sr)) + len(x) for t, x in chunks]
+    buf = np.zeros(max(ends), dtype=np.float32)
+    for (t, x), end in zip(chunks, ends):
+        buf[end - len(x) : end] = x
+    covered_lo, covered_hi = t0, t0 + len(buf) / native_sr
+    if native_sr != sample_rate:
+        buf = AF.resample(torch.from_numpy(buf), native_sr, sample_rate).numpy()
+    offset = int(round((start - t0) * sample_rate))
+    src_lo, src_hi = max(offset, 0), min(offset + n_out, len(buf))
+    if src_hi > src_lo:
+        out[src_lo - offset : src_hi - offset] = buf[src_lo:src_hi]
+    # Samples outside the decoded span are padding.
+    first_ok = int(math.ceil((covered_lo - start) * sample_rate - 1e-3))
+    last_ok = int(math.floor((covered_hi - start) * sample_rate + 1e-3))
+    valid = max(0, min(n_out, last_ok) - max(0, first_ok))
+    return out, n_out - valid
+
+
+def decode_clip(
+    path: str | os.PathLike,
+    start: float,
+    video_duration: float = 0.5,
+    fps: float = 16.0,
+    size: int | tuple[int, int] | None = None,
+    audio_duration: float | None = 2.0,
+    sample_rate: int = 16000,
+    *,
+    audio_offset: float = 0.0,
+    missing_audio: Literal["error", "silence"] = "error",
+    on_short: Literal["pad", "error"] = "pad",
+    threads: int = 1,
+    interpolation: str = "BILINEAR",
+) -> Clip:
+    """Decode ``[start, start + video_duration)`` at ``fps`` and the audio window centred on it.
+
+    Frames: ``round(video_duration * fps)`` frames at ``start + k / fps``, each the frame on screen at
+    that time, resized during RGB conversion (``size``: short side, or exact ``(h, w)``), rotated
+    upright when the stream carries a display rotation.
+    Audio (when ``audio_duration``): the window of that length centred on the clip, shifted by
+    ``audio_offset`` seconds, downmixed to mono, resampled to ``sample_rate``, exactly
+    ``round(audio_duration * sample_rate)`` samples.
+    A window reaching past the media is padded (edge frames repeated, silence) and the padding is
+    reported on the returned :class:`Clip`; with ``on_short="error"`` it raises instead.
+    A file without audio raises, or with ``missing_audio="silence"`` gets zeros and ``has_audio=False``.
+    """
+    p = os.fspath(path)
+    if video_duration <= 0 or fps <= 0:
+        raise ValueError("video_duration and fps must be positive")
+    n_frames = max(1, int(round(video_duration * fps)))
+    targets = start + np.arange(n_frames, dtype=np.float64) / fps
+    want_audio = bool(audio_duration and audio_duration > 0)
+    notes: list[str] = []
+    with _open(p) as c:
+        try:
+            if not c.streams.video:
+                raise DecodeError(p, "no video stream (audio-only file)")
+            vs = c.streams.video[0]
+            vs.thread_type = "AUTO" if threads != 1 else "SLICE"
+            vs.codec_context.thread_count = max(0, threads)
+            c_start = _container_start(c)
+            frames, vpad, rotation = _decode_video(c, vs, targets, c_start, size, interpolation)
+            if rotation:
+                notes.append(f"rotated by {rotation} degrees")
+            wave, apad, a_start, has_audio = None, 0, None, True
+            if want_audio:
+                a_start = start + video_duration / 2 - audio_duration / 2 + audio_offset
+                if not c.streams.audio:
+                    if missing_audio != "silence":
+                        raise DecodeError(p, "no audio stream")
+                    has_audio = False
+                    wave = np.zeros(int(round(audio_duration * sample_rate)), dtype=np.float32)
+                    notes.append("no audio stream: silence substituted")
+                else:
+                    aus = c.streams.audio[0]
+                    native = aus.codec_context.sample_rate
+                    if native and native < sample_rate:
+                        notes.append(f"audio upsampled from {native} Hz to {sample_rate} Hz")
+                    wave, apad = _decode_audio(c, aus, a_start, audio_duration, sample_rate, c_start)
+        except DecodeError:
+            raise
+        except _AV_ERRORS as e:
+            raise DecodeError(p, f"decoding failed near {start:.3f}s: {e}") from e
+    if vpad:
+        notes.append(f"{vpad} of {n_frames} frames padded (window outside the video)")
+    if apad:
+        notes.append(f"{apad} audio samples padded with silence (window outside the audio)")
+    if on_short == "error" and (vpad or apad > sample_rate / fps):
+        raise DecodeError(p, "clip window extends past the media: " + "; ".join(notes))
+    return Clip(
+        frames=frames,
+        frame_times=targets,
+        waveform=wave,
+        sample_rate=sample_rate,
+        audio_start=a_start,
+        has_audio=has_audio,
+        video_padded_frames=vpad,
+        audio_padded_samples=apad,
+        notes=notes,
+    )
