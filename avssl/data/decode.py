@@ -79,6 +79,7 @@ class MediaInfo:
     size_bytes: int
     video: VideoInfo | None
     audio: AudioInfo | None
+    start_time: float = 0.0  # the container's start on the file's own clock; other times are relative to it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +95,7 @@ class MediaInfo:
             size_bytes=int(d["size_bytes"]),
             video=video,
             audio=audio,
+            start_time=float(d.get("start_time", 0.0)),
         )
 
 
@@ -109,6 +111,7 @@ class Clip:
     has_audio: bool  # False when the file has no audio stream and silence was substituted
     video_padded_frames: int = 0  # output frames outside the decoded video (repeated edge frames)
     audio_padded_samples: int = 0  # output samples outside the decoded audio (zeros)
+    decoded_frames: int = 0  # video frames the decoder produced (seek to keyframe .. window end)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -240,6 +243,7 @@ def probe(path: str | os.PathLike, verify: bool = False) -> MediaInfo:
         size_bytes=os.path.getsize(p),
         video=video,
         audio=audio,
+        start_time=c_start,
     )
 
 
@@ -276,8 +280,8 @@ def _decode_video(
     c_start: float,
     size: int | tuple[int, int] | None,
     interpolation: str,
-) -> tuple[np.ndarray, int, int]:
-    """Frames shown at each target time; returns (frames, padded count, rotation)."""
+) -> tuple[np.ndarray, int, int, int]:
+    """Frames shown at each target time; returns (frames, padded count, rotation, frames decoded)."""
     _seek(c, vs, float(targets[0]), c_start)
     n = len(targets)
     chosen: list[av.VideoFrame | None] = [None] * n
@@ -285,8 +289,9 @@ def _decode_video(
     prev: av.VideoFrame | None = None
     prev_t = -math.inf
     period = 1.0 / float(vs.average_rate or vs.guessed_rate or 25)
-    i = 0
+    i = decoded = 0
     for frame in c.decode(vs):
+        decoded += 1
         t = _frame_time(frame, c_start)
         if t is None:
             t = prev_t + period if prev is not None else 0.0
@@ -327,7 +332,7 @@ def _decode_video(
         out[j] = converted[key]
     if rot_k:
         out = np.ascontiguousarray(np.rot90(out, k=rot_k, axes=(1, 2)))
-    return out, padded, rotation
+    return out, padded, rotation, decoded
 
 
 def _to_float_mono(frame: av.AudioFrame) -> np.ndarray:
@@ -435,7 +440,7 @@ def decode_clip(
             vs.thread_type = "AUTO" if threads != 1 else "SLICE"
             vs.codec_context.thread_count = max(0, threads)
             c_start = _container_start(c)
-            frames, vpad, rotation = _decode_video(c, vs, targets, c_start, size, interpolation)
+            frames, vpad, rotation, n_decoded = _decode_video(c, vs, targets, c_start, size, interpolation)
             if rotation:
                 notes.append(f"rotated by {rotation} degrees")
             wave, apad, a_start, has_audio = None, 0, None, True
@@ -472,5 +477,6 @@ def decode_clip(
         has_audio=has_audio,
         video_padded_frames=vpad,
         audio_padded_samples=apad,
+        decoded_frames=n_decoded,
         notes=notes,
     )

@@ -10,7 +10,6 @@ Everything is deterministic given the seed.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -59,7 +58,7 @@ class SynthSpec:
 
 def write_av(
     path: str | os.PathLike,
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray] | None,
     fps: int,
     audio: np.ndarray | None = None,
     sample_rate: int = 44100,
@@ -71,28 +70,35 @@ def write_av(
     audio_start: float = 0.0,
     gop: int | None = None,
     crf: int = 18,
+    rotation: int = 0,
+    container_options: dict[str, str] | None = None,
 ) -> None:
     """Write RGB uint8 frames (H, W, 3) and float audio (channels, samples) to a media file.
 
-    ``video_start``/``audio_start`` offset each stream's first timestamp (the container keeps them as
-    stream ``start_time``), which tests use to check that clips are cut on the container's clock.
+    ``frames=None`` writes an audio-only file. ``video_start``/``audio_start`` offset each stream's
+    first timestamp (the container keeps them as stream ``start_time``), which tests use to check
+    that clips are cut on the container's clock. ``rotation`` stores a display rotation (degrees).
     """
-    frames = iter(frames)
-    first = next(frames)
-    h, w = first.shape[:2]
-    with av.open(os.fspath(path), mode="w") as c:
-        vs = c.add_stream(video_codec, rate=fps)
-        vs.width, vs.height = w, h
-        vs.pix_fmt = "yuv420p" if video_codec != "ffv1" else "yuv444p"
-        vs.time_base = Fraction(1, fps)
-        if video_codec == "libx264":
-            opts = {"crf": str(crf), "preset": "veryfast"}
-            if gop:
-                opts["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
-            vs.options = opts
-            vs.codec_context.thread_count = 1
-        elif gop:
-            vs.codec_context.gop_size = gop
+    with av.open(os.fspath(path), mode="w", options=container_options or {}) as c:
+        vs = None
+        if frames is not None:
+            frames = iter(frames)
+            first = next(frames)
+            h, w = first.shape[:2]
+            vs = c.add_stream(video_codec, rate=fps)
+            vs.width, vs.height = w, h
+            vs.pix_fmt = "yuv420p"
+            vs.time_base = Fraction(1, fps)
+            if video_codec == "libx264":
+                opts = {"crf": str(crf), "preset": "veryfast"}
+                if gop:
+                    opts["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+                vs.options = opts
+                vs.codec_context.thread_count = 1
+            elif gop:
+                vs.codec_context.gop_size = gop
+            if rotation:
+                vs.set_display_rotation(rotation)
         aus = None
         if audio is not None:
             audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
@@ -101,13 +107,14 @@ def write_av(
             aus.time_base = Fraction(1, sample_rate)
             fmt = aus.codec_context.codec.audio_formats[0].name if aus.codec_context.codec.audio_formats else "fltp"
             aus.format = fmt
-        v0 = int(round(video_start * fps))
-        for i, img in enumerate([first, *frames]):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = v0 + i
-            frame.time_base = Fraction(1, fps)
-            c.mux(vs.encode(frame))
-        c.mux(vs.encode(None))
+        if vs is not None:
+            v0 = int(round(video_start * fps))
+            for i, img in enumerate([first, *frames]):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                frame.pts = v0 + i
+                frame.time_base = Fraction(1, fps)
+                c.mux(vs.encode(frame))
+            c.mux(vs.encode(None))
         if aus is not None:
             a0 = int(round(audio_start * sample_rate))
             chunk = aus.codec_context.frame_size or 1024
