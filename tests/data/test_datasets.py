@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from avssl.data.clips import ClipConfig
+from avssl.data.collection import build_manifest, read_manifest
+from avssl.data.datasets import AVClipDataset, DataConfig, av_collate
+from avssl.data.decode import DecodeError
+
+
+def _cfg(**kw) -> DataConfig:
+    cfg = DataConfig(clip=ClipConfig(video_duration=0.25, fps=16, size=48, crop=40, audio_duration=1.0))
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture
+def manifest(tmp_path, synth_dir):
+    out = tmp_path / "m.jsonl"
+    build_manifest(synth_dir, out, progress=False)
+    return out
+
+
+def test_items_have_the_documented_shapes(manifest):
+    ds = AVClipDataset(manifest, _cfg(), train=True)
+    item = ds[1]
+    assert item["video"].shape == (3, 4, 40, 40) and item["video"].dtype == torch.float32
+    assert item["audio"].shape == (1, 80, 101) and item["audio"].dtype == torch.float32
+    assert item["index"] == 1 and item["path"].endswith("clip_00001.mp4") and item["failures"] == []
+    assert 0 <= item["start"] <= 2.0 - 0.25
+
+
+def test_eval_gives_uniform_clips_per_video(manifest):
+    ds = AVClipDataset(manifest, _cfg(), train=False, clips_per_video=3)
+    assert len(ds) == 18
+    starts = [ds[i]["start"] for i in range(3)]
+    assert starts == sorted(starts) and len(set(starts)) == 3
+    assert ds[4]["index"] == 1 and ds[4]["clip"] == 1
+    assert torch.equal(ds[0]["video"], ds[0]["video"])  # deterministic
+
+
+@pytest.fixture
+def broken_manifest(tmp_path, manifest):
+    rows = read_manifest(manifest)
+    bad = tmp_path / "broken.mp4"
+    shutil.copy(rows[0]["path"], bad)
+    bad.write_bytes(bad.read_bytes()[:3000])  # truncated after the manifest was made
+    rows[0] = dict(rows[0], path=str(bad))
+    return rows
+
+
+def test_skip_policy_loads_another_clip_and_records_the_failure(broken_manifest):
+    ds = AVClipDataset(broken_manifest, _cfg(), train=True)
+    torch.manual_seed(0)
+    item = ds[0]
+    assert item["index"] != 0 and item["failures"][0]["path"].endswith("broken.mp4")
+    assert item["failures"][0]["reason"]
+    batch = av_collate([ds[0], ds[1]])
+    assert batch["video"].shape[0] == 2 and len(batch["failures"]) >= 1
+
+
+def test_raise_policy_raises(broken_manifest):
+    ds = AVClipDataset(broken_manifest, _cfg(on_error="raise"), train=True)
+    with pytest.raises(DecodeError, match="broken.mp4"):
+        ds[0]
+
+
+def test_gives_up_after_max_retries(tmp_path):
+    bad = tmp_path / "x.mp4"
+    bad.write_bytes(os.urandom(100))
+    rows = [{"path": str(bad), "duration": 2.0}]
+    ds = AVClipDataset(rows, _cfg(max_retries=3), train=True)
+    with pytest.raises(DecodeError, match="4 consecutive clips failed"):
+        ds[0]
+
+
+def test_failures_reach_the_main_process_through_workers(broken_manifest):
+    ds = AVClipDataset(broken_manifest, _cfg(), train=True)
+    loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=av_collate)
+    failures = [f for b in loader for f in b["failures"]]
+    assert any(f["path"].endswith("broken.mp4") for f in failures)
+
+
+def test_sample_rate_mismatch_is_a_clear_error(manifest):
+    cfg = _cfg()
+    cfg.mel.sample_rate = 24000
+    with pytest.raises(ValueError, match="mel.sample_rate"):
+        AVClipDataset(manifest, cfg, train=True)
