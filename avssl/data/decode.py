@@ -8,6 +8,7 @@ encoder delay, e.g. AAC priming samples, through the skip-samples side data FFmp
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import av
 import numpy as np
 import torch
-import torchaudio.functional as AF
+import torchaudio
 
 __all__ = [
     "AudioInfo",
@@ -261,9 +262,10 @@ def output_size(height: int, width: int, size: int | tuple[int, int] | None) -> 
 
 def _frame_time(frame: av.VideoFrame | av.AudioFrame, c_start: float) -> float | None:
     ts = frame.pts if frame.pts is not None else frame.dts
-    if ts is None or frame.time_base is None:
+    tb = frame.time_base
+    if ts is None or tb is None:
         return None
-    return float(ts * frame.time_base) - c_start
+    return ts * tb.numerator / tb.denominator - c_start
 
 
 def _seek(c: av.container.InputContainer, stream: av.stream.Stream, t: float, c_start: float) -> None:
@@ -335,10 +337,15 @@ def _decode_video(
     return out, padded, rotation, decoded
 
 
-def _to_float_mono(frame: av.AudioFrame) -> np.ndarray:
-    arr = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if not frame.format.is_planar:
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
+    """Band-limited sinc resampler (kernel computed once per rate pair and process)."""
+    return torchaudio.transforms.Resample(orig, new)
+
+
+def _to_float_mono(arr: np.ndarray, planar: bool, channels: int) -> np.ndarray:
+    """Samples as PyAV returns them (planar (C, N) or packed (1, N*C)) -> float32 mono (N,)."""
+    if not planar:
         arr = arr.reshape(-1, channels).T
     if arr.dtype == np.int16:
         arr = arr.astype(np.float32) / 32768.0
@@ -363,30 +370,37 @@ def _decode_audio(
     n_out = int(round(duration * sample_rate))
     lo, hi = start - _AUDIO_MARGIN, start + duration + _AUDIO_MARGIN
     _seek(c, aus, lo, c_start)
-    native_sr = 0
+    native_sr, planar, channels = 0, True, 1
     chunks: list[tuple[float, np.ndarray]] = []
     for frame in c.decode(aus):
         t = _frame_time(frame, c_start)
         if t is None:
             continue
-        native_sr = frame.sample_rate
+        if not chunks:
+            native_sr, planar, channels = frame.sample_rate, frame.format.is_planar, len(frame.layout.channels)
         if t + frame.samples / native_sr < lo:
             continue
         if t > hi:
             break
-        chunks.append((t, _to_float_mono(frame)))
+        chunks.append((t, frame.to_ndarray()))
     out = np.zeros(n_out, dtype=np.float32)
     if not chunks:
         return out, n_out
     # Lay the chunks on one buffer by timestamp (gaps stay silent, overlaps are overwritten).
     t0 = chunks[0][0]
-    ends = [int(round((t - t0) * native_sr)) + len(x) for t, x in chunks]
-    buf = np.zeros(max(ends), dtype=np.float32)
-    for (t, x), end in zip(chunks, ends):
-        buf[end - len(x) : end] = x
+    per_ch = [x.shape[-1] // (1 if planar else channels) for _, x in chunks]
+    starts = [int(round((t - t0) * native_sr)) for t, _ in chunks]
+    if all(b == a + n for a, b, n in zip(starts, starts[1:], per_ch)):  # contiguous: the usual case
+        buf = _to_float_mono(np.concatenate([x for _, x in chunks], axis=-1), planar, channels)
+    else:
+        buf = np.zeros(max(s + n for s, n in zip(starts, per_ch)), dtype=np.float32)
+        for s_, (_, x) in zip(starts, chunks):
+            y = _to_float_mono(x, planar, channels)
+            buf[s_ : s_ + len(y)] = y
     covered_lo, covered_hi = t0, t0 + len(buf) / native_sr
     if native_sr != sample_rate:
-        buf = AF.resample(torch.from_numpy(buf), native_sr, sample_rate).numpy()
+        with torch.no_grad():
+            buf = _resampler(native_sr, sample_rate)(torch.from_numpy(buf)).numpy()
     offset = int(round((start - t0) * sample_rate))
     src_lo, src_hi = max(offset, 0), min(offset + n_out, len(buf))
     if src_hi > src_lo:
