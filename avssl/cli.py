@@ -73,6 +73,24 @@ def _data_reencode(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train.pretrain import PretrainConfig, pretrain
+
+    cfg = load_config(PretrainConfig, args.config, args.set)
+    summary = pretrain(cfg, args.output_dir)
+    print(json.dumps(summary))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.output_dir, num_clips=args.num_clips, held_out=args.held_out, seed=args.seed,
+             config=args.config, overrides=args.set)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avssl", description="Audio-visual self-supervised learning.")
     sub = p.add_subparsers(dest="group", required=True)
@@ -116,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--crf", type=int, default=23)
     q.add_argument("--workers", type=int, default=2)
     q.set_defaults(func=_data_reencode)
+
+    q = sub.add_parser("pretrain", help="AVID / CMA pretraining (torchrun for several processes)")
+    q.add_argument("--config", required=True, help="YAML, e.g. configs/pretrain/avid_small_cpu.yaml")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.root=videos/")
+    q.add_argument("--output-dir", required=True, help="run folder; resumes from its last.pt when present")
+    q.set_defaults(func=_pretrain)
+
+    q = sub.add_parser("demo", help="synthesize data, pretrain AVID on the CPU, report what it learned")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--num-clips", type=int, default=240)
+    q.add_argument("--held-out", type=int, default=48)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--config", default=None, help="default: configs/pretrain/avid_small_cpu.yaml")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    q.set_defaults(func=_demo)
     return p
 
 

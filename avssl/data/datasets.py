@@ -53,6 +53,7 @@ class AVClipDataset(Dataset):
         cfg: DataConfig,
         train: bool,
         clips_per_video: int = 1,
+        seed: int | None = None,
     ) -> None:
         self.entries = read_manifest(manifest) if not isinstance(manifest, list) else manifest
         if not self.entries:
@@ -69,21 +70,33 @@ class AVClipDataset(Dataset):
         self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug)
         self.audio_tf = AudioTransform(train, cfg.audio_aug)
         self.mel = LogMelSpectrogram(cfg.mel) if cfg.clip.audio_duration else None
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """With a ``seed``, an item's random choices depend only on (seed, epoch, index)."""
+        self.epoch = epoch
+
+    def _generator(self, idx: int) -> torch.Generator | None:
+        if self.seed is None:
+            return None  # the process's global RNG (seeded per worker by the DataLoader)
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + idx)
 
     def __len__(self) -> int:
         return len(self.entries) * self.clips_per_video
 
-    def _spec(self, video: int, clip: int) -> ClipSpec:
+    def _spec(self, video: int, clip: int, g: torch.Generator | None) -> ClipSpec:
         duration = float(self.entries[video]["duration"])
         if self.train:
-            return self.random_sampler(duration)
+            return self.random_sampler(duration, g)
         return self.uniform_sampler(duration)[clip]
 
-    def load(self, video: int, clip: int = 0) -> dict[str, Any]:
+    def load(self, video: int, clip: int = 0, generator: torch.Generator | None = None) -> dict[str, Any]:
         """Decode and transform one clip; raises DecodeError."""
         entry = self.entries[video]
         c = self.cfg.clip
-        spec = self._spec(video, clip)
+        g = generator
+        spec = self._spec(video, clip, g)
         decoded = decode_clip(
             entry["path"],
             spec.start,
@@ -97,7 +110,7 @@ class AVClipDataset(Dataset):
             threads=self.cfg.decoder_threads,
         )
         item: dict[str, Any] = {
-            "video": self.video_tf(torch.from_numpy(decoded.frames)),
+            "video": self.video_tf(torch.from_numpy(decoded.frames), g),
             "index": video,
             "clip": clip,
             "path": entry["path"],
@@ -105,10 +118,10 @@ class AVClipDataset(Dataset):
             "padded": decoded.padded,
         }
         if self.mel is not None:
-            wave = self.audio_tf.waveform(torch.from_numpy(decoded.waveform))
+            wave = self.audio_tf.waveform(torch.from_numpy(decoded.waveform), g)
             with torch.no_grad():
                 spec_ = self.mel(wave)
-            item["audio"] = self.audio_tf.spectrogram(spec_).unsqueeze(0)
+            item["audio"] = self.audio_tf.spectrogram(spec_, g).unsqueeze(0)
             item["has_audio"] = decoded.has_audio
         if "label" in entry:
             item["label"] = int(entry["label"])
@@ -117,15 +130,16 @@ class AVClipDataset(Dataset):
     def __getitem__(self, idx: int) -> dict[str, Any]:
         video, clip = divmod(idx, self.clips_per_video)
         failures: list[dict[str, Any]] = []
+        g = self._generator(idx)
         for _ in range(self.cfg.max_retries + 1):
             try:
-                item = self.load(video, clip)
+                item = self.load(video, clip, g)
             except DecodeError as e:
                 if self.cfg.on_error == "raise":
                     raise
                 failures.append({"path": e.path, "reason": e.reason})
                 log.warning("skipping %s: %s", e.path, e.reason)
-                video = int(torch.randint(len(self.entries), ()))
+                video = int(torch.randint(len(self.entries), (), generator=g))
                 continue
             item["failures"] = failures
             return item

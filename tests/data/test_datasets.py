@@ -92,3 +92,15 @@ def test_sample_rate_mismatch_is_a_clear_error(manifest):
     cfg.mel.sample_rate = 24000
     with pytest.raises(ValueError, match="mel.sample_rate"):
         AVClipDataset(manifest, cfg, train=True)
+
+
+def test_seeded_items_depend_only_on_seed_epoch_and_index(manifest):
+    a = AVClipDataset(manifest, _cfg(), train=True, seed=5)
+    b = AVClipDataset(manifest, _cfg(), train=True, seed=5)
+    torch.manual_seed(123)  # the global RNG does not matter
+    x = a[2]
+    torch.manual_seed(999)
+    y = b[2]
+    assert torch.equal(x["video"], y["video"]) and x["start"] == y["start"]
+    b.set_epoch(1)
+    assert b[2]["start"] != x["start"]

@@ -1,0 +1,1 @@
+"""Memory bank and contrastive losses (knows nothing of the training loop)."""

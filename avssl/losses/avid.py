@@ -1,0 +1,108 @@
+"""AVID: audio-visual instance discrimination against a memory bank (Morgado et al., CVPR 2021).
+
+Cross-modal terms contrast a video embedding with the *audio* memory (its own clip's audio slot is
+the positive, other instances' slots are negatives) and vice versa; within-modal terms contrast
+with the same modality's memory. ``xmodal``/``wmodal`` weight them: Cross-AVID (1, 0), Self-AVID
+(0, 1), Joint-AVID (1, 1). Two forms: ``nce`` (noise-contrastive estimation with a fixed partition
+estimate, as in the paper) and ``infonce`` (softmax cross-entropy over positive and negatives).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..distributed import all_reduce_mean
+from .memory import MemoryBank, sample_negatives
+
+__all__ = ["AVIDLoss", "LossConfig", "contrast"]
+
+
+@dataclass
+class LossConfig:
+    kind: Literal["avid", "cma"] = "avid"
+    form: Literal["nce", "infonce"] = "nce"
+    num_negatives: int = 1024
+    temperature: float = 0.07
+    momentum: float = 0.5  # memory bank
+    xmodal: float = 1.0
+    wmodal: float = 0.0
+    # CMA
+    cma_topk: int = 32
+    cma_every: int = 1  # recompute positive sets every N epochs
+    cma_chunk: int = 4096  # rows of the similarity computed at once
+    cma_wmodal: float = 1.0  # weight of the within-modal positive-set term
+    cma_start_epoch: int = 0  # epochs of plain AVID before agreement is used
+
+
+def nce_loss(pos: torch.Tensor, neg: torch.Tensor, log_z: torch.Tensor, size: int) -> torch.Tensor:
+    """NCE with uniform noise ``1/size``: ``pos (B,)``, ``neg (B, K)`` are logits (similarity / t)."""
+    k = neg.shape[1]
+    log_noise = math.log(k / size)  # log(K * Pn)
+
+    def log_h(s: torch.Tensor) -> torch.Tensor:  # log P(data | x), P(x) = exp(s) / Z
+        return -F.softplus(log_noise - (s - log_z))
+
+    def log_1mh(s: torch.Tensor) -> torch.Tensor:
+        return -F.softplus((s - log_z) - log_noise)
+
+    return -(log_h(pos) + log_1mh(neg).sum(dim=1)).mean()
+
+
+def infonce_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    logits = torch.cat([pos[:, None], neg], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+
+
+def contrast(
+    emb: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, neg_index: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of ``emb`` against its own slot and the sampled negative slots of ``bank``."""
+    pos = (emb * bank[index]).sum(dim=1) / temperature
+    neg = torch.einsum("bd,bkd->bk", emb, bank[neg_index]) / temperature
+    return pos, neg
+
+
+class AVIDLoss(nn.Module):
+    """Returns the loss and a dict of its terms; call ``memory.update`` after the optimizer step."""
+
+    def __init__(self, num_instances: int, dim: int, cfg: LossConfig | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or LossConfig()
+        self.memory = MemoryBank(num_instances, dim, cfg.momentum, seed)
+        self.num_negatives = min(cfg.num_negatives, num_instances - 1)
+        # log of the NCE partition estimate per (embedding, bank) pair; set from the first batch.
+        self.register_buffer("log_z", torch.full((4,), float("nan")))
+
+    def _term(self, slot: int, emb, bank, index, neg_index) -> torch.Tensor:
+        pos, neg = contrast(emb, bank, index, neg_index, self.cfg.temperature)
+        if self.cfg.form == "infonce":
+            return infonce_loss(pos, neg)
+        if torch.isnan(self.log_z[slot]):
+            with torch.no_grad():  # Z ~ N * E[exp(s)], estimated once (Wu et al., 2018)
+                est = torch.logsumexp(torch.cat([pos[:, None], neg], 1).float().flatten(), 0)
+                est = est - math.log(pos.numel() + neg.numel()) + math.log(self.memory.size)
+                self.log_z[slot] = all_reduce_mean(est)
+        return nce_loss(pos.float(), neg.float(), self.log_z[slot], self.memory.size)
+
+    def forward(
+        self, video: torch.Tensor, audio: torch.Tensor, index: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, mem = self.cfg, self.memory
+        neg = sample_negatives(index, mem.size, self.num_negatives, generator)
+        terms: dict[str, torch.Tensor] = {}
+        if cfg.xmodal:
+            terms["v2a"] = self._term(0, video, mem.audio, index, neg)
+            terms["a2v"] = self._term(1, audio, mem.video, index, neg)
+        if cfg.wmodal:
+            terms["v2v"] = self._term(2, video, mem.video, index, neg)
+            terms["a2a"] = self._term(3, audio, mem.audio, index, neg)
+        loss = video.new_zeros(())
+        for name, t in terms.items():
+            loss = loss + (cfg.xmodal if name in ("v2a", "a2v") else cfg.wmodal) * t
+        return loss, {k: float(v.detach()) for k, v in terms.items()}

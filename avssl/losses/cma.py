@@ -1,0 +1,78 @@
+"""Cross-Modal Agreement (CMA): instances whose clips agree in *both* modalities become extra positives.
+
+An instance's positive set is its top-k neighbours by ``min(video similarity, audio similarity)`` in
+the memory bank (computed in chunks that fit memory, refreshed every few epochs). The loss is AVID's
+cross-modal instance term plus a within-modal term in which the positive set (and the instance
+itself) is contrasted against random negatives of the same modality's memory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+from .avid import AVIDLoss, LossConfig
+from .memory import sample_negatives
+
+__all__ = ["CMALoss", "agreement_topk", "build_loss", "positive_set_loss"]
+
+
+@torch.no_grad()
+def agreement_topk(video: torch.Tensor, audio: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+    """``(N, k)`` indices of each row's top-k other rows by ``min(v_i.v_j, a_i.a_j)``."""
+    n = video.shape[0]
+    k = min(k, n - 1)
+    out = torch.empty(n, k, dtype=torch.long, device=video.device)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        agree = torch.minimum(video[s:e] @ video.T, audio[s:e] @ audio.T)
+        agree[torch.arange(e - s), torch.arange(s, e)] = -float("inf")  # not itself
+        out[s:e] = agree.topk(k, dim=1).indices
+    return out
+
+
+def positive_set_loss(
+    emb: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, positives: torch.Tensor,
+    neg_index: torch.Tensor, temperature: float,
+) -> torch.Tensor:
+    """``-log(sum_pos exp(s) / (sum_pos exp(s) + sum_neg exp(s)))``; positives include the instance."""
+    pos_idx = torch.cat([index[:, None], positives[index]], dim=1)
+    pos = torch.einsum("bd,bkd->bk", emb, bank[pos_idx]) / temperature
+    neg = torch.einsum("bd,bkd->bk", emb, bank[neg_index]) / temperature
+    return (torch.logsumexp(torch.cat([pos, neg], 1), 1) - torch.logsumexp(pos, 1)).mean()
+
+
+class CMALoss(AVIDLoss):
+    def __init__(self, num_instances: int, dim: int, cfg: LossConfig | None = None, seed: int = 0) -> None:
+        cfg = cfg or LossConfig(kind="cma")
+        super().__init__(num_instances, dim, cfg, seed)
+        k = min(cfg.cma_topk, num_instances - 1)
+        self.register_buffer("positives", torch.full((num_instances, k), -1, dtype=torch.long))
+
+    @property
+    def has_positives(self) -> bool:
+        return bool((self.positives >= 0).all())
+
+    def update_positives(self) -> None:
+        """Recompute positive sets from the current memory (same result on every process)."""
+        self.positives.copy_(agreement_topk(self.memory.video, self.memory.audio, self.positives.shape[1],
+                                            self.cfg.cma_chunk))
+
+    def forward(self, video, audio, index, generator=None):
+        cfg = self.cfg
+        loss, terms = super().forward(video, audio, index, generator)
+        if not self.has_positives or not cfg.cma_wmodal:
+            return loss, terms
+        neg = sample_negatives(index, self.memory.size, self.num_negatives, generator)
+        v = positive_set_loss(video, self.memory.video, index, self.positives, neg, cfg.temperature)
+        a = positive_set_loss(audio, self.memory.audio, index, self.positives, neg, cfg.temperature)
+        terms.update(v2v_cma=float(v.detach()), a2a_cma=float(a.detach()))
+        return loss + cfg.cma_wmodal * (v + a), terms
+
+
+def build_loss(num_instances: int, dim: int, cfg: LossConfig, seed: int = 0) -> AVIDLoss:
+    """AVIDLoss or CMALoss by ``cfg.kind``."""
+    return (CMALoss if cfg.kind == "cma" else AVIDLoss)(num_instances, dim, cfg, seed)
+
+
+

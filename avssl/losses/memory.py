@@ -1,0 +1,43 @@
+"""Memory bank: one unit-norm slot per training instance and modality, updated with momentum."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..distributed import all_gather_cat
+
+__all__ = ["MemoryBank", "sample_negatives"]
+
+
+def sample_negatives(index: torch.Tensor, size: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(B, k)`` uniformly random instance ids in ``[0, size)``, never the row's own ``index``."""
+    if size < 2:
+        raise ValueError("need at least 2 instances to draw negatives")
+    draw = torch.randint(0, size - 1, (index.shape[0], k), generator=generator, device="cpu").to(index.device)
+    return draw + (draw >= index[:, None]).long()  # skip the instance itself
+
+
+class MemoryBank(nn.Module):
+    """Buffers ``video`` and ``audio`` of shape ``(N, D)``; part of the state dict (saved in checkpoints)."""
+
+    def __init__(self, size: int, dim: int, momentum: float = 0.5, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.momentum = momentum
+        self.register_buffer("video", F.normalize(torch.randn(size, dim, generator=g), dim=1))
+        self.register_buffer("audio", F.normalize(torch.randn(size, dim, generator=g), dim=1))
+
+    @property
+    def size(self) -> int:
+        return self.video.shape[0]
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, video: torch.Tensor, audio: torch.Tensor) -> None:
+        """``slot = normalize(m * slot + (1 - m) * embedding)`` for the instances of every process."""
+        index = all_gather_cat(index)
+        for bank, emb in ((self.video, video), (self.audio, audio)):
+            emb = all_gather_cat(emb.detach().to(bank.dtype))
+            mixed = self.momentum * bank[index] + (1 - self.momentum) * emb
+            bank[index] = F.normalize(mixed, dim=1)

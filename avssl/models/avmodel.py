@@ -1,0 +1,52 @@
+"""The audio-visual model: both encoders and their projection heads into one embedding space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .audio import AudioEncoderConfig, Conv2DAudio
+from .heads import ProjectionHead
+from .video import R2Plus1D, VideoEncoderConfig
+
+__all__ = ["AVModel", "ModelConfig", "count_parameters"]
+
+
+@dataclass
+class ModelConfig:
+    video: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    embed_dim: int = 128
+    head_hidden: int | None = None  # None -> the encoder's width
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class AVModel(nn.Module):
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or ModelConfig()
+        self.video = R2Plus1D(cfg.video)
+        self.audio = Conv2DAudio(cfg.audio)
+        self.video_head = ProjectionHead(self.video.out_dim, cfg.embed_dim, cfg.head_hidden)
+        self.audio_head = ProjectionHead(self.audio.out_dim, cfg.embed_dim, cfg.head_hidden)
+
+    def embed_video(self, video: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, T, H, W)`` -> unit-norm ``(B, D)``."""
+        return self.video_head(self.video(video)[1])
+
+    def embed_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, F, T)`` -> unit-norm ``(B, D)``."""
+        return self.audio_head(self.audio(audio)[1])
+
+    def dense_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Per-location unit-norm embeddings ``(B, D, T', H', W')`` (for localization)."""
+        fmap = self.video(video)[0]
+        return self.video_head(fmap.movedim(1, -1)).movedim(-1, 1)
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed_video(video), self.embed_audio(audio)

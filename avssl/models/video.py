@@ -1,0 +1,86 @@
+"""R(2+1)D video encoder (AVID's variant: a 3D stem, four stages of (2+1)D residual blocks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["R2Plus1D", "VideoEncoderConfig"]
+
+
+@dataclass
+class VideoEncoderConfig:
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512)  # R(2+1)D-18
+    blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
+    stem_kernel: tuple[int, int, int] = (3, 7, 7)
+    stem_stride: tuple[int, int, int] = (1, 2, 2)
+    temporal_strides: tuple[int, int, int, int] = (1, 2, 2, 2)  # per stage; spatial stride is 1,2,2,2
+
+
+class SpatioTemporalConv(nn.Sequential):
+    """A 3x3x3 convolution factorized into 1x3x3 spatial then 3x1x1 temporal (Tran et al., 2018);
+    the middle width keeps the parameter count of the full 3D convolution."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int]) -> None:
+        mid = (3 * 3 * 3 * cin * cout) // (3 * 3 * cin + 3 * cout)
+        super().__init__(
+            nn.Conv3d(cin, mid, (1, 3, 3), (1, stride[1], stride[2]), (0, 1, 1), bias=False),
+            nn.BatchNorm3d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(mid, cout, (3, 1, 1), (stride[0], 1, 1), (1, 0, 0), bias=False),
+        )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.conv1 = SpatioTemporalConv(cin, cout, stride)
+        self.bn1 = nn.BatchNorm3d(cout)
+        self.conv2 = SpatioTemporalConv(cout, cout, (1, 1, 1))
+        self.bn2 = nn.BatchNorm3d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.down = None
+        if cin != cout or stride != (1, 1, 1):
+            self.down = nn.Sequential(nn.Conv3d(cin, cout, 1, stride, bias=False), nn.BatchNorm3d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idt = x if self.down is None else self.down(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + idt)
+
+
+class R2Plus1D(nn.Module):
+    """``(B, 3, T, H, W)`` -> (feature map ``(B, C, T', H', W')``, pooled vector ``(B, C)``)."""
+
+    def __init__(self, cfg: VideoEncoderConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or VideoEncoderConfig()
+        w0 = cfg.widths[0]
+        pad = tuple(k // 2 for k in cfg.stem_kernel)
+        self.stem = nn.Sequential(
+            nn.Conv3d(3, w0, cfg.stem_kernel, cfg.stem_stride, pad, bias=False),
+            nn.BatchNorm3d(w0),
+            nn.ReLU(inplace=True),
+        )
+        layers, cin = [], w0
+        for i, (w, n) in enumerate(zip(cfg.widths, cfg.blocks)):
+            s = 1 if i == 0 else 2
+            stride = (cfg.temporal_strides[i], s, s)
+            blocks = [BasicBlock(cin, w, stride)] + [BasicBlock(w, w, (1, 1, 1)) for _ in range(n - 1)]
+            layers.append(nn.Sequential(*blocks))
+            cin = w
+        self.stages = nn.Sequential(*layers)
+        self.out_dim = cin
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.stages(self.stem(x))
+        return fmap, fmap.mean(dim=(2, 3, 4))

@@ -1,0 +1,308 @@
+"""AVID / CMA pretraining: one loop for CPU and CUDA, one process or many (torchrun, DDP).
+
+Read top to bottom: set-up, resume, then epochs of (load clips -> embed -> loss -> step -> memory
+update), with metrics, the list of skipped files and atomic checkpoints in the output folder.
+A run started in a folder holding ``last.pt`` resumes from it, reproducing the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from .. import distributed as dist
+from ..config import from_dict, to_dict
+from ..data.collection import build_manifest, read_manifest
+from ..data.datasets import AVClipDataset, DataConfig, av_collate
+from ..losses.avid import LossConfig
+from ..losses.cma import CMALoss, build_loss
+from ..models.avmodel import AVModel, ModelConfig, count_parameters
+from .checkpoint import load_checkpoint, prune_checkpoints, save_atomic
+
+__all__ = ["OptimConfig", "PretrainConfig", "RunConfig", "pretrain"]
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    batch_size: int = 32  # per process
+    epochs: int = 10
+    warmup_epochs: float = 0.0
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    lr_milestones: list[int] = field(default_factory=list)  # epochs, for "step"
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: bool = True  # mixed precision (CUDA only)
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    channels_last: bool = True  # CUDA only
+    log_every: int = 10  # steps
+    checkpoint_every: int = 1  # epochs; a numbered checkpoint is kept besides last.pt
+    save_every_steps: int = 0  # also rewrite last.pt every N steps (0: at epoch ends only)
+    keep: int = 3
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(cfg: OptimConfig, step: int, steps_per_epoch: int) -> float:
+    epoch = step / steps_per_epoch
+    if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
+        return cfg.lr * (step + 1) / (cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "cosine":
+        span = max(cfg.epochs - cfg.warmup_epochs, 1e-8)
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, (epoch - cfg.warmup_epochs) / span)))
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
+    return cfg.lr
+
+
+def _epoch_indices(n: int, epoch: int, seed: int, batch: int, rank: int, world: int) -> list[list[int]]:
+    """This process's batches of an epoch: a seeded permutation split across processes, last partial
+    batch dropped (every process runs the same number of steps)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    per_step = batch * world
+    steps = n // per_step
+    mine = [order[s * per_step + rank * batch : s * per_step + (rank + 1) * batch] for s in range(steps)]
+    return mine
+
+
+def _rng_state(neg_gen: torch.Generator) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "negatives": neg_gen.get_state(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+    }
+
+
+def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
+    if cfg.data.manifest:
+        return cfg.data.manifest
+    if not cfg.data.root:
+        raise ValueError("set data.manifest (a JSONL from `avssl data manifest`) or data.root (a folder)")
+    path = out / "manifest.jsonl"
+    if dist.is_main():
+        build_manifest(cfg.data.root, path, require_audio=cfg.data.missing_audio == "error",
+                       progress=cfg.run.progress)
+    dist.barrier()
+    return str(path)
+
+
+def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Train; returns a summary (steps, final loss, skipped files, throughput)."""
+    rank, local_rank, world = dist.init_from_env()
+    device = _device(cfg.run.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run, opt_cfg = cfg.run, cfg.optim
+    if dist.is_main():
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    # Data
+    manifest = _prepare_manifest(cfg, out)
+    entries = read_manifest(manifest)
+    dataset = AVClipDataset(entries, cfg.data, train=True, seed=run.seed)
+    steps_per_epoch = len(dataset) // (opt_cfg.batch_size * world)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} clips is fewer than one batch ({opt_cfg.batch_size} x {world} processes)")
+    total_steps = steps_per_epoch * opt_cfg.epochs
+    if run.max_steps is not None:
+        total_steps = min(total_steps, run.max_steps)
+
+    # Model, loss (with its memory bank), optimizer
+    torch.manual_seed(run.seed)
+    model = AVModel(cfg.model).to(device)
+    loss_fn = build_loss(len(dataset), cfg.model.embed_dim, cfg.loss, seed=run.seed).to(device)
+    if device.type == "cuda" and run.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt_cfg.name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=opt_cfg.lr, momentum=opt_cfg.momentum, weight_decay=opt_cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
+    use_amp = run.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if run.amp_dtype == "bfloat16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    neg_gen = torch.Generator().manual_seed(run.seed * 7919 + rank)
+
+    # Resume
+    step = 0
+    skipped_total = 0
+    last = out / "last.pt"
+    if last.exists():
+        ck = load_checkpoint(last)
+        model.load_state_dict(ck["model"])
+        loss_fn.load_state_dict(ck["loss"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        step, skipped_total = int(ck["step"]), int(ck["skipped_total"])
+        rng = ck["rng"]
+        torch.set_rng_state(rng["torch"])
+        neg_gen.set_state(rng["negatives"])
+        if dist.is_main():
+            print(f"resuming from {last} at step {step} (epoch {step // steps_per_epoch})", flush=True)
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def checkpoint(path: Path) -> None:
+        if not dist.is_main():
+            return
+        save_atomic(
+            {
+                "config": to_dict(cfg),
+                "model": model.state_dict(),
+                "loss": loss_fn.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "step": step,
+                "epoch": step // steps_per_epoch,
+                "skipped_total": skipped_total,
+                "rng": _rng_state(neg_gen),
+            },
+            path,
+        )
+
+    writer = None
+    if run.tensorboard and dist.is_main():
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise RuntimeError("run.tensorboard needs the tensorboard package: pip install tensorboard") from e
+        writer = SummaryWriter(str(out / "tb"))
+
+    if dist.is_main():
+        print(
+            f"pretraining {cfg.loss.kind.upper()} ({cfg.loss.form}) on {len(dataset)} clips, {world} process(es) on "
+            f"{device}, {count_parameters(model) / 1e6:.2f}M parameters, {total_steps} steps",
+            flush=True,
+        )
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, disable=not (run.progress and dist.is_main()), unit="step")
+    metrics_file = (out / "metrics.jsonl").open("a") if dist.is_main() else None
+    skipped_file = (out / "skipped.jsonl").open("a") if dist.is_main() else None
+    model.train()
+    t_start, clips_done, last_loss = time.perf_counter(), 0, float("nan")
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        dataset.set_epoch(epoch)
+        if isinstance(loss_fn, CMALoss) and epoch >= cfg.loss.cma_start_epoch:
+            if (epoch - cfg.loss.cma_start_epoch) % cfg.loss.cma_every == 0 or not loss_fn.has_positives:
+                loss_fn.update_positives()
+        batches = _epoch_indices(len(dataset), epoch, run.seed, opt_cfg.batch_size, rank, world)
+        batches = batches[step - epoch * steps_per_epoch :]  # resume inside an epoch
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=cfg.data.num_workers,
+            collate_fn=av_collate,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        for batch in loader:
+            lr = lr_at(opt_cfg, step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            video = batch["video"].to(device, non_blocking=True)
+            audio = batch["audio"].to(device, non_blocking=True)
+            index = batch["index"].to(device)
+            if device.type == "cuda" and run.channels_last:
+                video = video.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                v, a = ddp_model(video, audio)
+            loss, terms = loss_fn(v.float(), a.float(), index, neg_gen)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_fn.memory.update(index, v.float(), a.float())
+            step += 1
+            clips_done += len(index) * world
+            last_loss = float(loss.detach())
+            if batch["failures"] and skipped_file is not None:
+                for f in batch["failures"]:
+                    skipped_file.write(json.dumps({"step": step, **f}) + "\n")
+                skipped_file.flush()
+            skipped_total += len(batch["failures"])  # this process's count (rank 0 in multi-process runs)
+            bar.update(1)
+            if dist.is_main() and (step % run.log_every == 0 or step == total_steps):
+                rate = clips_done / (time.perf_counter() - t_start)
+                bar.set_postfix(loss=f"{last_loss:.4f}", clips_s=f"{rate:.1f}")
+                row = {"step": step, "epoch": epoch, "loss": last_loss, **terms, "lr": lr,
+                       "clips_per_s": rate, "skipped_total": skipped_total}
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+                if writer is not None:
+                    for k, val in row.items():
+                        writer.add_scalar(f"pretrain/{k}", val, step)
+            if run.save_every_steps and step % run.save_every_steps == 0:
+                checkpoint(last)
+            if step >= total_steps:
+                break
+        if step % steps_per_epoch == 0:
+            ep = step // steps_per_epoch
+            checkpoint(last)
+            if run.checkpoint_every and ep % run.checkpoint_every == 0 and dist.is_main():
+                checkpoint(out / f"epoch_{ep:04d}.pt")
+                prune_checkpoints(out, "epoch_*.pt", run.keep)
+    checkpoint(last)
+    bar.close()
+    elapsed = time.perf_counter() - t_start
+    summary = {"steps": step, "final_loss": last_loss, "skipped_files": skipped_total,
+               "clips_per_s": clips_done / elapsed if elapsed > 0 else None, "output_dir": str(out)}
+    if dist.is_main():
+        metrics_file.close()
+        skipped_file.close()
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if skipped_total:
+            print(f"skipped {skipped_total} clip(s) that failed to decode; see {out / 'skipped.jsonl'}", flush=True)
+    if writer is not None:
+        writer.close()
+    return summary
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> AVModel:
+    """The model of a pretraining checkpoint (``last.pt`` or ``epoch_N.pt``), in eval mode."""
+    ck = load_checkpoint(path)
+    cfg = from_dict(PretrainConfig, ck["config"])
+    model = AVModel(cfg.model)
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval()

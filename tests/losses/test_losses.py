@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avssl.losses.avid import AVIDLoss, LossConfig, infonce_loss, nce_loss
+from avssl.losses.cma import CMALoss, agreement_topk, positive_set_loss
+from avssl.losses.memory import MemoryBank, sample_negatives
+
+
+def _unit(*shape):
+    return F.normalize(torch.randn(*shape), dim=-1)
+
+
+def test_negatives_never_include_the_instance_and_cover_the_rest():
+    index = torch.tensor([0, 3, 9])
+    neg = sample_negatives(index, 10, 2000, torch.Generator().manual_seed(0))
+    assert neg.shape == (3, 2000) and neg.min() >= 0 and neg.max() <= 9
+    for row, i in zip(neg, index):
+        assert (row != i).all()
+        assert set(row.tolist()) == set(range(10)) - {int(i)}
+
+
+def test_memory_update_is_momentum_then_renormalize():
+    bank = MemoryBank(5, 4, momentum=0.5, seed=0)
+    old_v, old_a = bank.video.clone(), bank.audio.clone()
+    idx = torch.tensor([1, 3])
+    v, a = _unit(2, 4), _unit(2, 4)
+    bank.update(idx, v, a)
+    assert torch.allclose(bank.video[idx], F.normalize(0.5 * old_v[idx] + 0.5 * v, dim=1))
+    assert torch.allclose(bank.audio[idx], F.normalize(0.5 * old_a[idx] + 0.5 * a, dim=1))
+    untouched = torch.tensor([0, 2, 4])
+    assert torch.equal(bank.video[untouched], old_v[untouched])
+    assert set(bank.state_dict()) == {"video", "audio"}
+
+
+def _ref_infonce(q, bank, index, neg, t):
+    total = 0.0
+    for b in range(len(q)):
+        pos = math.exp(float(q[b] @ bank[index[b]]) / t)
+        negs = sum(math.exp(float(q[b] @ bank[j]) / t) for j in neg[b])
+        total += -math.log(pos / (pos + negs))
+    return total / len(q)
+
+
+def _ref_nce(q, bank, index, neg, t, log_z, n):
+    k = neg.shape[1]
+    total = 0.0
+    for b in range(len(q)):
+        p = math.exp(float(q[b] @ bank[index[b]]) / t - log_z)
+        total -= math.log(p / (p + k / n))
+        for j in neg[b]:
+            pn = math.exp(float(q[b] @ bank[j]) / t - log_z)
+            total -= math.log(1 - pn / (pn + k / n))
+    return total / len(q)
+
+
+@pytest.mark.parametrize("b, n, k, d", [(4, 10, 5, 8), (8, 50, 16, 16), (3, 7, 6, 4)])
+def test_infonce_and_nce_match_plain_references(b, n, k, d):
+    torch.manual_seed(b * n)
+    q, bank = _unit(b, d).double(), _unit(n, d).double()
+    index = torch.randperm(n)[:b]
+    neg = sample_negatives(index, n, k)
+    t = 0.07
+    pos = (q * bank[index]).sum(1) / t
+    negl = torch.einsum("bd,bkd->bk", q, bank[neg]) / t
+    assert float(infonce_loss(pos, negl)) == pytest.approx(_ref_infonce(q, bank, index, neg, t), rel=1e-6)
+    log_z = torch.tensor(3.0, dtype=torch.double)
+    assert float(nce_loss(pos, negl, log_z, n)) == pytest.approx(_ref_nce(q, bank, index, neg, t, 3.0, n), rel=1e-6)
+
+
+@pytest.mark.parametrize("form", ["nce", "infonce"])
+def test_avid_loss_terms_follow_the_coefficients(form):
+    torch.manual_seed(0)
+    n, d = 40, 8
+    for xm, wm, names in ((1, 0, {"v2a", "a2v"}), (0, 1, {"v2v", "a2a"}), (1, 1, {"v2a", "a2v", "v2v", "a2a"})):
+        loss_fn = AVIDLoss(n, d, LossConfig(form=form, num_negatives=16, xmodal=xm, wmodal=wm))
+        loss, terms = loss_fn(_unit(4, d), _unit(4, d), torch.arange(4), torch.Generator().manual_seed(1))
+        assert set(terms) == names and math.isfinite(float(loss))
+    # Cross-modal video term equals the reference against the audio memory.
+    loss_fn = AVIDLoss(n, d, LossConfig(form="infonce", num_negatives=16))
+    v, a, idx = _unit(4, d), _unit(4, d), torch.tensor([5, 6, 7, 8])
+    _, terms = loss_fn(v, a, idx, torch.Generator().manual_seed(2))
+    neg = sample_negatives(idx, n, 16, torch.Generator().manual_seed(2))
+    assert terms["v2a"] == pytest.approx(_ref_infonce(v, loss_fn.memory.audio, idx, neg, 0.07), rel=1e-4)
+
+
+@pytest.mark.parametrize("form", ["nce", "infonce"])
+@pytest.mark.parametrize("kind", ["avid", "cma"])
+def test_a_few_optimizer_steps_lower_the_loss(form, kind):
+    torch.manual_seed(0)
+    n, d = 32, 16
+    v_param = torch.nn.Parameter(torch.randn(n, d))
+    a_param = torch.nn.Parameter(torch.randn(n, d))
+    cfg = LossConfig(kind=kind, form=form, num_negatives=16, cma_topk=4)
+    loss_fn = (CMALoss if kind == "cma" else AVIDLoss)(n, d, cfg)
+    opt = torch.optim.Adam([v_param, a_param], lr=0.05)
+    idx = torch.arange(n)
+    losses = []
+    for step in range(60):
+        v, a = F.normalize(v_param, dim=1), F.normalize(a_param, dim=1)
+        loss, _ = loss_fn(v, a, idx, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss_fn.memory.update(idx, v.detach(), a.detach())
+        if kind == "cma" and step == 10:
+            loss_fn.update_positives()
+        losses.append(float(loss.detach()))
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[10:15]) / 5
+
+
+def test_agreement_needs_both_modalities_and_is_chunked():
+    # 0-1 agree in video and audio; 0-2 agree in video only; 0-3 in audio only.
+    video = F.normalize(torch.tensor([[1.0, 0, 0], [1, 0.1, 0], [1, 0, 0.05], [0, 1, 0], [0, 0, 1]]), dim=1)
+    audio = F.normalize(torch.tensor([[1.0, 0, 0], [1, 0, 0.1], [0, 1, 0], [1, 0.05, 0], [0, 0, 1]]), dim=1)
+    top = agreement_topk(video, audio, 1)
+    assert top[0, 0] == 1 and top[1, 0] == 0
+    assert torch.equal(agreement_topk(video, audio, 3, chunk=2), agreement_topk(video, audio, 3, chunk=100))
+    assert (agreement_topk(video, audio, 4) != torch.arange(5)[:, None]).all()  # never itself
+
+
+def test_positive_set_loss_matches_reference():
+    torch.manual_seed(0)
+    n, d, b, k = 20, 8, 3, 5
+    emb, bank = _unit(b, d), _unit(n, d)
+    index = torch.tensor([2, 7, 11])
+    positives = agreement_topk(bank, bank, 3)
+    neg = sample_negatives(index, n, k)
+    got = float(positive_set_loss(emb, bank, index, positives, neg, 0.1))
+    ref = 0.0
+    for i in range(b):
+        pos = [index[i].item()] + positives[index[i]].tolist()
+        sp = sum(math.exp(float(emb[i] @ bank[j]) / 0.1) for j in pos)
+        sn = sum(math.exp(float(emb[i] @ bank[j]) / 0.1) for j in neg[i])
+        ref += -math.log(sp / (sp + sn))
+    assert got == pytest.approx(ref / b, rel=1e-5)
+
+
+def test_cma_uses_positive_sets_once_computed():
+    loss_fn = CMALoss(16, 8, LossConfig(kind="cma", num_negatives=8, cma_topk=3))
+    args = (_unit(4, 8), _unit(4, 8), torch.arange(4), torch.Generator().manual_seed(0))
+    _, terms = loss_fn(*args)
+    assert "v2v_cma" not in terms and not loss_fn.has_positives
+    loss_fn.update_positives()
+    _, terms = loss_fn(*args)
+    assert {"v2a", "a2v", "v2v_cma", "a2a_cma"} <= set(terms)
+    assert "positives" in loss_fn.state_dict()
