@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/avssl data synth --output-dir $(DEMO_DIR)/media --num-clips 48 --seed 0
-	$(BIN)/avssl data manifest $(DEMO_DIR)/media -o $(DEMO_DIR)/manifest.jsonl --require-audio
+	$(BIN)/avssl demo --output-dir $(DEMO_DIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,24 @@ def _scores(model: AVModel, train_ds: AVClipDataset, test_ds: AVClipDataset) -> 
 
 
 def run_demo(output_dir: str | Path, num_clips: int = 240, held_out: int = 48, seed: int = 0,
-             config: str | Path | None = None, overrides: list[str] | None = None, workers: int = 2) -> dict[str, Any]:
+             config: str | Path | None = None, overrides: list[str] | None = None, workers: int = 2,
+             distractors: int = 0) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(output_dir)
     media = out / "media"
-    spec = SynthSpec(width=80, height=80, fps=16, duration=3.0, sample_rate=16000)
-    if len(list(media.glob("clip_*.mp4"))) < num_clips:
+    # One sounding object per clip: with silent distractors the video alone says little about which
+    # sound goes with it, which a small model learns only slowly (localization data keeps them).
+    spec = SynthSpec(width=80, height=80, fps=16, duration=3.0, sample_rate=16000, num_distractors=distractors)
+    meta = media / "classes.json"
+    same = meta.exists() and json.loads(meta.read_text()).get("spec") == asdict(spec) and \
+        json.loads(meta.read_text()).get("seed") == seed
+    if not same or len(list(media.glob("clip_*.mp4"))) < num_clips:
+        for old in media.glob("clip_*"):
+            old.unlink()
         print(f"synthesizing {num_clips} clips into {media}", flush=True)
         synthesize(media, num_clips, seed=seed, spec=spec, workers=workers, progress=True)
-    build_manifest(media, out / "manifest.jsonl", require_audio=True, progress=False)
+    clips = [str((media / f"clip_{i:05d}.mp4").resolve()) for i in range(num_clips)]
+    build_manifest(clips, out / "manifest.jsonl", require_audio=True, progress=False)
     rows = read_manifest(out / "manifest.jsonl")
     for r in rows:
         r["label"] = json.loads(Path(r["path"]).with_suffix(".json").read_text())["label"]

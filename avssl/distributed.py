@@ -7,7 +7,16 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_cat", "all_reduce_mean", "barrier", "init_from_env", "is_main", "rank", "world_size"]
+__all__ = [
+    "all_gather_cat",
+    "all_reduce_mean",
+    "barrier",
+    "gather_lists",
+    "init_from_env",
+    "is_main",
+    "rank",
+    "world_size",
+]
 
 
 def world_size() -> int:
@@ -50,3 +59,20 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def gather_lists(items: list) -> list:
+    """Concatenate a (usually empty) list of picklable objects from every process, on every process.
+
+    One small all-reduce tells whether any process has items; objects move only when one does.
+    """
+    if world_size() == 1:
+        return list(items)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    count = torch.tensor([len(items)], device=device)
+    dist.all_reduce(count)
+    if int(count) == 0:
+        return []
+    parts: list = [None] * world_size()
+    dist.all_gather_object(parts, list(items))
+    return [x for part in parts for x in part]

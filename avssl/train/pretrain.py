@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader
@@ -58,6 +56,7 @@ class RunConfig:
     save_every_steps: int = 0  # also rewrite last.pt every N steps (0: at epoch ends only)
     keep: int = 3
     max_steps: int | None = None  # stop early (tests, smoke runs)
+    init_from: str | None = None  # start from this checkpoint's model and memory bank (e.g. CMA after AVID)
     tensorboard: bool = False
     progress: bool = True
 
@@ -97,15 +96,6 @@ def _epoch_indices(n: int, epoch: int, seed: int, batch: int, rank: int, world: 
     steps = n // per_step
     mine = [order[s * per_step + rank * batch : s * per_step + (rank + 1) * batch] for s in range(steps)]
     return mine
-
-
-def _rng_state(neg_gen: torch.Generator) -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "negatives": neg_gen.get_state(),
-        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
-    }
 
 
 def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
@@ -158,12 +148,22 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     use_amp = run.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if run.amp_dtype == "bfloat16" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    neg_gen = torch.Generator().manual_seed(run.seed * 7919 + rank)
+    neg_gen = torch.Generator()  # reseeded every step from (seed, rank, step): nothing to save
 
-    # Resume
+    # Resume, or start from another run's weights and memory
     step = 0
     skipped_total = 0
     last = out / "last.pt"
+    if run.init_from and not last.exists():
+        init = load_checkpoint(run.init_from)
+        model.load_state_dict(init["model"])
+        memory = {k: v for k, v in init["loss"].items() if k.startswith("memory.")}
+        if memory["memory.video"].shape != loss_fn.memory.video.shape:
+            raise ValueError(f"{run.init_from}: its memory bank has {memory['memory.video'].shape[0]} slots, "
+                             f"this collection {len(dataset)} clips")
+        loss_fn.load_state_dict(memory, strict=False)
+        if dist.is_main():
+            print(f"initialized model and memory bank from {run.init_from}", flush=True)
     if last.exists():
         ck = load_checkpoint(last)
         model.load_state_dict(ck["model"])
@@ -171,9 +171,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
         optimizer.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
         step, skipped_total = int(ck["step"]), int(ck["skipped_total"])
-        rng = ck["rng"]
-        torch.set_rng_state(rng["torch"])
-        neg_gen.set_state(rng["negatives"])
+        torch.set_rng_state(ck["rng_torch"])
         if dist.is_main():
             print(f"resuming from {last} at step {step} (epoch {step // steps_per_epoch})", flush=True)
     ddp_model = model
@@ -195,7 +193,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
                 "step": step,
                 "epoch": step // steps_per_epoch,
                 "skipped_total": skipped_total,
-                "rng": _rng_state(neg_gen),
+                "rng_torch": torch.get_rng_state(),
             },
             path,
         )
@@ -248,6 +246,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
                 video = video.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 v, a = ddp_model(video, audio)
+            neg_gen.manual_seed((run.seed * 1_000_003 + rank) * 100_000_007 + step)
             loss, terms = loss_fn(v.float(), a.float(), index, neg_gen)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -257,17 +256,20 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             step += 1
             clips_done += len(index) * world
             last_loss = float(loss.detach())
-            if batch["failures"] and skipped_file is not None:
-                for f in batch["failures"]:
+            failures = dist.gather_lists(batch["failures"])  # from every process
+            if failures and skipped_file is not None:
+                for f in failures:
                     skipped_file.write(json.dumps({"step": step, **f}) + "\n")
                 skipped_file.flush()
-            skipped_total += len(batch["failures"])  # this process's count (rank 0 in multi-process runs)
+            skipped_total += len(failures)
             bar.update(1)
             if dist.is_main() and (step % run.log_every == 0 or step == total_steps):
-                rate = clips_done / (time.perf_counter() - t_start)
+                elapsed = time.perf_counter() - t_start
+                rate = clips_done / elapsed
                 bar.set_postfix(loss=f"{last_loss:.4f}", clips_s=f"{rate:.1f}")
                 row = {"step": step, "epoch": epoch, "loss": last_loss, **terms, "lr": lr,
-                       "clips_per_s": rate, "skipped_total": skipped_total}
+                       "clips_per_s": rate, "clips": clips_done, "seconds": round(elapsed, 3),
+                       "skipped_total": skipped_total}
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
                 if writer is not None:

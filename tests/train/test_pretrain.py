@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from avssl.cli import main
+from avssl.config import load_config
+from avssl.data.collection import build_manifest, read_manifest, write_jsonl
+from avssl.data.synthetic import SynthSpec, synthesize
+from avssl.train.checkpoint import load_checkpoint
+from avssl.train.pretrain import PretrainConfig, pretrain
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ROOT / "configs" / "pretrain" / "avid_small_cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("coll")
+    synthesize(d / "media", 12, seed=1, spec=SynthSpec(width=64, height=64, fps=16, duration=1.5, sample_rate=16000))
+    build_manifest(d / "media", d / "manifest.jsonl", progress=False)
+    return d
+
+
+def _cfg(manifest: Path, *extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, SMALL, [
+        f"data.manifest={manifest}", "data.num_workers=0", "optim.batch_size=4", "optim.epochs=2",
+        "run.progress=false", "run.log_every=1", "loss.num_negatives=8", *extra,
+    ])
+
+
+def test_resumed_run_equals_uninterrupted_run(collection, tmp_path):
+    m = collection / "manifest.jsonl"
+    full = pretrain(_cfg(m, "run.max_steps=5"), tmp_path / "full")
+    part = pretrain(_cfg(m, "run.max_steps=3"), tmp_path / "resumed")
+    assert part["steps"] == 3
+    resumed = pretrain(_cfg(m, "run.max_steps=5"), tmp_path / "resumed")  # picks up last.pt
+    assert full["steps"] == resumed["steps"] == 5
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    for key in ("model", "loss"):
+        for name, t in a[key].items():
+            torch.testing.assert_close(t, b[key][name], rtol=0, atol=0, equal_nan=True, msg=f"{key}.{name} differs")
+    assert full["final_loss"] == resumed["final_loss"]
+
+
+def test_run_folder_holds_config_metrics_and_checkpoints(collection, tmp_path):
+    out = tmp_path / "run"
+    summary = pretrain(_cfg(collection / "manifest.jsonl", "run.checkpoint_every=1", "run.keep=1"), out)
+    assert summary["steps"] == 6  # 2 epochs of 12 // 4 batches
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7)) and all("v2a" in r and "clips_per_s" in r for r in rows)
+    assert sorted(p.name for p in out.glob("*.pt")) == ["epoch_0002.pt", "last.pt"]
+    ck = torch.load(out / "last.pt", weights_only=True)  # plain types and tensors only
+    assert ck["step"] == 6 and ck["config"]["optim"]["batch_size"] == 4
+    assert ck["loss"]["memory.video"].shape == (12, 32)
+    assert load_config(PretrainConfig, out / "config.yaml").optim.batch_size == 4
+    assert not list(out.glob(".*tmp"))
+
+
+def test_broken_files_are_skipped_and_reported(collection, tmp_path):
+    rows = read_manifest(collection / "manifest.jsonl")
+    broken = tmp_path / "broken.mp4"
+    shutil.copy(rows[0]["path"], broken)
+    broken.write_bytes(broken.read_bytes()[:2000])
+    rows[0] = dict(rows[0], path=str(broken))
+    write_jsonl(tmp_path / "m.jsonl", rows)
+    summary = pretrain(_cfg(tmp_path / "m.jsonl", "optim.epochs=1"), tmp_path / "run")
+    assert summary["steps"] == 3 and summary["skipped_files"] >= 1
+    skipped = [json.loads(x) for x in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert skipped and all(s["path"] == str(broken) and s["reason"] for s in skipped)
+
+
+def test_cma_run_from_a_folder(collection, tmp_path):
+    summary = pretrain(_cfg(Path("unused"), "data.manifest=null", f"data.root={collection / 'media'}",
+                            "loss.kind=cma", "loss.cma_topk=3", "optim.epochs=1"), tmp_path / "run")
+    assert summary["steps"] == 3
+    assert (tmp_path / "run" / "manifest.jsonl").exists()
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (ck["loss"]["positives"] >= 0).all()
+
+
+def test_config_mistakes_are_clear_errors(collection, tmp_path, capsys):
+    rc = main(["pretrain", "--config", str(SMALL), "--set", "optim.bogus=1", "--output-dir", str(tmp_path)])
+    assert rc == 2 and "unknown config key 'optim.bogus'" in capsys.readouterr().err
+    rc = main(["pretrain", "--config", str(SMALL), "--set", "optim.batch_size=big", "--output-dir", str(tmp_path)])
+    assert rc == 2 and "optim.batch_size: expected an integer" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="data.manifest"):
+        pretrain(load_config(PretrainConfig, SMALL, ["run.progress=false"]), tmp_path / "x")
+
+
+@pytest.mark.distributed
+def test_torchrun_two_processes_on_cpu(collection, tmp_path):
+    rows = read_manifest(collection / "manifest.jsonl")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(Path(rows[5]["path"]).read_bytes()[:1500])
+    rows[5] = dict(rows[5], path=str(broken))
+    write_jsonl(tmp_path / "m.jsonl", rows)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+           "-m", "avssl", "pretrain", "--config", str(SMALL), "--output-dir", str(tmp_path / "ddp"),
+           "--set", f"data.manifest={tmp_path / 'm.jsonl'}", "--set", "data.num_workers=0",
+           "--set", "optim.batch_size=2", "--set", "optim.epochs=1", "--set", "run.progress=false",
+           "--set", "loss.num_negatives=8"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["steps"] == 3  # 12 clips / (2 per process x 2 processes)
+    rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3 and rows[-1]["clips"] == 12
+    # With seed 0 the broken clip (index 5) falls to rank 1; rank 0 still lists it.
+    skipped = [json.loads(x) for x in (tmp_path / "ddp" / "skipped.jsonl").read_text().splitlines()]
+    assert skipped and all(s["path"] == str(broken) for s in skipped) and summary["skipped_files"] == len(skipped)
+
+
+def test_cma_starts_from_an_avid_checkpoint(collection, tmp_path):
+    m = collection / "manifest.jsonl"
+    pretrain(_cfg(m, "optim.epochs=1"), tmp_path / "avid")
+    avid = load_checkpoint(tmp_path / "avid" / "last.pt")
+    pretrain(_cfg(m, "optim.epochs=1", "run.max_steps=1", "loss.kind=cma", "loss.cma_topk=3",
+                  f"run.init_from={tmp_path / 'avid' / 'last.pt'}", "optim.lr=0.0"), tmp_path / "cma")
+    cma = load_checkpoint(tmp_path / "cma" / "last.pt")
+    # lr 0: the weights are the AVID ones (BatchNorm statistics move), positives come from AVID's memory.
+    assert torch.equal(cma["model"]["video.stem.0.weight"], avid["model"]["video.stem.0.weight"])
+    from avssl.losses.cma import agreement_topk
+
+    expected = agreement_topk(avid["loss"]["memory.video"], avid["loss"]["memory.audio"], 3)
+    assert torch.equal(cma["loss"]["positives"], expected)
