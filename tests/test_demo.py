@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import json
+
+from avssl.cli import main
+
+
+def test_demo_runs_end_to_end_and_reports_both_models(tmp_path, capsys):
+    rc = main(["demo", "--output-dir", str(tmp_path), "--num-clips", "20", "--held-out", "8",
+               "--set", "optim.epochs=1", "--set", "optim.batch_size=6", "--set", "data.num_workers=0",
+               "--set", "run.progress=false", "--set", "loss.num_negatives=8"])
+    assert rc == 0
+    res = json.loads((tmp_path / "demo_results.json").read_text())
+    assert res["train_clips"] == 12 and res["heldout_clips"] == 8 and res["pretrain"]["steps"] == 2
+    for model in ("random_init", "pretrained"):
+        r = res[model]
+        assert set(r["video_to_audio"]) == {"R@1", "R@5"} and 0 <= r["linear_probe"]["accuracy"] <= 1
+    text = (tmp_path / "summary.txt").read_text()
+    assert "linear probe" in text and "random init" in text and text in capsys.readouterr().out
+    # A second run reuses the media and resumes the finished run instead of starting over.
+    assert main(["demo", "--output-dir", str(tmp_path), "--num-clips", "20", "--held-out", "8",
+                 "--set", "optim.epochs=1", "--set", "optim.batch_size=6", "--set", "data.num_workers=0",
+                 "--set", "run.progress=false", "--set", "loss.num_negatives=8"]) == 0
+    assert "synthesizing" not in capsys.readouterr().out
