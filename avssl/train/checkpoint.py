@@ -1,37 +1,36 @@
-"""Atomic checkpoints of plain types and tensors (loadable with ``torch.load(weights_only=True)``)."""
+"""Checkpoints of plain types and tensors (loadable with ``torch.load(weights_only=True)``), written
+atomically."""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["load_checkpoint", "prune_checkpoints", "save_atomic"]
+from ..fileio import atomic_write
+
+__all__ = ["keep_copy", "load_checkpoint", "prune_checkpoints", "save_atomic"]
 
 
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def keep_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Keep ``src`` as it is now under the name ``dst``: a hard link (no second write) where the file
+    system allows, else a copy. Later atomic rewrites of ``src`` replace its name, not this file."""
+    dst = Path(dst)
+    if dst.exists():
+        dst.unlink()
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -25,7 +25,7 @@ from ..data.datasets import AVClipDataset, DataConfig, av_collate
 from ..losses.avid import LossConfig
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, ModelConfig, count_parameters
-from .checkpoint import load_checkpoint, prune_checkpoints, save_atomic
+from .checkpoint import keep_copy, load_checkpoint, prune_checkpoints, save_atomic
 
 __all__ = ["OptimConfig", "PretrainConfig", "RunConfig", "pretrain"]
 
@@ -283,7 +283,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             ep = step // steps_per_epoch
             checkpoint(last)
             if run.checkpoint_every and ep % run.checkpoint_every == 0 and dist.is_main():
-                checkpoint(out / f"epoch_{ep:04d}.pt")
+                keep_copy(last, out / f"epoch_{ep:04d}.pt")
                 prune_checkpoints(out, "epoch_*.pt", run.keep)
     checkpoint(last)
     bar.close()

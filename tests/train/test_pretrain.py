@@ -133,3 +133,22 @@ def test_cma_starts_from_an_avid_checkpoint(collection, tmp_path):
 
     expected = agreement_topk(avid["loss"]["memory.video"], avid["loss"]["memory.audio"], 3)
     assert torch.equal(cma["loss"]["positives"], expected)
+
+
+def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
+    from avssl.train.checkpoint import keep_copy, save_atomic
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    path = tmp_path / "last.pt"
+    save_atomic({"step": 1}, path)
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        save_atomic({"step": 2, "bad": Unpicklable()}, path)  # dies half-way through writing
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    keep_copy(path, tmp_path / "epoch_0001.pt")
+    save_atomic({"step": 3}, path)
+    assert torch.load(tmp_path / "epoch_0001.pt", weights_only=True) == {"step": 1}
+    assert torch.load(path, weights_only=True) == {"step": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0001.pt", "last.pt"]
