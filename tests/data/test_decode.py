@@ -94,13 +94,22 @@ def test_sizes_short_side_and_exact(event_video):
     assert output_size(1280, 720, 112) == (199, 112)
 
 
-def test_rotated_stream_is_turned_upright(tmp_path):
+@pytest.mark.parametrize("rotation, corner", [(-90, "top-right"), (90, "bottom-left"), (180, "bottom-right")])
+def test_rotated_stream_is_turned_upright(tmp_path, rotation, corner):
+    # As FFmpeg's autorotate: a display matrix of -90 degrees (phones held upright) turns the frame
+    # 90 degrees clockwise, so the coded top-left corner ends up top-right.
+    img = np.full((32, 48, 3), 16, np.uint8)
+    img[:8, :8] = 235  # a marker in the coded top-left corner
     path = tmp_path / "rot.mp4"
-    frames = [np.zeros((32, 48, 3), np.uint8) for _ in range(20)]
-    write_av(path, frames, 20, None, rotation=90)
-    assert probe(path).video.rotation in (90, 270)
-    clip = decode_clip(path, 0.0, 0.5, 8, size=16, audio_duration=None)
-    assert clip.frames.shape == (4, 24, 16, 3)
+    write_av(path, [img] * 20, 20, None, rotation=rotation, crf=0)
+    assert probe(path).video.rotation == rotation % 360
+    clip = decode_clip(path, 0.0, 0.5, 8, size=None, audio_duration=None)
+    assert clip.frames.shape == ((4, 48, 32, 3) if rotation % 180 else (4, 32, 48, 3))
+    f = clip.frames[0, :, :, 0].astype(int)
+    h, w = f.shape
+    corners = {"top-left": f[:4, :4], "top-right": f[:4, w - 4 :], "bottom-left": f[h - 4 :, :4],
+               "bottom-right": f[h - 4 :, w - 4 :]}
+    assert {k for k, v in corners.items() if v.mean() > 128} == {corner}
 
 
 def test_only_the_needed_packets_are_decoded(tmp_path):
