@@ -35,7 +35,7 @@ class LossConfig:
     # CMA
     cma_topk: int = 32
     cma_every: int = 1  # recompute positive sets every N epochs
-    cma_chunk: int = 4096  # rows of the similarity computed at once
+    cma_chunk: int = 1024  # rows compared with the whole memory at once: 2 x chunk x N floats
     cma_wmodal: float = 1.0  # weight of the within-modal positive-set term
     cma_start_epoch: int = 0  # epochs of plain AVID before agreement is used
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-
+from .. import distributed as dist
 from .avid import AVIDLoss, LossConfig
 from .memory import sample_negatives
 
@@ -18,16 +18,22 @@ __all__ = ["CMALoss", "agreement_topk", "build_loss", "positive_set_loss"]
 
 
 @torch.no_grad()
-def agreement_topk(video: torch.Tensor, audio: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
-    """``(N, k)`` indices of each row's top-k other rows by ``min(v_i.v_j, a_i.a_j)``."""
+def agreement_topk(
+    video: torch.Tensor, audio: torch.Tensor, k: int, chunk: int = 1024, rows: range | None = None
+) -> torch.Tensor:
+    """Indices of each row's top-k other rows by ``min(v_i.v_j, a_i.a_j)``: ``(len(rows), k)``.
+
+    ``chunk`` rows are compared with all N at once (two ``chunk x N`` float matrices in memory).
+    """
     n = video.shape[0]
     k = min(k, n - 1)
-    out = torch.empty(n, k, dtype=torch.long, device=video.device)
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
+    rows = rows if rows is not None else range(n)
+    out = torch.empty(len(rows), k, dtype=torch.long, device=video.device)
+    for s in range(rows.start, rows.stop, chunk):
+        e = min(rows.stop, s + chunk)
         agree = torch.minimum(video[s:e] @ video.T, audio[s:e] @ audio.T)
         agree[torch.arange(e - s), torch.arange(s, e)] = -float("inf")  # not itself
-        out[s:e] = agree.topk(k, dim=1).indices
+        out[s - rows.start : e - rows.start] = agree.topk(k, dim=1).indices
     return out
 
 
@@ -54,9 +60,15 @@ class CMALoss(AVIDLoss):
         return bool((self.positives >= 0).all())
 
     def update_positives(self) -> None:
-        """Recompute positive sets from the current memory (same result on every process)."""
-        self.positives.copy_(agreement_topk(self.memory.video, self.memory.audio, self.positives.shape[1],
-                                            self.cfg.cma_chunk))
+        """Recompute positive sets from the current memory; each process computes a share of the rows
+        and all receive the whole table."""
+        n, k = self.positives.shape
+        world, rank = dist.world_size(), dist.rank()
+        share = -(-n // world)  # ceil
+        rows = range(min(n, rank * share), min(n, (rank + 1) * share))
+        mine = torch.full((share, k), -1, dtype=torch.long, device=self.positives.device)
+        mine[: len(rows)] = agreement_topk(self.memory.video, self.memory.audio, k, self.cfg.cma_chunk, rows)
+        self.positives.copy_(dist.all_gather_cat(mine)[:n])
 
     def forward(self, video, audio, index, generator=None):
         cfg = self.cfg

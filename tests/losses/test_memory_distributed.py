@@ -33,3 +33,29 @@ def test_memory_bank_update_is_gathered_across_two_processes(tmp_path):
         emb = F.normalize(torch.full((2, 4), float(rank + 1)) + torch.arange(4.0), dim=1)
         ref.update(torch.tensor([rank * 2, rank * 2 + 1]), emb, emb)
     assert torch.allclose(b0["video"], ref.video) and torch.allclose(b0["audio"], ref.audio)
+
+
+def _cma_worker(rank: int, world: int, init: str, out: str) -> None:
+    from avssl.losses.avid import LossConfig
+    from avssl.losses.cma import CMALoss
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        loss = CMALoss(11, 4, LossConfig(kind="cma", cma_topk=3, cma_chunk=2), seed=0)  # 11 rows: uneven split
+        loss.update_positives()
+        torch.save(loss.positives, f"{out}/pos{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_cma_positive_sets_are_split_across_processes_and_gathered(tmp_path):
+    from avssl.losses.avid import LossConfig
+    from avssl.losses.cma import CMALoss
+
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.start_processes(_cma_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    single = CMALoss(11, 4, LossConfig(kind="cma", cma_topk=3), seed=0)
+    single.update_positives()
+    for rank in range(2):
+        assert torch.equal(torch.load(tmp_path / f"pos{rank}.pt", weights_only=True), single.positives)
