@@ -36,12 +36,14 @@ def _cfg(manifest: Path, *extra: str) -> PretrainConfig:
     ])
 
 
-def test_resumed_run_equals_uninterrupted_run(collection, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_run_equals_uninterrupted_run(collection, tmp_path, workers):
     m = collection / "manifest.jsonl"
-    full = pretrain(_cfg(m, "run.max_steps=5"), tmp_path / "full")
-    part = pretrain(_cfg(m, "run.max_steps=3"), tmp_path / "resumed")
+    w = f"data.num_workers={workers}"
+    full = pretrain(_cfg(m, "run.max_steps=5", w), tmp_path / "full")
+    part = pretrain(_cfg(m, "run.max_steps=3", w), tmp_path / "resumed")
     assert part["steps"] == 3
-    resumed = pretrain(_cfg(m, "run.max_steps=5"), tmp_path / "resumed")  # picks up last.pt
+    resumed = pretrain(_cfg(m, "run.max_steps=5", w), tmp_path / "resumed")  # picks up last.pt
     assert full["steps"] == resumed["steps"] == 5
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "last.pt")
