@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ import av
 import numpy as np
 import torch
 import torchaudio
+from av.video.reformatter import VideoReformatter
 
 __all__ = [
     "AudioInfo",
@@ -260,6 +262,18 @@ def output_size(height: int, width: int, size: int | tuple[int, int] | None) -> 
     return int(h), int(w)
 
 
+_local = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's swscale context holder: reusing it avoids building a scaler for every frame.
+    Scalers run single-threaded (see ``_decode_video``), so a copy inherited by a forked DataLoader
+    worker holds no threads and stays usable."""
+    if not hasattr(_local, "reformatter"):
+        _local.reformatter = VideoReformatter()
+    return _local.reformatter
+
+
 def _frame_time(frame: av.VideoFrame | av.AudioFrame, c_start: float) -> float | None:
     ts = frame.pts if frame.pts is not None else frame.dts
     tb = frame.time_base
@@ -325,12 +339,15 @@ def _decode_video(
         out_h, out_w = out_w, out_h  # convert in coded orientation, rotate afterwards
     converted: dict[int, np.ndarray] = {}
     out = np.empty((n, out_h, out_w, 3), dtype=np.uint8)
+    reformatter = _reformatter()
     for j, fr in enumerate(chosen):
         key = id(fr)
         if key not in converted:
-            converted[key] = fr.to_ndarray(
-                width=out_w, height=out_h, format="rgb24", interpolation=interpolation
-            )
+            # threads=1: PyAV's default (auto) starts a thread pool per scaler, which costs more than
+            # scaling a few small frames and deadlocks forked workers that inherit it.
+            converted[key] = reformatter.reformat(
+                fr, width=out_w, height=out_h, format="rgb24", interpolation=interpolation, threads=1
+            ).to_ndarray()
         out[j] = converted[key]
     if rot_k:
         out = np.ascontiguousarray(np.rot90(out, k=rot_k, axes=(1, 2)))

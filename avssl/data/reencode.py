@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from .decode import DecodeError, output_size
 
@@ -60,6 +61,7 @@ def reencode_file(src: str | os.PathLike, dst: str | os.PathLike, cfg: ReencodeC
                     aout = out.add_stream("aac", rate=ain.codec_context.sample_rate, layout=ain.codec_context.layout)
                     aout.bit_rate = cfg.audio_bitrate
             rotation_set = False
+            scaler = VideoReformatter()  # one swscale context for the whole file
             streams = [vin] + ([ain] if ain is not None else [])
             for packet in inp.demux(*streams):
                 if packet.stream is vin:
@@ -68,7 +70,7 @@ def reencode_file(src: str | os.PathLike, dst: str | os.PathLike, cfg: ReencodeC
                             if frame.rotation:
                                 vout.set_display_rotation(frame.rotation)
                             rotation_set = True
-                        small = frame.reformat(width=w, height=h, format="yuv420p")
+                        small = scaler.reformat(frame, width=w, height=h, format="yuv420p", threads=1)
                         small.pts, small.time_base = frame.pts, frame.time_base
                         out.mux(vout.encode(small))
                 elif copy_audio:

@@ -104,3 +104,10 @@ def test_seeded_items_depend_only_on_seed_epoch_and_index(manifest):
     assert torch.equal(x["video"], y["video"]) and x["start"] == y["start"]
     b.set_epoch(1)
     assert b[2]["start"] != x["start"]
+
+
+def test_workers_forked_after_decoding_in_the_parent_do_not_hang(manifest):
+    ds = AVClipDataset(manifest, _cfg(), train=True, seed=0)
+    ds[0]  # the parent decodes (and scales) first, then forks workers
+    loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=av_collate)
+    assert sum(len(b["index"]) for b in loader) == len(ds)
