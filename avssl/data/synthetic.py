@@ -90,11 +90,11 @@ def write_av(
             vs.pix_fmt = "yuv420p"
             vs.time_base = Fraction(1, fps)
             if video_codec == "libx264":
-                opts = {"crf": str(crf), "preset": "veryfast"}
-                if gop:
-                    opts["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
-                vs.options = opts
-                vs.codec_context.thread_count = 1
+                # Same frames, same bytes: one encoder thread and no rate-control lookahead (otherwise
+                # x264 gave different output run to run here; codec_context.thread_count does not
+                # reach it, the "threads" option does).
+                params = "rc-lookahead=0" + (f":keyint={gop}:min-keyint={gop}:scenecut=0" if gop else "")
+                vs.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": params}
             elif gop:
                 vs.codec_context.gop_size = gop
             if rotation:
