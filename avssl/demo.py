@@ -87,11 +87,15 @@ def _summary_text(r: dict[str, Any]) -> str:
         "",
         f"{'metric':34s} {'random init':>12s} {'pretrained':>12s}",
     ]
+    def row(label: str, before: float, after: float) -> str:
+        return f"{label:34s} {before:12.3f} {after:12.3f}"
+
+    rand, pre = r["random_init"], r["pretrained"]
     for key, name in (("video_to_audio", "video->audio"), ("audio_to_video", "audio->video")):
         for k in ("R@1", "R@5"):
-            lines.append(f"{'retrieval ' + name + ' ' + k:34s} {r['random_init'][key][k]:12.3f} {r['pretrained'][key][k]:12.3f}")
-    lp_r, lp_p = r["random_init"]["linear_probe"], r["pretrained"]["linear_probe"]
-    lines.append(f"{'linear probe, object class':34s} {lp_r['accuracy']:12.3f} {lp_p['accuracy']:12.3f}")
-    chance_r = 1 / r["heldout_clips"]
-    lines += ["", f"chance: retrieval R@1 {chance_r:.3f}, R@5 {5 * chance_r:.3f}; probe (majority class) {lp_p['chance']:.3f}"]
+            lines.append(row(f"retrieval {name} {k}", rand[key][k], pre[key][k]))
+    lines.append(row("linear probe, object class", rand["linear_probe"]["accuracy"], pre["linear_probe"]["accuracy"]))
+    chance = 1 / r["heldout_clips"]
+    probe_chance = pre["linear_probe"]["chance"]
+    lines += ["", f"chance: retrieval R@1 {chance:.3f}, R@5 {5 * chance:.3f}; probe (majority) {probe_chance:.3f}"]
     return "\n".join(lines) + "\n"
