@@ -1,4 +1,4 @@
-"""Projection heads (to the shared embedding) and classifier heads."""
+"""Projection heads into the shared embedding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ClassifierHead", "ProjectionHead"]
+__all__ = ["ProjectionHead"]
 
 
 class ProjectionHead(nn.Module):
@@ -20,12 +20,3 @@ class ProjectionHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.mlp(x), dim=-1)
 
-
-class ClassifierHead(nn.Module):
-    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(x))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -9,16 +11,22 @@ import torch.nn.functional as F
 from avssl.losses.memory import MemoryBank
 
 
-def _worker(rank: int, world: int, init: str, out: str) -> None:
+@contextmanager
+def _gloo(rank: int, world: int, init: str):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker(rank: int, world: int, init: str, out: str) -> None:
+    with _gloo(rank, world, init):
         bank = MemoryBank(8, 4, momentum=0.5, seed=0)
         idx = torch.tensor([rank * 2, rank * 2 + 1])  # rank 0 owns 0,1; rank 1 owns 2,3
         emb = F.normalize(torch.full((2, 4), float(rank + 1)) + torch.arange(4.0), dim=1)
         bank.update(idx, emb, emb)
         torch.save(bank.state_dict(), f"{out}/bank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed
@@ -39,13 +47,10 @@ def _cma_worker(rank: int, world: int, init: str, out: str) -> None:
     from avssl.losses.avid import LossConfig
     from avssl.losses.cma import CMALoss
 
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
+    with _gloo(rank, world, init):
         loss = CMALoss(11, 4, LossConfig(kind="cma", cma_topk=3, cma_chunk=2), seed=0)  # 11 rows: uneven split
         loss.update_positives()
         torch.save(loss.positives, f"{out}/pos{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed

@@ -154,3 +154,16 @@ def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
     assert torch.load(tmp_path / "epoch_0001.pt", weights_only=True) == {"step": 1}
     assert torch.load(path, weights_only=True) == {"step": 3}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0001.pt", "last.pt"]
+
+
+def test_learning_rate_schedules():
+    from avssl.train.pretrain import OptimConfig, lr_at
+
+    cos = OptimConfig(lr=1.0, epochs=10, warmup_epochs=2, schedule="cosine")
+    assert lr_at(cos, 0, 10) == pytest.approx(0.05)  # warm-up: (step + 1) / 20
+    assert lr_at(cos, 19, 10) == pytest.approx(1.0)
+    assert lr_at(cos, 60, 10) == pytest.approx(0.5)  # half-way through the cosine
+    assert lr_at(cos, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    step = OptimConfig(lr=1.0, epochs=10, schedule="step", lr_milestones=[3, 6], lr_gamma=0.1)
+    assert [lr_at(step, s, 10) for s in (0, 29, 30, 60)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
+    assert lr_at(OptimConfig(lr=0.3, schedule="constant"), 1000, 10) == 0.3
