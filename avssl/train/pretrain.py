@@ -180,9 +180,14 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    def checkpoint(path: Path) -> None:
-        if not dist.is_main():
+    saved_step = step if last.exists() else -1  # last.pt already holds this step
+
+    def save_last() -> None:
+        """Rewrite last.pt unless it already holds this step (rank 0 only)."""
+        nonlocal saved_step
+        if not dist.is_main() or saved_step == step:
             return
+        saved_step = step
         save_atomic(
             {
                 "config": to_dict(cfg),
@@ -195,7 +200,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
                 "skipped_total": skipped_total,
                 "rng_torch": torch.get_rng_state(),
             },
-            path,
+            last,
         )
 
     writer = None
@@ -223,7 +228,9 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
         epoch = step // steps_per_epoch
         dataset.set_epoch(epoch)
         if isinstance(loss_fn, CMALoss) and epoch >= cfg.loss.cma_start_epoch:
-            if (epoch - cfg.loss.cma_start_epoch) % cfg.loss.cma_every == 0 or not loss_fn.has_positives:
+            # At an epoch's first step only: a run resumed mid-epoch keeps the checkpoint's positives.
+            due = (epoch - cfg.loss.cma_start_epoch) % cfg.loss.cma_every == 0 and step == epoch * steps_per_epoch
+            if due or not loss_fn.has_positives:
                 loss_fn.update_positives()
         batches = _epoch_indices(len(dataset), epoch, run.seed, opt_cfg.batch_size, rank, world)
         batches = batches[step - epoch * steps_per_epoch :]  # resume inside an epoch
@@ -276,16 +283,16 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
                     for k, val in row.items():
                         writer.add_scalar(f"pretrain/{k}", val, step)
             if run.save_every_steps and step % run.save_every_steps == 0:
-                checkpoint(last)
+                save_last()
             if step >= total_steps:
                 break
         if step % steps_per_epoch == 0:
             ep = step // steps_per_epoch
-            checkpoint(last)
+            save_last()
             if run.checkpoint_every and ep % run.checkpoint_every == 0 and dist.is_main():
                 keep_copy(last, out / f"epoch_{ep:04d}.pt")
                 prune_checkpoints(out, "epoch_*.pt", run.keep)
-    checkpoint(last)
+    save_last()
     bar.close()
     elapsed = time.perf_counter() - t_start
     summary = {"steps": step, "final_loss": last_loss, "skipped_files": skipped_total,

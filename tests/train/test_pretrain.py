@@ -36,14 +36,14 @@ def _cfg(manifest: Path, *extra: str) -> PretrainConfig:
     ])
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resumed_run_equals_uninterrupted_run(collection, tmp_path, workers):
+@pytest.mark.parametrize("workers, kind", [(0, "avid"), (2, "avid"), (0, "cma")])
+def test_resumed_run_equals_uninterrupted_run(collection, tmp_path, workers, kind):
     m = collection / "manifest.jsonl"
-    w = f"data.num_workers={workers}"
-    full = pretrain(_cfg(m, "run.max_steps=5", w), tmp_path / "full")
-    part = pretrain(_cfg(m, "run.max_steps=3", w), tmp_path / "resumed")
-    assert part["steps"] == 3
-    resumed = pretrain(_cfg(m, "run.max_steps=5", w), tmp_path / "resumed")  # picks up last.pt
+    w = [f"data.num_workers={workers}", f"loss.kind={kind}", "loss.cma_topk=3"]
+    full = pretrain(_cfg(m, "run.max_steps=5", *w), tmp_path / "full")
+    part = pretrain(_cfg(m, "run.max_steps=4", *w), tmp_path / "resumed")  # stops inside epoch 2
+    assert part["steps"] == 4
+    resumed = pretrain(_cfg(m, "run.max_steps=5", *w), tmp_path / "resumed")  # picks up last.pt
     assert full["steps"] == resumed["steps"] == 5
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "last.pt")
