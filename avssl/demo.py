@@ -42,8 +42,8 @@ def run_demo(output_dir: str | Path, num_clips: int = 240, held_out: int = 48, s
     # sound goes with it, which a small model learns only slowly (localization data keeps them).
     spec = SynthSpec(width=80, height=80, fps=16, duration=3.0, sample_rate=16000, num_distractors=distractors)
     meta = media / "classes.json"
-    same = meta.exists() and json.loads(meta.read_text()).get("spec") == asdict(spec) and \
-        json.loads(meta.read_text()).get("seed") == seed
+    made = json.loads(meta.read_text()) if meta.exists() else {}
+    same = made.get("spec") == asdict(spec) and made.get("seed") == seed
     if not same or len(list(media.glob("clip_*.mp4"))) < num_clips:
         for old in media.glob("clip_*"):
             old.unlink()
