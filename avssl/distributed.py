@@ -31,10 +31,13 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env() -> tuple[int, int, int]:
-    """Start the process group when launched by torchrun; returns (rank, local_rank, world_size)."""
+def init_from_env(backend: str | None = None) -> tuple[int, int, int]:
+    """Start the process group when launched by torchrun; returns (rank, local_rank, world_size).
+
+    ``backend`` None: NCCL when CUDA is available, else gloo (pass "gloo" to train on the CPUs of a GPU machine).
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend)
     return rank(), int(os.environ.get("LOCAL_RANK", "0")), world_size()
 

@@ -37,9 +37,9 @@ from avssl.data.synthetic import write_av  # noqa: E402
 VIDEO_DUR, FPS, SIZE, AUDIO_DUR, SR = 0.5, 16.0, 112, 2.0, 16000
 
 
-def make_sample(path: str, seconds: float = 15.0, fps: int = 30, gop_seconds: float = 3.0) -> None:
+def make_sample(path: str, seconds: float = 15.0, fps: int = 30, gop_seconds: float = 3.0, seed: int = 0) -> None:
     """A 1280x720 H.264 video with moving textured content (not trivially compressible) and audio."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     h, w = 720, 1280
     tex = rng.integers(0, 256, (h // 8, w // 8 + 64, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
     yy, xx = np.mgrid[0:h, 0:w]

@@ -2,16 +2,21 @@
 """Pretraining throughput (clips/s), with the model's compute-only speed measured in the same run.
 
   compute-only  model + loss + optimizer step + memory update on random tensors of the clip's shape
-  end-to-end    `avssl pretrain` on synthetic media: decoding, transforms, log-mel, DataLoader workers
-  2 processes   the same through torchrun (gloo on CPU, NCCL on GPU), clips/s summed over processes
+                (--variants: fp32 / bf16 autocast, channels-last on / off, torch.compile on / off;
+                --reference: torchvision's r2plus1d_18 forward + backward on the same video input)
+  end-to-end    `avssl pretrain` from files: decoding, transforms, log-mel, DataLoader workers, with the
+                per-pixel and spectrogram work in the workers ("worker") or on the batch's device ("device")
+  2 processes   the same through torchrun (gloo on CPU), clips/s summed over processes
 
-end-to-end / compute-only says whether the loader keeps the model fed (1.0 = fully fed).
-Steady-state rates skip the first `--warmup` steps (worker start-up, cuDNN autotuning).
+end-to-end / compute-only says whether the loader keeps the model fed (1.0 = fully fed). Steady-state
+rates skip the first `--warmup` steps (worker start-up, cuDNN autotuning, compilation). On CUDA the
+GPU's busy time during the end-to-end run is sampled through NVML (torch.cuda.utilization: the share of
+time in which a kernel was running).
 
 Usage:
-  python tools/bench_train.py                                  # small CPU config, 1 and 2 processes
-  python tools/bench_train.py --config configs/pretrain/avid_r2plus1d18_kinetics.yaml --device cuda \
-      --batch-size 32 --workers 12 --nproc 1                   # R(2+1)D-18, 8x112x112, AMP, on a GPU
+  python tools/bench_train.py                                  # small CPU config, synthetic media, 1 and 2 processes
+  python tools/bench_train.py --config configs/pretrain/avid_r2plus1d18_kinetics.yaml --device cuda \\
+      --workers 16 --nproc 1 --variants --reference --make-720p 16   # a GPU machine: 720p sources + re-encoded
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -32,50 +39,156 @@ sys.path.insert(0, str(ROOT))
 
 from avssl.config import load_config  # noqa: E402
 from avssl.data.audio import LogMelSpectrogram  # noqa: E402
-from avssl.data.collection import build_manifest  # noqa: E402
+from avssl.data.collection import build_manifest, read_manifest, write_jsonl  # noqa: E402
+from avssl.data.reencode import ReencodeConfig, reencode_many  # noqa: E402
 from avssl.data.synthetic import SynthSpec, synthesize  # noqa: E402
 from avssl.losses.cma import build_loss  # noqa: E402
 from avssl.models.avmodel import AVModel  # noqa: E402
 from avssl.train.pretrain import PretrainConfig, pretrain  # noqa: E402
 
 
-def compute_only(cfg: PretrainConfig, device: torch.device, steps: int, warmup: int) -> float:
+def _inputs(cfg: PretrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     c, b = cfg.data.clip, cfg.optim.batch_size
     t = max(1, round(c.video_duration * c.fps))
     n_frames = LogMelSpectrogram(cfg.data.mel).num_frames(round(c.audio_duration * c.sample_rate))
-    video = torch.randn(b, 3, t, c.crop, c.crop, device=device)
-    audio = torch.randn(b, 1, cfg.data.mel.n_mels, n_frames, device=device)
-    model = AVModel(cfg.model).to(device).train()
-    use_amp = cfg.run.amp and device.type == "cuda"
-    if device.type == "cuda" and cfg.run.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-        video = video.contiguous(memory_format=torch.channels_last_3d)
-    loss_fn = build_loss(max(4096, b * 4), cfg.model.embed_dim, cfg.loss).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    dtype = torch.bfloat16 if cfg.run.amp_dtype == "bfloat16" else torch.float16
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(b, 3, t, c.crop, c.crop, generator=g).to(device)
+    audio = torch.randn(b, 1, cfg.data.mel.n_mels, n_frames, generator=g).to(device)
+    return video, audio
+
+
+def _timed(step, device: torch.device, steps: int, warmup: int, batch: int) -> float:
     for i in range(warmup + steps):
         if i == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def compute_only(cfg: PretrainConfig, device: torch.device, steps: int, warmup: int, amp: bool,
+                 channels_last: bool, compile_: bool) -> float:
+    b = cfg.optim.batch_size
+    video, audio = _inputs(cfg, device)
+    torch.manual_seed(0)
+    model = AVModel(cfg.model).to(device).train()
+    if device.type == "cuda" and channels_last:
+        model.to_channels_last()
+        video = video.contiguous(memory_format=torch.channels_last_3d)
+        audio = audio.contiguous(memory_format=torch.channels_last)
+    fwd = torch.compile(model) if compile_ else model
+    loss_fn = build_loss(max(4096, b * 4), cfg.model.embed_dim, cfg.loss).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    dtype = torch.bfloat16 if cfg.run.amp_dtype == "bfloat16" else torch.float16
+    use_amp = amp and device.type == "cuda"
+
+    def step() -> None:
         index = torch.randint(0, loss_fn.memory.size, (b,), device=device)
         with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
-            v, a = model(video, audio)
+            v, a = fwd(video, audio)
         loss, _ = loss_fn(v.float(), a.float(), index)
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss_fn.memory.update(index, v.float().detach(), a.float().detach())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * b / (time.perf_counter() - t0)
+
+    return _timed(step, device, steps, warmup + (5 if compile_ else 0), b)
 
 
-def steady_rate(run_dir: Path, warmup: int) -> float:
+def torchvision_reference(cfg: PretrainConfig, device: torch.device, steps: int, warmup: int, amp: bool,
+                          channels_last: bool) -> float:
+    """torchvision's r2plus1d_18 (400-way classifier) forward + backward + SGD step on the same video."""
+    from torchvision.models.video import r2plus1d_18
+
+    b = cfg.optim.batch_size
+    video, _ = _inputs(cfg, device)
+    model = r2plus1d_18(weights=None).to(device).train()
+    if device.type == "cuda" and channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+        video = video.contiguous(memory_format=torch.channels_last_3d)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    labels = torch.randint(0, 400, (b,), device=device)
+    use_amp = amp and device.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return _timed(step, device, steps, warmup, b)
+
+
+class GPUBusy:
+    """Samples torch.cuda.utilization() (NVML) every 50 ms in a thread: (time, percent) pairs."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.time(), torch.cuda.utilization()))
+            except Exception:  # no NVML: nothing to report
+                return
+            time.sleep(0.05)
+
+    def __enter__(self) -> GPUBusy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def mean(self, t0: float, t1: float) -> float | None:
+        inside = [u for t, u in self.samples if t0 <= t <= t1]
+        return sum(inside) / len(inside) if inside else None
+
+
+def steady(run_dir: Path, warmup: int) -> tuple[float, float, float]:
+    """(clips/s, wall time of the first and last steady-state rows) from metrics.jsonl."""
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     first = next(r for r in rows if r["step"] >= warmup)
     last = rows[-1]
-    return (last["clips"] - first["clips"]) / (last["seconds"] - first["seconds"])
+    return (last["clips"] - first["clips"]) / (last["seconds"] - first["seconds"]), first["time"], last["time"]
+
+
+def make_720p_sets(out: Path, count: int, reencodings: list[str]) -> list[Path]:
+    """``count`` textured 720p H.264 files (3 s keyframes, AAC 44.1 kHz stereo), and the same re-encoded
+    with `avssl data reencode` for each "SHORT_SIDE:KEYFRAME_SECONDS" of ``reencodings``."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from bench_decode import make_sample
+
+    src = out / "src_720p"
+    src.mkdir(parents=True, exist_ok=True)
+    paths = [str(src / f"v{i:03d}.mp4") for i in range(count)]
+    todo = [(p, i) for i, p in enumerate(paths) if not Path(p).exists()]  # kept from an earlier run
+    with ProcessPoolExecutor(min(count, os.cpu_count() or 1)) as ex:
+        n = len(todo)
+        list(ex.map(make_sample, [p for p, _ in todo], [15.0] * n, [30] * n, [3.0] * n, [i for _, i in todo]))
+    sets = [src]
+    for r in reencodings:
+        side, gop = r.split(":")
+        sets.append(out / f"reencoded_{side}_gop{gop}s")
+        reencode_many(paths, sets[-1], cfg=ReencodeConfig(short_side=int(side), keyframe_interval=float(gop)),
+                      workers=os.cpu_count() or 1, progress=False)
+    return sets
+
+
+def manifest_for(folder: Path, out: Path, min_entries: int) -> Path:
+    """A manifest of the folder's files, each listed as often as needed for one epoch of the run."""
+    build_manifest(folder, out.with_suffix(".probe.jsonl"), progress=False)
+    rows = read_manifest(out.with_suffix(".probe.jsonl"))
+    reps = -(-min_entries // len(rows))
+    write_jsonl(out, [r for _ in range(reps) for r in rows])
+    return out
 
 
 def main() -> int:
@@ -87,7 +200,20 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--nproc", type=int, default=2, help="also run this many processes with torchrun (1: skip)")
-    p.add_argument("--clips", type=int, default=96, help="synthetic clips to generate")
+    p.add_argument("--clips", type=int, default=96, help="synthetic clips to generate (when no --media)")
+    p.add_argument("--media", action="append", default=[], help="a folder of videos for end-to-end (repeatable)")
+    p.add_argument("--make-720p", type=int, default=0, metavar="N",
+                   help="make N 720p H.264 files and their `avssl data reencode` copies, and use them as --media")
+    p.add_argument("--reencode", action="append", default=None, metavar="SIDE:GOP",
+                   help="with --make-720p: re-encodings to make, short side and keyframe interval (default 256:1)")
+    p.add_argument("--preprocess", default=None, help="comma list of worker,device (default: the config's)")
+    p.add_argument("--variants", action="store_true", help="compute-only: fp32/bf16, channels-last, torch.compile")
+    p.add_argument("--reference", action="store_true", help="compute-only: torchvision r2plus1d_18 as well")
+    p.add_argument("--skip-end-to-end", action="store_true")
+    p.add_argument("--skip-source", action="store_true", help="with --make-720p: time only the re-encoded copies")
+    p.add_argument("--work-dir", default=None, help="where media and runs go (default: a new temporary folder); "
+                   "media made there by an earlier run are reused")
+    p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args()
 
     over = ["run.progress=false", "run.log_every=1", f"run.device={args.device}"]
@@ -97,33 +223,96 @@ def main() -> int:
         over.append(f"data.num_workers={args.workers}")
     cfg = load_config(PretrainConfig, args.config, over)
     device = torch.device(args.device)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    c = cfg.data.clip
-    synthesize(tmp / "media", args.clips, seed=0, workers=2,
-               spec=SynthSpec(width=max(128, c.size), height=max(128, c.size), fps=25, duration=4.0,
-                              sample_rate=c.sample_rate))
-    build_manifest(tmp / "media", tmp / "m.jsonl", progress=False)
-    over += [f"data.manifest={tmp / 'm.jsonl'}", "optim.epochs=1000", f"run.max_steps={args.steps + args.warmup}"]
-    cfg = load_config(PretrainConfig, args.config, over)
+    tmp = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="bench_train_"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    c, b = cfg.data.clip, cfg.optim.batch_size
+    results: dict = {"config": args.config, "batch_size": b, "workers": cfg.data.num_workers, "device": str(device),
+                     "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+                     "cpus": os.cpu_count(), "torch": torch.__version__, "compute_only": {}, "end_to_end": {}}
+    print(f"config {args.config}: batch {b}, {cfg.data.num_workers} loader workers, "
+          f"{round(c.video_duration * c.fps)}x{c.crop}x{c.crop} video, {c.audio_duration} s audio, device {device} "
+          f"({results['gpu'] or 'CPU'}), {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
 
-    print(f"config {args.config}: batch {cfg.optim.batch_size}, {cfg.data.num_workers} loader workers, "
-          f"{round(c.video_duration * c.fps)}x{c.crop}x{c.crop} video, device {device}, torch threads "
-          f"{torch.get_num_threads()}")
-    base = compute_only(cfg, device, args.steps, args.warmup)
-    print(f"  compute-only           {base:8.1f} clips/s")
-    pretrain(cfg, tmp / "run1")
-    e2e = steady_rate(tmp / "run1", args.warmup)
-    print(f"  end-to-end, 1 process  {e2e:8.1f} clips/s   ({e2e / base:.2f}x compute-only)")
-    if args.nproc > 1:
-        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, torch.get_num_threads() // args.nproc)))
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}", "--master_port=29533",
-               "-m", "avssl", "pretrain", "--config", args.config, "--output-dir", str(tmp / "run2")]
-        for o in over:
-            cmd += ["--set", o]
-        subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-        multi = steady_rate(tmp / "run2", args.warmup)
-        print(f"  end-to-end, {args.nproc} processes {multi:8.1f} clips/s   ({multi / e2e:.2f}x 1 process)")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    cuda = device.type == "cuda"
+    own = (cfg.run.amp and cuda, cfg.run.channels_last and cuda, False)  # what `avssl pretrain` runs
+    combos = [own]
+    if args.variants and cuda:
+        combos = [(False, False, False), (False, True, False), (True, False, False), (True, True, False),
+                  (True, False, True), (True, True, True)]
+
+    def label(amp: bool, cl: bool, comp: bool) -> str:
+        return f"{'bf16' if amp else 'fp32'} channels-last {'on' if cl else 'off'} compile {'on' if comp else 'off'}"
+
+    for amp, cl, comp in combos:
+        name = label(amp, cl, comp)
+        rate = compute_only(cfg, device, args.steps, args.warmup, amp, cl, comp)
+        results["compute_only"][name] = rate
+        print(f"  compute-only  {name:38s} {rate:8.1f} clips/s", flush=True)
+        if args.reference and not comp:  # the reference runs eagerly
+            ref = torchvision_reference(cfg, device, args.steps, args.warmup, amp, cl)
+            results["compute_only"][f"torchvision r2plus1d_18 {name}"] = ref
+            print(f"  reference     torchvision r2plus1d_18, same input   {ref:8.1f} clips/s "
+                  f"(avssl model+loss / reference = {rate / ref:.2f})", flush=True)
+    base = results["compute_only"][label(*own)]
+    results["baseline"] = base
+    if args.skip_end_to_end:
+        _write(args.json, results)
+        return 0
+
+    media = [Path(m) for m in args.media]
+    if args.make_720p:
+        made = make_720p_sets(tmp / "media720", args.make_720p, args.reencode or ["256:1"])
+        media += made[1:] if args.skip_source else made
+    min_entries = (args.steps + args.warmup + 1) * b * max(1, args.nproc)  # the whole run inside one epoch
+    if not media:
+        synthesize(tmp / "synth", args.clips, seed=0, workers=2,
+                   spec=SynthSpec(width=max(128, c.size), height=max(128, c.size), fps=25, duration=4.0,
+                              sample_rate=c.sample_rate))
+        media = [tmp / "synth"]
+    modes = args.preprocess.split(",") if args.preprocess else [cfg.data.preprocess]
+    for folder in media:
+        manifest = manifest_for(folder, tmp / f"{folder.name}.jsonl", min_entries)
+        for mode in modes:
+            run_over = over + [f"data.manifest={manifest}", "optim.epochs=1000",
+                               f"run.max_steps={args.steps + args.warmup}", f"data.preprocess={mode}"]
+            run_cfg = load_config(PretrainConfig, args.config, run_over)
+            run_dir = Path(tempfile.mkdtemp(prefix=f"run_{folder.name}_{mode}_", dir=tmp))
+            if device.type == "cuda":
+                with GPUBusy() as busy:
+                    pretrain(run_cfg, run_dir)
+            else:
+                busy = None
+                pretrain(run_cfg, run_dir)
+            rate, t0, t1 = steady(run_dir, args.warmup)
+            util = busy.mean(t0, t1) if busy else None
+            key = f"{folder.name} preprocess={mode}"
+            results["end_to_end"][key] = {"clips_per_s": rate, "ratio": rate / base, "gpu_busy_percent": util}
+            print(f"  end-to-end    {key:38s} {rate:8.1f} clips/s   ({rate / base:.2f}x compute-only"
+                  + (f", GPU busy {util:.0f}%" if util is not None else "") + ")", flush=True)
+        if args.nproc > 1:
+            multi_dir = Path(tempfile.mkdtemp(prefix=f"run{args.nproc}_{folder.name}_", dir=tmp))
+            env = dict(os.environ, OMP_NUM_THREADS=str(max(1, torch.get_num_threads() // args.nproc)))
+            cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}",
+                   "--master_port=29533", "-m", "avssl", "pretrain", "--config", args.config,
+                   "--output-dir", str(multi_dir)]
+            for o in over + [f"data.manifest={manifest}", "optim.epochs=1000",
+                             f"run.max_steps={args.steps + args.warmup}"]:
+                cmd += ["--set", o]
+            subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            multi, _, _ = steady(multi_dir, args.warmup)
+            one = results["end_to_end"][f"{folder.name} preprocess={modes[0]}"]["clips_per_s"]
+            results["end_to_end"][f"{folder.name} {args.nproc} processes"] = {"clips_per_s": multi}
+            print(f"  end-to-end    {folder.name}, {args.nproc} processes{'':18s} {multi:8.1f} clips/s   "
+                  f"({multi / one:.2f}x 1 process)", flush=True)
+    _write(args.json, results)
     return 0
+
+
+def _write(path: str | None, results: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Torch datasets of audio-visual clips over a manifest.
 
 Each item is ``{"video": (C,T,H,W) float, "audio": (1,F,T) log-mel, "index", "path", "start",
-"failures"}``. A file that fails to decode is handled by ``on_error``: ``"skip"`` loads another
-(random) item instead and records the failure in the returned item's ``"failures"`` list, which
-:func:`av_collate` gathers per batch so that the training loop can report it; ``"raise"`` raises
-the :class:`~avssl.data.decode.DecodeError`. Nothing is dropped silently.
+"failures"}``. With ``defer=True`` the workers stop before the per-pixel and spectrogram work: items hold
+uint8 ``video``, the raw ``waveform`` and the drawn augmentation parameters, and
+:class:`BatchPreprocess` finishes the whole batch on its device (a GPU), with the same result.
+
+A file that fails to decode is handled by ``on_error``: ``"skip"`` loads another (random) item
+instead and records the failure in the returned item's ``"failures"`` list, which :func:`av_collate`
+gathers per batch so that the training loop can report it; ``"raise"`` raises the
+:class:`~avssl.data.decode.DecodeError`. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from .collection import read_manifest
 from .decode import DecodeError, decode_clip
 from .transforms import AudioAugConfig, AudioTransform, VideoAugConfig, VideoTransform
 
-__all__ = ["AVClipDataset", "DataConfig", "av_collate"]
+__all__ = ["AVClipDataset", "BatchPreprocess", "DataConfig", "av_collate"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,9 @@ class DataConfig:
     max_retries: int = 10
     num_workers: int = 2
     decoder_threads: int = 1
+    # Where colour jitter, normalization, log-mel and masks run: "worker" (per item, in the DataLoader
+    # workers), "device" (per batch, on the training device), "auto" (device on CUDA, worker on CPU).
+    preprocess: Literal["auto", "worker", "device"] = "auto"
 
 
 class AVClipDataset(Dataset):
@@ -54,6 +61,7 @@ class AVClipDataset(Dataset):
         train: bool,
         clips_per_video: int = 1,
         seed: int | None = None,
+        defer: bool = False,
     ) -> None:
         self.entries = read_manifest(manifest) if not isinstance(manifest, list) else manifest
         if not self.entries:
@@ -72,6 +80,7 @@ class AVClipDataset(Dataset):
         self.mel = LogMelSpectrogram(cfg.mel) if cfg.clip.audio_duration else None
         self.seed = seed
         self.epoch = 0
+        self.defer = defer
 
     def set_epoch(self, epoch: int) -> None:
         """With a ``seed``, an item's random choices depend only on (seed, epoch, index)."""
@@ -109,19 +118,27 @@ class AVClipDataset(Dataset):
             missing_audio=self.cfg.missing_audio,
             threads=self.cfg.decoder_threads,
         )
+        frames, video_params = self.video_tf.geometry(torch.from_numpy(decoded.frames), g)
         item: dict[str, Any] = {
-            "video": self.video_tf(torch.from_numpy(decoded.frames), g),
             "index": video,
             "clip": clip,
             "path": entry["path"],
             "start": spec.start,
             "padded": decoded.padded,
         }
+        if self.defer:
+            item["video"], item["video_params"] = frames, video_params
+        else:
+            item["video"] = self.video_tf.finish(frames[None], video_params[None])[0]
         if self.mel is not None:
             wave = self.audio_tf.waveform(torch.from_numpy(decoded.waveform), g)
-            with torch.no_grad():
-                spec_ = self.mel(wave)
-            item["audio"] = self.audio_tf.spectrogram(spec_, g).unsqueeze(0)
+            masks = self.audio_tf.mask_params(self.cfg.mel.n_mels, self.mel.num_frames(len(wave)), g)
+            if self.defer:
+                item["waveform"], item["audio_params"] = wave, masks
+            else:
+                with torch.no_grad():
+                    spec_ = self.audio_tf.apply_masks(self.mel(wave)[None], masks[None])
+                item["audio"] = spec_  # (1, F, T)
             item["has_audio"] = decoded.has_audio
         if "label" in entry:
             item["label"] = int(entry["label"])
@@ -154,3 +171,25 @@ def av_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     out = default_collate(batch)
     out["failures"] = failures
     return out
+
+
+class BatchPreprocess(torch.nn.Module):
+    """What :class:`AVClipDataset` leaves undone with ``defer=True``, on a whole batch on its device:
+    uint8 video -> float, colour jitter, normalization; waveform -> log-mel, masks. Move the module to
+    the device (``.to(device)``) once; it returns ``(video (B,C,T,H,W), audio (B,1,F,T) or None)``."""
+
+    def __init__(self, cfg: DataConfig, train: bool) -> None:
+        super().__init__()
+        self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug)
+        self.audio_tf = AudioTransform(train, cfg.audio_aug)
+        self.mel = LogMelSpectrogram(cfg.mel) if cfg.clip.audio_duration else None
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        video = batch["video"].to(device, non_blocking=True)
+        video = self.video_tf.finish(video, batch["video_params"])
+        audio = None
+        if self.mel is not None:
+            spec = self.mel(batch["waveform"].to(device, non_blocking=True))
+            audio = self.audio_tf.apply_masks(spec, batch["audio_params"]).unsqueeze(1)
+        return video, audio

@@ -56,7 +56,12 @@ def _crop_params(h: int, w: int, scale, ratio, g) -> tuple[int, int, int, int]:
 
 
 class VideoTransform:
-    """Training (random resized crop, flip, colour jitter) or evaluation (centre crop) transform."""
+    """Training (random resized crop, flip, colour jitter) or evaluation (centre crop) transform.
+
+    Two halves, so that the per-pixel work can run on a whole batch on a GPU: :meth:`geometry` (crop,
+    resize, flip on uint8 frames; draws every random parameter) and :meth:`finish` (float conversion,
+    colour jitter with the drawn parameters, normalization; batched). Calling the transform runs both.
+    """
 
     def __init__(self, crop: int, train: bool, cfg: VideoAugConfig | None = None) -> None:
         self.crop = crop
@@ -64,46 +69,119 @@ class VideoTransform:
         self.cfg = cfg or VideoAugConfig()
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 ``(T, H, W, C)`` -> float ``(C, T, crop, crop)``."""
+        x, params = self.geometry(frames, generator)
+        return self.finish(x[None], params[None])[0]
+
+    def geometry(
+        self, frames: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(T, H, W, C)`` -> (uint8 ``(C, T, crop, crop)``, colour parameters ``(9,)`` for :meth:`finish`)."""
         x = frames.permute(0, 3, 1, 2)  # (T, C, H, W)
         h, w = x.shape[-2:]
         cfg, g = self.cfg, generator
+        params = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0, -1.0, -1.0, -1.0, -1.0])
         if self.train:
             i, j, ch, cw = _crop_params(h, w, cfg.crop_scale, cfg.crop_ratio, g)
             x = TF.resized_crop(x, i, j, ch, cw, [self.crop, self.crop], antialias=True)
             if float(torch.rand((), generator=g)) < cfg.flip:
                 x = TF.horizontal_flip(x)
-            x = x.float().div_(255)
             if float(torch.rand((), generator=g)) < cfg.jitter_prob:
-                x = self._jitter(x, g)
+                params = self._jitter_params(g)
         else:
             if min(h, w) != self.crop:
                 x = TF.resize(x, self.crop, antialias=True)
-            x = TF.center_crop(x, [self.crop, self.crop]).float().div_(255)
-        x = TF.normalize(x, list(cfg.mean), list(cfg.std))
-        return x.permute(1, 0, 2, 3).contiguous()  # (C, T, H, W)
+            x = TF.center_crop(x, [self.crop, self.crop])
+        return x.permute(1, 0, 2, 3).contiguous(), params
 
-    def _jitter(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def _jitter_params(self, g: torch.Generator | None) -> torch.Tensor:
+        """[applied, brightness, contrast, saturation, hue, order of the ops (ids, -1 = unused)]."""
         cfg = self.cfg
+        p = [1.0, 1.0, 1.0, 1.0, 0.0]
         ops = []
-        if cfg.brightness:
-            f = _uniform(1 - cfg.brightness, 1 + cfg.brightness, g)
-            ops.append(lambda v: TF.adjust_brightness(v, f))
-        if cfg.contrast:
-            c = _uniform(1 - cfg.contrast, 1 + cfg.contrast, g)
-            ops.append(lambda v: TF.adjust_contrast(v, c))
-        if cfg.saturation:
-            s = _uniform(1 - cfg.saturation, 1 + cfg.saturation, g)
-            ops.append(lambda v: TF.adjust_saturation(v, s))
-        if cfg.hue:
-            hh = _uniform(-cfg.hue, cfg.hue, g)
-            ops.append(lambda v: TF.adjust_hue(v, hh))
-        for k in torch.randperm(len(ops), generator=g).tolist():
-            x = ops[k](x)
-        return x.clamp_(0, 1)
+        for op, amount in enumerate((cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)):
+            if amount:
+                lo, hi = (-amount, amount) if op == _HUE else (1 - amount, 1 + amount)
+                p[1 + op] = _uniform(lo, hi, g)
+                ops.append(op)
+        order = [float(ops[k]) for k in torch.randperm(len(ops), generator=g).tolist()]
+        return torch.tensor(p + order + [-1.0] * (4 - len(order)))
+
+    def finish(self, video: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, T, H, W)`` (any device) and ``params (B, 9)`` (CPU) -> normalized float video."""
+        x = video.float().div_(255)
+        for k in range(4):
+            for op in range(4):
+                rows = torch.nonzero((params[:, 0] > 0) & (params[:, 5 + k] == op)).flatten()
+                if len(rows) == 0:
+                    continue
+                rows_d = rows.to(x.device, non_blocking=True)
+                amount = params[rows, 1 + op].to(x.device, non_blocking=True).view(-1, 1, 1, 1, 1)
+                x[rows_d] = _COLOUR_OPS[op](x[rows_d], amount)
+        mean = torch.tensor(self.cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
+        std = torch.tensor(self.cfg.std, device=x.device).view(1, 3, 1, 1, 1)
+        return x.sub_(mean).div_(std)
+
+
+# Colour operations on float (B, 3, T, H, W) in [0, 1] with one amount per clip (B, 1, 1, 1, 1); the same
+# arithmetic as torchvision's adjust_* functions applied to each frame (tests compare them).
+_HUE = 3
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    return (a * ratio + b * (1 - ratio)).clamp_(0, 1)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    return (r * 0.2989 + g * 0.587 + b * 0.114).unsqueeze(1)
+
+
+def _brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return (x * f).clamp_(0, 1)
+
+
+def _contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return _blend(x, _gray(x).mean(dim=(1, 3, 4), keepdim=True), f)  # mean grey level of each frame
+
+
+def _saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return _blend(x, _gray(x), f)
+
+
+def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    maxc, minc = x.amax(1), x.amin(1)
+    delta = maxc - minc
+    flat = delta == 0
+    s = delta / torch.where(flat, torch.ones_like(maxc), maxc)
+    d = torch.where(flat, torch.ones_like(delta), delta)
+    h = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, 2 + (b - r) / d, 4 + (r - g) / d))
+    h = torch.where(flat, torch.zeros_like(h), h).div_(6).remainder_(1.0)
+    h = (h + shift.squeeze(1)).remainder_(1.0)
+    # HSV -> RGB: sector i of the hue circle picks (v, p, q, t) for each of r, g, b
+    h6 = h * 6
+    i = torch.floor(h6)
+    f = h6 - i
+    v = maxc
+    p = (v * (1 - s)).clamp_(0, 1)
+    q = (v * (1 - s * f)).clamp_(0, 1)
+    t = (v * (1 - s * (1 - f))).clamp_(0, 1)
+    vpqt = torch.stack((v, p, q, t), dim=1)
+    table = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], device=x.device)
+    pick = table[:, i.long().remainder_(6)].movedim(0, 1)  # (B, 3, T, H, W)
+    return vpqt.gather(1, pick)
+
+
+_COLOUR_OPS = (_brightness, _contrast, _saturation, _hue)
 
 
 class AudioTransform:
-    """Volume jitter (waveform) and time/frequency masking (log-mel); identity when not training."""
+    """Volume jitter (waveform) and time/frequency masking (log-mel); identity when not training.
+
+    Masks too come in two halves for batched use: :meth:`mask_params` draws them, :meth:`apply_masks`
+    applies them to a batch of spectrograms on any device.
+    """
 
     def __init__(self, train: bool, cfg: AudioAugConfig | None = None) -> None:
         self.train = train
@@ -118,15 +196,35 @@ class AudioTransform:
         """Mask ``(..., F, T)`` with the spectrogram's mean value."""
         if not self.train:
             return spec
-        spec = spec.clone()
-        fill = spec.mean()
+        params = self.mask_params(spec.shape[-2], spec.shape[-1], generator)
+        return self.apply_masks(spec.reshape(1, *spec.shape[-2:]), params[None]).reshape(spec.shape)
+
+    def mask_params(self, n_freq: int, n_time: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(masks, 3)`` long rows of [axis (0 time, 1 frequency), start, width]; none when not training."""
+        rows = []
+        if self.train:
+            for count, width, size, axis in (
+                (self.cfg.time_masks, self.cfg.time_mask_width, n_time, 0),
+                (self.cfg.freq_masks, self.cfg.freq_mask_width, n_freq, 1),
+            ):
+                for _ in range(count):
+                    wdt = int(torch.randint(0, min(width, size) + 1, (), generator=generator))
+                    s = int(torch.randint(0, size - wdt + 1, (), generator=generator))
+                    rows.append([axis, s, wdt])
+        return torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+
+    @staticmethod
+    def apply_masks(spec: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``spec (B, F, T)``, ``params (B, masks, 3)`` -> masked copy (fill: each spectrogram's mean)."""
+        if params.shape[1] == 0:
+            return spec
+        params = params.to(spec.device, non_blocking=True)
         n_f, n_t = spec.shape[-2:]
-        for count, width, size, dim in (
-            (self.cfg.time_masks, self.cfg.time_mask_width, n_t, -1),
-            (self.cfg.freq_masks, self.cfg.freq_mask_width, n_f, -2),
-        ):
-            for _ in range(count):
-                wdt = int(torch.randint(0, min(width, size) + 1, (), generator=generator))
-                s = int(torch.randint(0, size - wdt + 1, (), generator=generator))
-                spec.narrow(dim, s, wdt).fill_(fill)
-        return spec
+        axis, start, width = (params[..., j, None] for j in range(3))  # (B, masks, 1)
+        t = torch.arange(n_t, device=spec.device)
+        f = torch.arange(n_f, device=spec.device)
+        in_t = ((axis == 0) & (t >= start) & (t < start + width)).any(1)  # (B, T)
+        in_f = ((axis == 1) & (f >= start) & (f < start + width)).any(1)  # (B, F)
+        mask = in_t[:, None, :] | in_f[:, :, None]
+        fill = spec.mean(dim=(-2, -1), keepdim=True).expand_as(spec)
+        return torch.where(mask, fill, spec)

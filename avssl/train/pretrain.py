@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from .. import distributed as dist
 from ..config import from_dict, to_dict
 from ..data.collection import build_manifest, read_manifest
-from ..data.datasets import AVClipDataset, DataConfig, av_collate
+from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_collate
 from ..losses.avid import LossConfig
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, ModelConfig, count_parameters
@@ -72,7 +72,9 @@ class PretrainConfig:
 
 def _device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":  # one GPU per process: torchrun's LOCAL_RANK picks it
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -113,7 +115,7 @@ def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
 
 def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train; returns a summary (steps, final loss, skipped files, throughput)."""
-    rank, local_rank, world = dist.init_from_env()
+    rank, local_rank, world = dist.init_from_env("gloo" if cfg.run.device == "cpu" else None)
     device = _device(cfg.run.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -126,7 +128,9 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     # Data
     manifest = _prepare_manifest(cfg, out)
     entries = read_manifest(manifest)
-    dataset = AVClipDataset(entries, cfg.data, train=True, seed=run.seed)
+    on_device = cfg.data.preprocess == "device" or (cfg.data.preprocess == "auto" and device.type == "cuda")
+    dataset = AVClipDataset(entries, cfg.data, train=True, seed=run.seed, defer=on_device)
+    preprocess = BatchPreprocess(cfg.data, train=True).to(device) if on_device else None
     steps_per_epoch = len(dataset) // (opt_cfg.batch_size * world)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(dataset)} clips is fewer than one batch ({opt_cfg.batch_size} x {world} processes)")
@@ -139,7 +143,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     model = AVModel(cfg.model).to(device)
     loss_fn = build_loss(len(dataset), cfg.model.embed_dim, cfg.loss, seed=run.seed).to(device)
     if device.type == "cuda" and run.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        model.to_channels_last()
     params = [p for p in model.parameters() if p.requires_grad]
     if opt_cfg.name == "sgd":
         optimizer = torch.optim.SGD(params, lr=opt_cfg.lr, momentum=opt_cfg.momentum, weight_decay=opt_cfg.weight_decay)
@@ -246,11 +250,15 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             lr = lr_at(opt_cfg, step, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            video = batch["video"].to(device, non_blocking=True)
-            audio = batch["audio"].to(device, non_blocking=True)
+            if preprocess is not None:  # uint8 frames and waveforms in; jitter, normalization, log-mel here
+                video, audio = preprocess(batch, device)
+            else:
+                video = batch["video"].to(device, non_blocking=True)
+                audio = batch["audio"].to(device, non_blocking=True)
             index = batch["index"].to(device)
             if device.type == "cuda" and run.channels_last:
                 video = video.contiguous(memory_format=torch.channels_last_3d)
+                audio = audio.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 v, a = ddp_model(video, audio)
             neg_gen.manual_seed((run.seed * 1_000_003 + rank) * 100_000_007 + step)
@@ -275,7 +283,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
                 rate = clips_done / elapsed
                 bar.set_postfix(loss=f"{last_loss:.4f}", clips_s=f"{rate:.1f}")
                 row = {"step": step, "epoch": epoch, "loss": last_loss, **terms, "lr": lr,
-                       "clips_per_s": rate, "clips": clips_done, "seconds": round(elapsed, 3),
+                       "clips_per_s": rate, "clips": clips_done, "seconds": round(elapsed, 3), "time": time.time(),
                        "skipped_total": skipped_total}
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()

@@ -111,3 +111,19 @@ def test_workers_forked_after_decoding_in_the_parent_do_not_hang(manifest):
     ds[0]  # the parent decodes (and scales) first, then forks workers
     loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=av_collate)
     assert sum(len(b["index"]) for b in loader) == len(ds)
+
+
+def test_deferred_items_finished_per_batch_equal_per_item_preprocessing(manifest):
+    from avssl.data.datasets import BatchPreprocess
+    from avssl.data.transforms import AudioAugConfig, VideoAugConfig
+
+    cfg = _cfg(video_aug=VideoAugConfig(jitter_prob=0.6), audio_aug=AudioAugConfig(time_masks=1, freq_masks=1))
+    ready = AVClipDataset(manifest, cfg, train=True, seed=5)
+    deferred = AVClipDataset(manifest, cfg, train=True, seed=5, defer=True)
+    idx = [0, 3, 4, 5]
+    a = av_collate([ready[i] for i in idx])
+    b = av_collate([deferred[i] for i in idx])
+    assert b["video"].dtype == torch.uint8 and b["waveform"].shape == (4, 16000)
+    video, audio = BatchPreprocess(cfg, train=True)(b, torch.device("cpu"))
+    torch.testing.assert_close(video, a["video"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(audio, a["audio"], atol=1e-4, rtol=0)

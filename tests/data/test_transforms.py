@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 
 from avssl.data.transforms import AudioAugConfig, AudioTransform, VideoAugConfig, VideoTransform
 
@@ -52,3 +54,47 @@ def test_audio_volume_and_masks():
     changed = masked != spec
     assert changed.any() and changed.float().mean() < 0.5
     assert torch.equal(AudioTransform(train=False).spectrogram(spec), spec)
+
+
+def _reference_colour(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """torchvision's per-frame adjust_* functions with the drawn parameters: x float (T, C, H, W)."""
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    if params[0] > 0:
+        for op in params[5:].tolist():
+            if op >= 0:
+                x = ops[int(op)](x, float(params[1 + int(op)])).clamp(0, 1)
+    return x
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_colour_jitter_matches_torchvision_per_frame(seed):
+    tf = VideoTransform(crop=32, train=True, cfg=VideoAugConfig(jitter_prob=0.7, hue=0.3))
+    g = torch.Generator().manual_seed(seed)
+    videos = [torch.randint(0, 256, (4, 40, 52, 3), dtype=torch.uint8, generator=g) for _ in range(5)]
+    parts = [tf.geometry(v, torch.Generator().manual_seed(seed * 10 + i)) for i, v in enumerate(videos)]
+    x = torch.stack([p[0] for p in parts])
+    params = torch.stack([p[1] for p in parts])
+    out = tf.finish(x, params)  # the batch at once
+    mean, std = torch.tensor(tf.cfg.mean)[:, None, None], torch.tensor(tf.cfg.std)[:, None, None]
+    for b in range(len(videos)):
+        ref = _reference_colour(x[b].permute(1, 0, 2, 3).float() / 255, params[b])
+        ref = ((ref - mean) / std).permute(1, 0, 2, 3)
+        torch.testing.assert_close(out[b], ref, atol=2e-5, rtol=0)
+        single = tf(videos[b], torch.Generator().manual_seed(seed * 10 + b))  # the per-item path
+        torch.testing.assert_close(single, out[b], atol=1e-6, rtol=0)
+    assert (params[:, 0] > 0).any()
+
+
+def test_batched_masks_equal_per_item_masks():
+    tf = AudioTransform(train=True, cfg=AudioAugConfig(time_masks=2, time_mask_width=10, freq_masks=2,
+                                                       freq_mask_width=6))
+    specs = torch.randn(4, 40, 100)
+    params = torch.stack([tf.mask_params(40, 100, torch.Generator().manual_seed(i)) for i in range(4)])
+    batched = AudioTransform.apply_masks(specs, params)
+    for i in range(4):
+        one = tf.spectrogram(specs[i], torch.Generator().manual_seed(i))
+        assert torch.equal(batched[i], one)
+        for axis, start, width in params[i].tolist():  # the masked bands hold the mean
+            band = one[:, start : start + width] if axis == 0 else one[start : start + width]
+            assert torch.allclose(band, specs[i].mean().expand_as(band))
+    assert AudioTransform(train=False).mask_params(40, 100).shape == (0, 3)

@@ -32,8 +32,8 @@ def collection(tmp_path_factory) -> Path:
 def _cfg(manifest: Path, *extra: str) -> PretrainConfig:
     return load_config(PretrainConfig, SMALL, [
         f"data.manifest={manifest}", "data.num_workers=0", "optim.batch_size=4", "optim.epochs=2",
-        "run.progress=false", "run.log_every=1", "loss.num_negatives=8", *extra,
-    ])
+        "run.progress=false", "run.log_every=1", "loss.num_negatives=8", "run.device=cpu", *extra,
+    ])  # the loop's logic, bit-exact on the CPU (tests/train/test_cuda.py covers CUDA)
 
 
 @pytest.mark.parametrize("workers, kind", [(0, "avid"), (2, "avid"), (0, "cma")])
@@ -51,6 +51,17 @@ def test_resumed_run_equals_uninterrupted_run(collection, tmp_path, workers, kin
         for name, t in a[key].items():
             torch.testing.assert_close(t, b[key][name], rtol=0, atol=0, equal_nan=True, msg=f"{key}.{name} differs")
     assert full["final_loss"] == resumed["final_loss"]
+
+
+def test_batch_preprocessing_on_the_device_trains_like_per_item_preprocessing(collection, tmp_path):
+    m = collection / "manifest.jsonl"
+    jitter = ["data.video_aug.jitter_prob=1.0", "data.audio_aug.time_masks=1", "run.max_steps=3"]
+    worker = pretrain(_cfg(m, "data.preprocess=worker", *jitter), tmp_path / "worker")
+    device = pretrain(_cfg(m, "data.preprocess=device", *jitter), tmp_path / "device")
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+              for d in ("worker", "device")]
+    assert worker["steps"] == device["steps"] == 3
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_run_folder_holds_config_metrics_and_checkpoints(collection, tmp_path):
@@ -110,7 +121,7 @@ def test_torchrun_two_processes_on_cpu(collection, tmp_path):
            "-m", "avssl", "pretrain", "--config", str(SMALL), "--output-dir", str(tmp_path / "ddp"),
            "--set", f"data.manifest={tmp_path / 'm.jsonl'}", "--set", "data.num_workers=0",
            "--set", "optim.batch_size=2", "--set", "optim.epochs=1", "--set", "run.progress=false",
-           "--set", "loss.num_negatives=8"]
+           "--set", "loss.num_negatives=8", "--set", "run.device=cpu"]  # gloo, also on a GPU machine
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())

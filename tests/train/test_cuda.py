@@ -1,0 +1,109 @@
+"""The CUDA paths of pretraining (AMP with bf16 and fp16 + GradScaler, channels-last, batch preprocessing
+on the GPU, checkpoint and resume). Skipped on machines without CUDA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from avssl.config import load_config
+from avssl.data.collection import build_manifest
+from avssl.data.synthetic import SynthSpec, synthesize
+from avssl.losses.cma import build_loss
+from avssl.models.avmodel import AVModel
+from avssl.train.checkpoint import load_checkpoint
+from avssl.train.pretrain import PretrainConfig, pretrain
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ROOT / "configs" / "pretrain" / "avid_small_cpu.yaml"
+KINETICS = ROOT / "configs" / "pretrain" / "avid_r2plus1d18_kinetics.yaml"
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cuda_media")
+    synthesize(d / "media", 16, seed=2, spec=SynthSpec(width=160, height=128, fps=20, duration=3.0))
+    build_manifest(d / "media", d / "manifest.jsonl", progress=False)
+    return d / "manifest.jsonl"
+
+
+def _over(manifest: Path, *extra: str) -> list[str]:
+    return [f"data.manifest={manifest}", "data.num_workers=2", "optim.batch_size=4", "optim.epochs=2",
+            "run.progress=false", "run.log_every=1", "loss.num_negatives=8", "run.device=cuda", *extra]
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_kinetics_config_smoke_run_checkpoints_and_resumes(media, tmp_path):
+    """A few steps of the paper-scale model (R(2+1)D-18, 8x112x112, bf16, channels-last) on the GPU."""
+    over = _over(media, "optim.batch_size=8", "run.checkpoint_every=1")
+    part = pretrain(load_config(PretrainConfig, KINETICS, [*over, "run.max_steps=2"]), tmp_path / "run")
+    assert part["steps"] == 2
+    done = pretrain(load_config(PretrainConfig, KINETICS, [*over, "run.max_steps=3"]), tmp_path / "run")
+    assert done["steps"] == 3 and done["skipped_files"] == 0
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["step"] == 3 and ck["config"]["run"]["amp_dtype"] == "bfloat16"
+    assert all(torch.isfinite(torch.tensor(_losses(tmp_path / "run"))))
+    assert (tmp_path / "run" / "epoch_0001.pt").exists()
+
+
+@pytest.mark.parametrize("amp, dtype, channels_last", [
+    (True, "bfloat16", True), (True, "bfloat16", False), (True, "float16", True), (False, "bfloat16", False),
+])
+def test_amp_and_memory_formats_train(media, tmp_path, amp, dtype, channels_last):
+    over = _over(media, f"run.amp={str(amp).lower()}", f"run.amp_dtype={dtype}",
+                 f"run.channels_last={str(channels_last).lower()}", "run.max_steps=4")
+    summary = pretrain(load_config(PretrainConfig, SMALL, over), tmp_path / "run")
+    assert summary["steps"] == 4
+    losses = _losses(tmp_path / "run")
+    assert all(torch.isfinite(torch.tensor(losses)))
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    if amp and dtype == "float16":  # GradScaler active: its state is saved for resuming
+        assert ck["scaler"] and ck["scaler"]["scale"] > 0
+    else:
+        assert not ck["scaler"]
+
+
+@pytest.fixture
+def exact_fp32(monkeypatch):
+    """No TF32 in convolutions and matrix products, so that CUDA and CPU compute the same thing."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+def test_first_step_loss_matches_cpu(media, tmp_path, exact_fp32):
+    """Same seed, same data, fp32: the first logged loss agrees on CPU (per-item preprocessing in the
+    workers) and on CUDA (batch preprocessing on the GPU)."""
+    common = ["run.amp=false", "run.channels_last=false", "run.max_steps=1", "data.video_aug.jitter_prob=1.0"]
+    cpu = load_config(PretrainConfig, SMALL, [*_over(media, *common), "run.device=cpu"])
+    gpu = load_config(PretrainConfig, SMALL, _over(media, *common))
+    pretrain(cpu, tmp_path / "cpu")
+    pretrain(gpu, tmp_path / "gpu")
+    assert _losses(tmp_path / "gpu")[0] == pytest.approx(_losses(tmp_path / "cpu")[0], rel=1e-3)
+
+
+def test_model_and_loss_agree_on_cpu_and_cuda(exact_fp32):
+    cfg = load_config(PretrainConfig, KINETICS)
+    torch.manual_seed(0)
+    model = AVModel(cfg.model).eval()
+    video = torch.randn(2, 3, 8, 112, 112)
+    audio = torch.randn(2, 1, 80, 201)
+    index = torch.tensor([3, 7])
+    out = {}
+    for dev in ("cpu", "cuda"):
+        loss_fn = build_loss(64, cfg.model.embed_dim, cfg.loss, seed=0)
+        m = model.to(dev)
+        with torch.no_grad():
+            v, a = m(video.to(dev), audio.to(dev))
+            loss, _ = loss_fn.to(dev)(v, a, index.to(dev), torch.Generator().manual_seed(0))
+        out[dev] = (v.cpu(), a.cpu(), float(loss))
+    torch.testing.assert_close(out["cuda"][0], out["cpu"][0], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(out["cuda"][1], out["cpu"][1], atol=1e-3, rtol=1e-3)
+    assert out["cuda"][2] == pytest.approx(out["cpu"][2], rel=1e-3)
