@@ -15,7 +15,7 @@ time in which a kernel was running).
 
 Usage:
   python tools/bench_train.py                                  # small CPU config, synthetic media, 1 and 2 processes
-  python tools/bench_train.py --config configs/pretrain/avid_r2plus1d18_kinetics.yaml --device cuda \\
+  python tools/bench_train.py --config configs/pretrain/avid_r2plus1d18_kinetics_112.yaml --device cuda \\
       --workers 16 --nproc 1 --variants --reference --make-720p 16   # a GPU machine: 720p sources + re-encoded
 """
 
@@ -53,7 +53,7 @@ def _inputs(cfg: PretrainConfig, device: torch.device) -> tuple[torch.Tensor, to
     n_frames = LogMelSpectrogram(cfg.data.mel).num_frames(round(c.audio_duration * c.sample_rate))
     g = torch.Generator().manual_seed(0)
     video = torch.randn(b, 3, t, c.crop, c.crop, generator=g).to(device)
-    audio = torch.randn(b, 1, cfg.data.mel.n_mels, n_frames, generator=g).to(device)
+    audio = torch.randn(b, 1, LogMelSpectrogram(cfg.data.mel).num_bins, n_frames, generator=g).to(device)
     return video, audio
 
 

@@ -20,7 +20,7 @@ class ClipConfig:
 
     video_duration: float = 0.5
     fps: float = 16.0
-    size: int = 128  # short side after decoding (crops are taken from it)
+    size: int | None = 128  # short side after decoding (crops are taken from it); None: full resolution
     crop: int = 112
     audio_duration: float = 2.0
     sample_rate: int = 16000

@@ -43,6 +43,7 @@ class DataConfig:
     missing_audio: Literal["error", "silence"] = "error"
     on_error: Literal["skip", "raise"] = "skip"
     max_retries: int = 10
+    clips_per_video: int = 1  # training: random clips per video per epoch, one memory slot per video
     num_workers: int = 2
     decoder_threads: int = 1
     # Where colour jitter, normalization, log-mel and masks run: "worker" (per item, in the DataLoader
@@ -52,7 +53,10 @@ class DataConfig:
 
 class AVClipDataset(Dataset):
     """Clips of the videos of a manifest: one random clip per video (``train``), or
-    ``clips_per_video`` uniformly spaced clips per video (evaluation; item = video * n + clip)."""
+    ``clips_per_video`` uniformly spaced clips per video (evaluation; item = video * n + clip).
+
+    Training draws ``cfg.clips_per_video`` random clips per video per epoch (item = clip * videos + video);
+    every item of a video carries the same ``index``, so a memory bank keeps one slot per video."""
 
     def __init__(
         self,
@@ -72,7 +76,7 @@ class AVClipDataset(Dataset):
             )
         self.cfg = cfg
         self.train = train
-        self.clips_per_video = 1 if train else clips_per_video
+        self.clips_per_video = cfg.clips_per_video if train else clips_per_video
         self.random_sampler = RandomClipSampler(cfg.clip)
         self.uniform_sampler = UniformClipSampler(cfg.clip, self.clips_per_video)
         self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug)
@@ -132,7 +136,7 @@ class AVClipDataset(Dataset):
             item["video"] = self.video_tf.finish(frames[None], video_params[None])[0]
         if self.mel is not None:
             wave = self.audio_tf.waveform(torch.from_numpy(decoded.waveform), g)
-            masks = self.audio_tf.mask_params(self.cfg.mel.n_mels, self.mel.num_frames(len(wave)), g)
+            masks = self.audio_tf.mask_params(self.mel.num_bins, self.mel.num_frames(len(wave)), g)
             if self.defer:
                 item["waveform"], item["audio_params"] = wave, masks
             else:
@@ -145,7 +149,10 @@ class AVClipDataset(Dataset):
         return item
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        video, clip = divmod(idx, self.clips_per_video)
+        if self.train:
+            clip, video = divmod(idx, len(self.entries))
+        else:
+            video, clip = divmod(idx, self.clips_per_video)
         failures: list[dict[str, Any]] = []
         g = self._generator(idx)
         for _ in range(self.cfg.max_retries + 1):

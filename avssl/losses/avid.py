@@ -38,10 +38,16 @@ class LossConfig:
     cma_chunk: int = 1024  # rows compared with the whole memory at once: 2 x chunk x N floats
     cma_wmodal: float = 1.0  # weight of the within-modal positive-set term
     cma_start_epoch: int = 0  # epochs of plain AVID before agreement is used
+    # "set": one softmax over the instance and its positive set against random negatives (ours);
+    # "nce": the released AVID-CMA form: NCE of each positive against negatives drawn outside the positive
+    # set, averaged over the set, with cma_negatives of them in the within-modal term
+    cma_form: Literal["set", "nce"] = "set"
+    cma_negatives: int | None = None  # within-modal negatives for cma_form nce (released: 64); None: num_negatives
 
 
 def nce_loss(pos: torch.Tensor, neg: torch.Tensor, log_z: torch.Tensor, size: int) -> torch.Tensor:
-    """NCE with uniform noise ``1/size``: ``pos (B,)``, ``neg (B, K)`` are logits (similarity / t)."""
+    """NCE with uniform noise ``1/size``: ``pos (B,)`` or ``(B, P)`` (a positive set: its terms are
+    averaged, as in the released CMA), ``neg (B, K)`` are logits (similarity / t)."""
     k = neg.shape[1]
     log_noise = math.log(k / size)  # log(K * Pn)
 
@@ -51,7 +57,8 @@ def nce_loss(pos: torch.Tensor, neg: torch.Tensor, log_z: torch.Tensor, size: in
     def log_1mh(s: torch.Tensor) -> torch.Tensor:
         return -F.softplus((s - log_z) - log_noise)
 
-    return -(log_h(pos) + log_1mh(neg).sum(dim=1)).mean()
+    pos_term = log_h(pos) if pos.dim() == 1 else log_h(pos).mean(dim=1)
+    return -(pos_term + log_1mh(neg).sum(dim=1)).mean()
 
 
 def infonce_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -62,8 +69,9 @@ def infonce_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 def contrast(
     emb: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, neg_index: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits of ``emb`` against its own slot and the sampled negative slots of ``bank``."""
-    pos = (emb * bank[index]).sum(dim=1) / temperature
+    """Logits of ``emb`` against its own slot (``index (B,)``) or a set of slots (``index (B, P)``) and the
+    sampled negative slots of ``bank``."""
+    pos = torch.einsum("bd,b...d->b...", emb, bank[index]) / temperature
     neg = torch.einsum("bd,bkd->bk", emb, bank[neg_index]) / temperature
     return pos, neg
 
@@ -85,7 +93,7 @@ class AVIDLoss(nn.Module):
             return infonce_loss(pos, neg)
         if torch.isnan(self.log_z[slot]):
             with torch.no_grad():  # Z ~ N * E[exp(s)], estimated once (Wu et al., 2018)
-                est = torch.logsumexp(torch.cat([pos[:, None], neg], 1).float().flatten(), 0)
+                est = torch.logsumexp(torch.cat([pos.reshape(len(pos), -1), neg], 1).float().flatten(), 0)
                 est = est - math.log(pos.numel() + neg.numel()) + math.log(self.memory.size)
                 self.log_z[slot] = all_reduce_mean(est)
         return nce_loss(pos.float(), neg.float(), self.log_z[slot], self.memory.size)
@@ -93,8 +101,13 @@ class AVIDLoss(nn.Module):
     def forward(
         self, video: torch.Tensor, audio: torch.Tensor, index: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        neg = sample_negatives(index, self.memory.size, self.num_negatives, generator)
+        return self._instance_loss(video, audio, index, neg)
+
+    def _instance_loss(
+        self, video: torch.Tensor, audio: torch.Tensor, index: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, mem = self.cfg, self.memory
-        neg = sample_negatives(index, mem.size, self.num_negatives, generator)
         terms: dict[str, torch.Tensor] = {}
         if cfg.xmodal:
             terms["v2a"] = self._term(0, video, mem.audio, index, neg)

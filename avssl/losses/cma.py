@@ -12,7 +12,7 @@ import torch
 
 from .. import distributed as dist
 from .avid import AVIDLoss, LossConfig
-from .memory import sample_negatives
+from .memory import sample_negatives, sample_negatives_outside
 
 __all__ = ["CMALoss", "agreement_topk", "build_loss", "positive_set_loss"]
 
@@ -51,6 +51,8 @@ def positive_set_loss(
 class CMALoss(AVIDLoss):
     def __init__(self, num_instances: int, dim: int, cfg: LossConfig | None = None, seed: int = 0) -> None:
         cfg = cfg or LossConfig(kind="cma")
+        if cfg.cma_form == "nce" and cfg.form != "nce":
+            raise ValueError("loss.cma_form=nce needs loss.form=nce")
         super().__init__(num_instances, dim, cfg, seed)
         k = min(cfg.cma_topk, num_instances - 1)
         self.register_buffer("positives", torch.full((num_instances, k), -1, dtype=torch.long))
@@ -72,12 +74,31 @@ class CMALoss(AVIDLoss):
 
     def forward(self, video, audio, index, generator=None):
         cfg = self.cfg
+        if cfg.cma_form == "nce" and self.has_positives:
+            return self._released_form(video, audio, index, generator)
         loss, terms = super().forward(video, audio, index, generator)
         if not self.has_positives or not cfg.cma_wmodal:
             return loss, terms
         neg = sample_negatives(index, self.memory.size, self.num_negatives, generator)
         v = positive_set_loss(video, self.memory.video, index, self.positives, neg, cfg.temperature)
         a = positive_set_loss(audio, self.memory.audio, index, self.positives, neg, cfg.temperature)
+        terms.update(v2v_cma=float(v.detach()), a2a_cma=float(a.detach()))
+        return loss + cfg.cma_wmodal * (v + a), terms
+
+
+    def _released_form(self, video, audio, index, generator):
+        """Instance terms against negatives outside the positive set, plus each modality's positive set
+        scored by NCE against the first ``cma_negatives`` of those negatives."""
+        cfg, mem = self.cfg, self.memory
+        pos = self.positives[index]
+        k = min(self.num_negatives, mem.size - pos.shape[1] - 1)
+        neg = sample_negatives_outside(torch.cat([index[:, None], pos], 1), mem.size, k, generator)
+        loss, terms = self._instance_loss(video, audio, index, neg)
+        if not cfg.cma_wmodal:
+            return loss, terms
+        within = neg[:, : cfg.cma_negatives or k]
+        v = self._term(2, video, mem.video, pos, within)
+        a = self._term(3, audio, mem.audio, pos, within)
         terms.update(v2v_cma=float(v.detach()), a2a_cma=float(a.detach()))
         return loss + cfg.cma_wmodal * (v + a), terms
 

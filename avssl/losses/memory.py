@@ -8,7 +8,7 @@ from torch import nn
 
 from ..distributed import all_gather_cat
 
-__all__ = ["MemoryBank", "sample_negatives"]
+__all__ = ["MemoryBank", "sample_negatives", "sample_negatives_outside"]
 
 
 def sample_negatives(index: torch.Tensor, size: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -17,6 +17,16 @@ def sample_negatives(index: torch.Tensor, size: int, k: int, generator: torch.Ge
         raise ValueError("need at least 2 instances to draw negatives")
     draw = torch.randint(0, size - 1, (index.shape[0], k), generator=generator, device="cpu").to(index.device)
     return draw + (draw >= index[:, None]).long()  # skip the instance itself
+
+
+def sample_negatives_outside(
+    exclude: torch.Tensor, size: int, k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``(B, k)`` uniformly random ids in ``[0, size)`` outside each row of ``exclude (B, E)`` (distinct ids)."""
+    ex = exclude.sort(dim=1).values
+    draw = torch.randint(0, size - ex.shape[1], (ex.shape[0], k), generator=generator, device="cpu").to(ex.device)
+    ref = ex - torch.arange(ex.shape[1], device=ex.device)  # a draw >= ref[j] skips past the j-th excluded id
+    return draw + (draw[:, :, None] >= ref[:, None, :]).sum(-1)
 
 
 class MemoryBank(nn.Module):

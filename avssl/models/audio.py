@@ -1,4 +1,8 @@
-"""2D convolutional audio encoder on log-mel spectrograms (AVID's: 7x7 stride-2 stem, conv blocks to 512)."""
+"""2D convolutional audio encoder on spectrograms (AVID's: 7x7 stride-2 stem, conv blocks to 512).
+
+The released AVID ``Conv2D`` of depth 10 is ``stem_channels=64, convs_per_stage=2, strides=(2, 2, 2, 1),
+input_bn=False``; the defaults here (a batch norm on the input, strides (1, 2, 2, 2)) are ours.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ class AudioEncoderConfig:
     widths: tuple[int, int, int, int] = (64, 128, 256, 512)
     convs_per_stage: int = 2
     stem_channels: int = 32
+    strides: tuple[int, int, int, int] = (1, 2, 2, 2)  # of each stage's first convolution
+    input_bn: bool = True  # batch norm on the input spectrogram (ours; the released model has none)
 
 
 def _conv_bn(cin: int, cout: int, k: int, s: int) -> list[nn.Module]:
@@ -30,11 +36,11 @@ class Conv2DAudio(nn.Module):
         layers = _conv_bn(1, cfg.stem_channels, 7, 2)
         cin = cfg.stem_channels
         for i, w in enumerate(cfg.widths):
-            layers += _conv_bn(cin, w, 3, 1 if i == 0 else 2)
+            layers += _conv_bn(cin, w, 3, cfg.strides[i])
             for _ in range(cfg.convs_per_stage - 1):
                 layers += _conv_bn(w, w, 3, 1)
             cin = w
-        self.net = nn.Sequential(nn.BatchNorm2d(1), *layers)
+        self.net = nn.Sequential(*([nn.BatchNorm2d(1)] if cfg.input_bn else []), *layers)
         self.out_dim = cin
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

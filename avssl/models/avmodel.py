@@ -20,6 +20,11 @@ class ModelConfig:
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     embed_dim: int = 128
     head_hidden: int | None = None  # None -> the encoder's width
+    head_dims: list[int] | None = None  # every head layer's width, e.g. [512, 512, 128]; ends with embed_dim
+
+    def __post_init__(self) -> None:
+        if self.head_dims and self.head_dims[-1] != self.embed_dim:
+            raise ValueError(f"model.head_dims must end with model.embed_dim ({self.embed_dim}), got {self.head_dims}")
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -32,8 +37,8 @@ class AVModel(nn.Module):
         self.cfg = cfg = cfg or ModelConfig()
         self.video = R2Plus1D(cfg.video)
         self.audio = Conv2DAudio(cfg.audio)
-        self.video_head = ProjectionHead(self.video.out_dim, cfg.embed_dim, cfg.head_hidden)
-        self.audio_head = ProjectionHead(self.audio.out_dim, cfg.embed_dim, cfg.head_hidden)
+        self.video_head = ProjectionHead(self.video.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)
+        self.audio_head = ProjectionHead(self.audio.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)
 
     def embed_video(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` -> unit-norm ``(B, D)``."""

@@ -1,8 +1,15 @@
-"""R(2+1)D video encoder (AVID's variant: a 3D stem, four stages of (2+1)D residual blocks)."""
+"""R(2+1)D video encoder: a 3D stem, four stages of (2+1)D residual blocks.
+
+Two block layouts: ``tran`` (Tran et al., 2018, as in torchvision: the middle width keeps the parameter
+count of a full 3x3x3 convolution, batch norm on the shortcut) and ``avid`` (the AVID/CMA authors'
+released R(2+1)D-18: full-width factorized convolutions, batch norm after the sum, a plain 1x1x1
+shortcut), with the released stem max-pool and global max-pooling as separate options.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -17,6 +24,9 @@ class VideoEncoderConfig:
     stem_kernel: tuple[int, int, int] = (3, 7, 7)
     stem_stride: tuple[int, int, int] = (1, 2, 2)
     temporal_strides: tuple[int, int, int, int] = (1, 2, 2, 2)  # per stage; spatial stride is 1,2,2,2
+    block: Literal["tran", "avid"] = "tran"
+    stem_pool: bool = False  # 1x3x3 max-pool of stride (1, 2, 2) after the stem (released AVID model)
+    pool: Literal["mean", "max"] = "mean"  # global pooling of the last feature map
 
 
 class SpatioTemporalConv(nn.Sequential):
@@ -52,6 +62,30 @@ class BasicBlock(nn.Module):
         return self.relu(out + idt)
 
 
+class AVIDBlock(nn.Module):
+    """The released AVID block: (spatial conv, BN, ReLU, temporal conv, BN, ReLU) twice at full width,
+    the second without its last BN/ReLU; BN and ReLU after adding a 1x1x1 convolution shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int]) -> None:
+        super().__init__()
+
+        def fact(ci: int, st: tuple[int, int, int]) -> list[nn.Module]:
+            return [nn.Conv3d(ci, cout, (1, 3, 3), (1, st[1], st[2]), (0, 1, 1), bias=False), nn.BatchNorm3d(cout),
+                    nn.ReLU(inplace=True), nn.Conv3d(cout, cout, (3, 1, 1), (st[0], 1, 1), (1, 0, 0), bias=False)]
+
+        self.main = nn.Sequential(*fact(cin, stride), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
+                                  *fact(cout, (1, 1, 1)))
+        self.out_bn = nn.BatchNorm3d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.down = None
+        if cin != cout or stride != (1, 1, 1):
+            self.down = nn.Conv3d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idt = x if self.down is None else self.down(x)
+        return self.relu(self.out_bn(self.main(x) + idt))
+
+
 class R2Plus1D(nn.Module):
     """``(B, 3, T, H, W)`` -> (feature map ``(B, C, T', H', W')``, pooled vector ``(B, C)``)."""
 
@@ -60,16 +94,20 @@ class R2Plus1D(nn.Module):
         self.cfg = cfg = cfg or VideoEncoderConfig()
         w0 = cfg.widths[0]
         pad = tuple(k // 2 for k in cfg.stem_kernel)
-        self.stem = nn.Sequential(
+        stem: list[nn.Module] = [
             nn.Conv3d(3, w0, cfg.stem_kernel, cfg.stem_stride, pad, bias=False),
             nn.BatchNorm3d(w0),
             nn.ReLU(inplace=True),
-        )
+        ]
+        if cfg.stem_pool:
+            stem.append(nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+        self.stem = nn.Sequential(*stem)
+        block = AVIDBlock if cfg.block == "avid" else BasicBlock
         layers, cin = [], w0
         for i, (w, n) in enumerate(zip(cfg.widths, cfg.blocks)):
             s = 1 if i == 0 else 2
             stride = (cfg.temporal_strides[i], s, s)
-            blocks = [BasicBlock(cin, w, stride)] + [BasicBlock(w, w, (1, 1, 1)) for _ in range(n - 1)]
+            blocks = [block(cin, w, stride)] + [block(w, w, (1, 1, 1)) for _ in range(n - 1)]
             layers.append(nn.Sequential(*blocks))
             cin = w
         self.stages = nn.Sequential(*layers)
@@ -83,4 +121,4 @@ class R2Plus1D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.stages(self.stem(x))
-        return fmap, fmap.mean(dim=(2, 3, 4))
+        return fmap, fmap.amax(dim=(2, 3, 4)) if self.cfg.pool == "max" else fmap.mean(dim=(2, 3, 4))

@@ -32,7 +32,7 @@ __all__ = ["OptimConfig", "PretrainConfig", "RunConfig", "pretrain"]
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adamw"] = "sgd"
+    name: Literal["sgd", "adam", "adamw"] = "sgd"  # adam: L2 weight decay in the gradient (the released AVID)
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 1e-5
@@ -141,12 +141,15 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     # Model, loss (with its memory bank), optimizer
     torch.manual_seed(run.seed)
     model = AVModel(cfg.model).to(device)
-    loss_fn = build_loss(len(dataset), cfg.model.embed_dim, cfg.loss, seed=run.seed).to(device)
+    num_videos = len(dataset.entries)  # one memory slot per video, whatever the clips per video
+    loss_fn = build_loss(num_videos, cfg.model.embed_dim, cfg.loss, seed=run.seed).to(device)
     if device.type == "cuda" and run.channels_last:
         model.to_channels_last()
     params = [p for p in model.parameters() if p.requires_grad]
     if opt_cfg.name == "sgd":
         optimizer = torch.optim.SGD(params, lr=opt_cfg.lr, momentum=opt_cfg.momentum, weight_decay=opt_cfg.weight_decay)
+    elif opt_cfg.name == "adam":
+        optimizer = torch.optim.Adam(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
     else:
         optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
     use_amp = run.amp and device.type == "cuda"
@@ -161,10 +164,11 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     if run.init_from and not last.exists():
         init = load_checkpoint(run.init_from)
         model.load_state_dict(init["model"])
-        memory = {k: v for k, v in init["loss"].items() if k.startswith("memory.")}
+        # the memory bank and the NCE partition estimates (as the released CMA restores them from AVID)
+        memory = {k: v for k, v in init["loss"].items() if k.startswith("memory.") or k == "log_z"}
         if memory["memory.video"].shape != loss_fn.memory.video.shape:
             raise ValueError(f"{run.init_from}: its memory bank has {memory['memory.video'].shape[0]} slots, "
-                             f"this collection {len(dataset)} clips")
+                             f"this collection {num_videos} videos")
         loss_fn.load_state_dict(memory, strict=False)
         if dist.is_main():
             print(f"initialized model and memory bank from {run.init_from}", flush=True)
@@ -217,8 +221,9 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
 
     if dist.is_main():
         print(
-            f"pretraining {cfg.loss.kind.upper()} ({cfg.loss.form}) on {len(dataset)} clips, {world} process(es) on "
-            f"{device}, {count_parameters(model) / 1e6:.2f}M parameters, {total_steps} steps",
+            f"pretraining {cfg.loss.kind.upper()} ({cfg.loss.form}) on {num_videos} videos x "
+            f"{cfg.data.clips_per_video} clip(s) per epoch, {world} process(es) on {device}, "
+            f"{count_parameters(model) / 1e6:.2f}M parameters, {total_steps} steps",
             flush=True,
         )
     from tqdm import tqdm

@@ -149,3 +149,56 @@ def test_cma_uses_positive_sets_once_computed():
     _, terms = loss_fn(*args)
     assert {"v2a", "a2v", "v2v_cma", "a2a_cma"} <= set(terms)
     assert "positives" in loss_fn.state_dict()
+
+
+def test_negatives_outside_a_set_never_hit_it_and_cover_the_rest():
+    from avssl.losses.memory import sample_negatives_outside
+
+    exclude = torch.tensor([[7, 2, 3], [0, 19, 10]])
+    draw = sample_negatives_outside(exclude, 20, 4000, torch.Generator().manual_seed(0))
+    for row, ex in zip(draw, exclude):
+        seen = set(row.tolist())
+        assert not seen & set(ex.tolist()) and seen == set(range(20)) - set(ex.tolist())
+
+
+def test_released_cma_form_matches_a_plain_reference():
+    from avssl.losses.avid import LossConfig
+    from avssl.losses.cma import CMALoss
+
+    torch.manual_seed(0)
+    n, d, k, t = 40, 8, 3, 0.07
+    cfg = LossConfig(kind="cma", form="nce", num_negatives=10, cma_topk=k, cma_form="nce", cma_negatives=4,
+                     xmodal=0.25, cma_wmodal=0.25)
+    loss_fn = CMALoss(n, d, cfg, seed=1)
+    loss_fn.update_positives()
+    v, a = F.normalize(torch.randn(5, d), dim=1), F.normalize(torch.randn(5, d), dim=1)
+    index = torch.tensor([0, 5, 9, 17, 33])
+    loss, terms = loss_fn(v, a, index, torch.Generator().manual_seed(3))
+    # the reference, one sample at a time: the same negatives, drawn outside {instance} U positives
+    from avssl.losses.memory import sample_negatives_outside
+
+    pos = loss_fn.positives[index]
+    neg = sample_negatives_outside(torch.cat([index[:, None], pos], 1), n, 10, torch.Generator().manual_seed(3))
+    mem = loss_fn.memory
+
+    def nce(p_logits, n_logits, log_z):
+        noise = math.log(len(n_logits) / n)
+        h = lambda s: 1 / (1 + math.exp(noise - (s - log_z)))  # noqa: E731
+        return -(sum(math.log(h(s)) for s in p_logits) / len(p_logits) + sum(math.log(1 - h(s)) for s in n_logits))
+
+    z = loss_fn.log_z.tolist()
+    total = 0.0
+    def logits(e, bank, ids):
+        return [float(e @ bank[j]) / t for j in ids]
+
+    for b in range(5):
+        i = index[b]
+        terms_b = [  # cross-modal instance terms (1024 -> 10 negatives), within-modal positive sets (4 negatives)
+            (logits(v[b], mem.audio, [i]), logits(v[b], mem.audio, neg[b]), z[0]),
+            (logits(a[b], mem.video, [i]), logits(a[b], mem.video, neg[b]), z[1]),
+            (logits(v[b], mem.video, pos[b]), logits(v[b], mem.video, neg[b, :4]), z[2]),
+            (logits(a[b], mem.audio, pos[b]), logits(a[b], mem.audio, neg[b, :4]), z[3]),
+        ]
+        total += sum(0.25 * nce(p, q, lz) for p, q, lz in terms_b) / 5
+    assert set(terms) == {"v2a", "a2v", "v2v_cma", "a2a_cma"}
+    assert float(loss) == pytest.approx(total, rel=1e-4)
