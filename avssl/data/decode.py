@@ -24,11 +24,13 @@ import torchaudio
 from av.video.reformatter import VideoReformatter
 
 __all__ = [
+    "AudioClip",
     "AudioInfo",
     "Clip",
     "DecodeError",
     "MediaInfo",
     "VideoInfo",
+    "decode_audio",
     "decode_clip",
     "output_size",
     "probe",
@@ -511,3 +513,48 @@ def decode_clip(
         decoded_frames=n_decoded,
         notes=notes,
     )
+
+
+@dataclass
+class AudioClip:
+    """``waveform``: float32 mono, exactly ``round(duration * sample_rate)`` samples from ``start``."""
+
+    waveform: np.ndarray
+    sample_rate: int
+    start: float
+    padded_samples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def decode_audio(
+    path: str | os.PathLike,
+    start: float,
+    duration: float,
+    sample_rate: int,
+    *,
+    on_short: Literal["pad", "error"] = "pad",
+) -> AudioClip:
+    """Decode ``[start, start + duration)`` of a file's first audio stream, with or without a video stream
+    (ESC-50's WAV files, audio tracks): mono, resampled, padded with silence past the ends (counted)."""
+    p = os.fspath(path)
+    if duration <= 0:
+        raise ValueError("duration must be positive")
+    notes: list[str] = []
+    with _open(p) as c:
+        try:
+            if not c.streams.audio:
+                raise DecodeError(p, "no audio stream")
+            aus = c.streams.audio[0]
+            native = aus.codec_context.sample_rate
+            if native and native < sample_rate:
+                notes.append(f"audio upsampled from {native} Hz to {sample_rate} Hz")
+            wave, pad = _decode_audio(c, aus, start, duration, sample_rate, _container_start(c))
+        except DecodeError:
+            raise
+        except _AV_ERRORS as e:
+            raise DecodeError(p, f"decoding audio failed near {start:.3f}s: {e}") from e
+    if pad:
+        notes.append(f"{pad} audio samples padded with silence (window outside the audio)")
+        if on_short == "error":
+            raise DecodeError(p, "audio window extends past the media: " + "; ".join(notes))
+    return AudioClip(waveform=wave, sample_rate=sample_rate, start=start, padded_samples=pad, notes=notes)
