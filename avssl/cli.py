@@ -83,6 +83,37 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_pretrained(args: argparse.Namespace) -> int:
+    """`avssl evaluate retrieval|audio`: benchmarks of a pretraining checkpoint; one JSON object, printed
+    last and written to the output folder."""
+    import torch
+
+    from .config import apply_overrides, from_dict, to_dict
+    from .train.benchmarks import esc50_linear, retrieval_benchmark
+    from .train.checkpoint import load_checkpoint
+    from .train.pretrain import PretrainConfig, load_pretrained
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ck = load_checkpoint(args.checkpoint)
+    cfg = from_dict(PretrainConfig, apply_overrides(ck["config"], args.set))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_pretrained(args.checkpoint, device)
+    if args.command == "retrieval":
+        result = retrieval_benchmark(model, cfg.data, args.data, out, args.clips, args.batch_size, device)
+        name = "retrieval.json"
+    else:
+        if args.format != "esc50":
+            raise SystemExit(f"avssl evaluate audio: unsupported format {args.format!r} (esc50)")
+        result = esc50_linear(model, cfg.data, args.root, args.clip_duration, device)
+        name = "audio.json"
+    result = {"checkpoint": str(args.checkpoint), "config": to_dict(cfg.data.clip), **result}
+    text = json.dumps(result)
+    (out / name).write_text(json.dumps(result, indent=1))
+    print(text)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -140,6 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.root=videos/")
     q.add_argument("--output-dir", required=True, help="run folder; resumes from its last.pt when present")
     q.set_defaults(func=_pretrain)
+
+    ev = sub.add_parser("evaluate", help="benchmarks: retrieval and sound classification of a pretrained model")
+    esub = ev.add_subparsers(dest="command", required=True)
+    q = esub.add_parser("retrieval", help="video->audio and audio->video recall@1/5/10 and median rank")
+    q.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (last.pt)")
+    q.add_argument("--data", required=True, help="a folder of videos or a manifest (held-out clips)")
+    q.add_argument("--clips", type=int, default=1, help="uniformly spaced clips per video, embeddings averaged")
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--device", default=None)
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the checkpoint's config")
+    q.set_defaults(func=_evaluate_pretrained)
+    q = esub.add_parser("audio", help="linear sound classification on the frozen audio encoder (ESC-50, 5 folds)")
+    q.add_argument("--checkpoint", required=True)
+    q.add_argument("--format", default="esc50", choices=["esc50"])
+    q.add_argument("--root", required=True, help="the ESC-50 folder (meta/esc50.csv, audio/)")
+    q.add_argument("--clip-duration", type=float, default=5.0, help="seconds of each file (ESC-50: 5)")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--device", default=None)
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    q.set_defaults(func=_evaluate_pretrained)
 
     q = sub.add_parser("demo", help="synthesize data, pretrain AVID on the CPU, report what it learned")
     q.add_argument("--output-dir", required=True)
