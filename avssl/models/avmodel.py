@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 from .audio import AudioEncoderConfig, Conv2DAudio
 from .heads import ProjectionHead
 from .video import R2Plus1D, VideoEncoderConfig
@@ -24,7 +26,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.head_dims and self.head_dims[-1] != self.embed_dim:
-            raise ValueError(f"model.head_dims must end with model.embed_dim ({self.embed_dim}), got {self.head_dims}")
+            raise ConfigError(f"model.head_dims must end with model.embed_dim ({self.embed_dim}), got {self.head_dims}")
 
 
 def count_parameters(module: nn.Module) -> int:
