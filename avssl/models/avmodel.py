@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
-
 from .audio import AudioEncoderConfig, Conv2DAudio
 from .heads import ProjectionHead
 from .video import R2Plus1D, VideoEncoderConfig

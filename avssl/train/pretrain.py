@@ -8,11 +8,10 @@ A run started in a folder holding ``last.pt`` resumes from it, reproducing the u
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
@@ -25,40 +24,10 @@ from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_colla
 from ..losses.avid import LossConfig
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, ModelConfig, count_parameters
-from .checkpoint import keep_copy, load_checkpoint, prune_checkpoints, save_atomic
+from .checkpoint import load_checkpoint
+from .engine import Checkpointer, OptimConfig, RunConfig, RunLog, epoch_indices, lr_at, make_optimizer, setup
 
-__all__ = ["OptimConfig", "PretrainConfig", "RunConfig", "pretrain"]
-
-
-@dataclass
-class OptimConfig:
-    name: Literal["sgd", "adam", "adamw"] = "sgd"  # adam: L2 weight decay in the gradient (the released AVID)
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    batch_size: int = 32  # per process
-    epochs: int = 10
-    warmup_epochs: float = 0.0
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    lr_milestones: list[int] = field(default_factory=list)  # epochs, for "step"
-    lr_gamma: float = 0.1
-
-
-@dataclass
-class RunConfig:
-    seed: int = 0
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: bool = True  # mixed precision (CUDA only)
-    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    channels_last: bool = True  # CUDA only
-    log_every: int = 10  # steps
-    checkpoint_every: int = 1  # epochs; a numbered checkpoint is kept besides last.pt
-    save_every_steps: int = 0  # also rewrite last.pt every N steps (0: at epoch ends only)
-    keep: int = 3
-    max_steps: int | None = None  # stop early (tests, smoke runs)
-    init_from: str | None = None  # start from this checkpoint's model and memory bank (e.g. CMA after AVID)
-    tensorboard: bool = False
-    progress: bool = True
+__all__ = ["OptimConfig", "PretrainConfig", "RunConfig", "load_pretrained", "lr_at", "pretrain"]
 
 
 @dataclass
@@ -68,36 +37,6 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
-
-
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":  # one GPU per process: torchrun's LOCAL_RANK picks it
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-def lr_at(cfg: OptimConfig, step: int, steps_per_epoch: int) -> float:
-    epoch = step / steps_per_epoch
-    if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
-        return cfg.lr * (step + 1) / (cfg.warmup_epochs * steps_per_epoch)
-    if cfg.schedule == "cosine":
-        span = max(cfg.epochs - cfg.warmup_epochs, 1e-8)
-        return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, (epoch - cfg.warmup_epochs) / span)))
-    if cfg.schedule == "step":
-        return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
-    return cfg.lr
-
-
-def _epoch_indices(n: int, epoch: int, seed: int, batch: int, rank: int, world: int) -> list[list[int]]:
-    """This process's batches of an epoch: a seeded permutation split across processes, last partial
-    batch dropped (every process runs the same number of steps)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    per_step = batch * world
-    steps = n // per_step
-    mine = [order[s * per_step + rank * batch : s * per_step + (rank + 1) * batch] for s in range(steps)]
-    return mine
 
 
 def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
@@ -115,10 +54,8 @@ def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
 
 def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train; returns a summary (steps, final loss, skipped files, throughput)."""
-    rank, local_rank, world = dist.init_from_env("gloo" if cfg.run.device == "cpu" else None)
-    device = _device(cfg.run.device, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    rt = setup(cfg.run)
+    rank, world, device = rt.rank, rt.world, rt.device
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     run, opt_cfg = cfg.run, cfg.optim
@@ -145,16 +82,8 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     loss_fn = build_loss(num_videos, cfg.model.embed_dim, cfg.loss, seed=run.seed).to(device)
     if device.type == "cuda" and run.channels_last:
         model.to_channels_last()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if opt_cfg.name == "sgd":
-        optimizer = torch.optim.SGD(params, lr=opt_cfg.lr, momentum=opt_cfg.momentum, weight_decay=opt_cfg.weight_decay)
-    elif opt_cfg.name == "adam":
-        optimizer = torch.optim.Adam(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
-    use_amp = run.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if run.amp_dtype == "bfloat16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], opt_cfg)
+    scaler = rt.grad_scaler()
     neg_gen = torch.Generator()  # reseeded every step from (seed, rank, step): nothing to save
 
     # Resume, or start from another run's weights and memory
@@ -188,36 +117,21 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    saved_step = step if last.exists() else -1  # last.pt already holds this step
+    def state() -> dict[str, Any]:
+        return {
+            "config": to_dict(cfg),
+            "model": model.state_dict(),
+            "loss": loss_fn.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "epoch": step // steps_per_epoch,
+            "skipped_total": skipped_total,
+            "rng_torch": torch.get_rng_state(),
+        }
 
-    def save_last() -> None:
-        """Rewrite last.pt unless it already holds this step (rank 0 only)."""
-        nonlocal saved_step
-        if not dist.is_main() or saved_step == step:
-            return
-        saved_step = step
-        save_atomic(
-            {
-                "config": to_dict(cfg),
-                "model": model.state_dict(),
-                "loss": loss_fn.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "step": step,
-                "epoch": step // steps_per_epoch,
-                "skipped_total": skipped_total,
-                "rng_torch": torch.get_rng_state(),
-            },
-            last,
-        )
-
-    writer = None
-    if run.tensorboard and dist.is_main():
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise RuntimeError("run.tensorboard needs the tensorboard package: pip install tensorboard") from e
-        writer = SummaryWriter(str(out / "tb"))
+    ckpt = Checkpointer(out, state, run.keep, step)
+    log = RunLog(out, run.tensorboard, "pretrain")
 
     if dist.is_main():
         print(
@@ -229,8 +143,6 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     from tqdm import tqdm
 
     bar = tqdm(total=total_steps, initial=step, disable=not (run.progress and dist.is_main()), unit="step")
-    metrics_file = (out / "metrics.jsonl").open("a") if dist.is_main() else None
-    skipped_file = (out / "skipped.jsonl").open("a") if dist.is_main() else None
     model.train()
     t_start, clips_done, last_loss = time.perf_counter(), 0, float("nan")
     while step < total_steps:
@@ -241,7 +153,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             due = (epoch - cfg.loss.cma_start_epoch) % cfg.loss.cma_every == 0 and step == epoch * steps_per_epoch
             if due or not loss_fn.has_positives:
                 loss_fn.update_positives()
-        batches = _epoch_indices(len(dataset), epoch, run.seed, opt_cfg.batch_size, rank, world)
+        batches = epoch_indices(len(dataset), epoch, run.seed, opt_cfg.batch_size, rank, world)
         batches = batches[step - epoch * steps_per_epoch :]  # resume inside an epoch
         loader = DataLoader(
             dataset,
@@ -264,7 +176,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             if device.type == "cuda" and run.channels_last:
                 video = video.contiguous(memory_format=torch.channels_last_3d)
                 audio = audio.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            with rt.autocast():
                 v, a = ddp_model(video, audio)
             neg_gen.manual_seed((run.seed * 1_000_003 + rank) * 100_000_007 + step)
             loss, terms = loss_fn(v.float(), a.float(), index, neg_gen)
@@ -276,12 +188,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             step += 1
             clips_done += len(index) * world
             last_loss = float(loss.detach())
-            failures = dist.gather_lists(batch["failures"])  # from every process
-            if failures and skipped_file is not None:
-                for f in failures:
-                    skipped_file.write(json.dumps({"step": step, **f}) + "\n")
-                skipped_file.flush()
-            skipped_total += len(failures)
+            skipped_total += log.failures(step, batch["failures"])  # from every process
             bar.update(1)
             if dist.is_main() and (step % run.log_every == 0 or step == total_steps):
                 elapsed = time.perf_counter() - t_start
@@ -290,34 +197,26 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
                 row = {"step": step, "epoch": epoch, "loss": last_loss, **terms, "lr": lr,
                        "clips_per_s": rate, "clips": clips_done, "seconds": round(elapsed, 3), "time": time.time(),
                        "skipped_total": skipped_total}
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
-                if writer is not None:
-                    for k, val in row.items():
-                        writer.add_scalar(f"pretrain/{k}", val, step)
+                log.row(step, row)
             if run.save_every_steps and step % run.save_every_steps == 0:
-                save_last()
+                ckpt.save_last(step)
             if step >= total_steps:
                 break
         if step % steps_per_epoch == 0:
             ep = step // steps_per_epoch
-            save_last()
-            if run.checkpoint_every and ep % run.checkpoint_every == 0 and dist.is_main():
-                keep_copy(last, out / f"epoch_{ep:04d}.pt")
-                prune_checkpoints(out, "epoch_*.pt", run.keep)
-    save_last()
+            ckpt.save_last(step)
+            if run.checkpoint_every and ep % run.checkpoint_every == 0:
+                ckpt.keep_epoch(ep)
+    ckpt.save_last(step)
     bar.close()
     elapsed = time.perf_counter() - t_start
     summary = {"steps": step, "final_loss": last_loss, "skipped_files": skipped_total,
                "clips_per_s": clips_done / elapsed if elapsed > 0 else None, "output_dir": str(out)}
+    log.close()
     if dist.is_main():
-        metrics_file.close()
-        skipped_file.close()
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         if skipped_total:
             print(f"skipped {skipped_total} clip(s) that failed to decode; see {out / 'skipped.jsonl'}", flush=True)
-    if writer is not None:
-        writer.close()
     return summary
 
 
