@@ -114,6 +114,40 @@ def _evaluate_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train.finetune import FinetuneConfig, finetune
+
+    cfg = load_config(FinetuneConfig, args.config, args.set)
+    print(json.dumps(finetune(cfg, args.output_dir)))
+    return 0
+
+
+def _evaluate_action(args: argparse.Namespace) -> int:
+    """`avssl evaluate action`: the test split of a fine-tuning checkpoint's data (overridable with --set)."""
+    import torch
+
+    from . import distributed as dist
+    from .config import apply_overrides, from_dict, to_dict
+    from .train.finetune import FinetuneConfig, evaluate_action, labeled_entries, load_classifier
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dist.init_from_env()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, cfg, classes = load_classifier(args.checkpoint, device)
+    cfg = from_dict(FinetuneConfig, apply_overrides(to_dict(cfg), args.set))
+    entries, test_classes, report = labeled_entries(cfg.data, "test", out)
+    if test_classes != classes:
+        raise SystemExit("avssl evaluate action: the test split's classes differ from the checkpoint's")
+    result = evaluate_action(model, entries, cfg.data, classes, args.clips or cfg.data.test_clips, device, out)
+    result = {"checkpoint": str(args.checkpoint), **result, "data": report}
+    if dist.is_main():
+        (out / "eval.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -172,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--output-dir", required=True, help="run folder; resumes from its last.pt when present")
     q.set_defaults(func=_pretrain)
 
+    q = sub.add_parser("finetune", help="fine-tune the video encoder on labeled videos (torchrun for several)")
+    q.add_argument("--config", required=True, help="YAML, e.g. configs/finetune/ucf101_small_cpu.yaml")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. model.checkpoint=runs/avid/last.pt finetune.mode=linear")
+    q.add_argument("--output-dir", required=True, help="run folder; resumes from its last.pt when present")
+    q.set_defaults(func=_finetune)
+
     ev = sub.add_parser("evaluate", help="benchmarks: retrieval and sound classification of a pretrained model")
     esub = ev.add_subparsers(dest="command", required=True)
     q = esub.add_parser("retrieval", help="video->audio and audio->video recall@1/5/10 and median rank")
@@ -183,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default=None)
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the checkpoint's config")
     q.set_defaults(func=_evaluate_pretrained)
+    q = esub.add_parser("action", help="video-level accuracy of a fine-tuned classifier on its test split")
+    q.add_argument("--checkpoint", required=True, help="a fine-tuning checkpoint (last.pt of avssl finetune)")
+    q.add_argument("--clips", type=int, default=None, help="uniformly spaced clips per video (default: config's)")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--device", default=None)
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the checkpoint's config, e.g. data.root=... or data.split=2")
+    q.set_defaults(func=_evaluate_action)
     q = esub.add_parser("audio", help="linear sound classification on the frozen audio encoder (ESC-50, 5 folds)")
     q.add_argument("--checkpoint", required=True)
     q.add_argument("--format", default="esc50", choices=["esc50"])

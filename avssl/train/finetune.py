@@ -1,0 +1,366 @@
+"""Supervised fine-tuning of a pretrained video encoder on labeled videos (UCF-101, HMDB-51, Kinetics, a
+``path label`` list, class folders): full fine-tuning, or a linear classifier on the frozen encoder; then
+video-level evaluation of the test split (softmax averaged over uniformly spaced clips).
+
+Read top to bottom: labeled entries (official annotation files -> probed durations), the classifier
+(the pretraining checkpoint's video encoder, or a random one), the loop (the machinery of ``engine.py``:
+device, DDP, AMP, atomic ``last.pt`` and resume, metrics, skipped files), and evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .. import distributed as dist
+from ..config import from_dict, to_dict
+from ..data.clips import ClipConfig
+from ..data.collection import build_manifest, read_manifest
+from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_collate
+from ..data.formats import read_labeled
+from ..data.transforms import VideoAugConfig
+from ..models.video import R2Plus1D, VideoEncoderConfig
+from .checkpoint import load_checkpoint
+from .engine import Checkpointer, OptimConfig, RunConfig, RunLog, epoch_indices, lr_at, make_optimizer, setup
+
+__all__ = ["FinetuneConfig", "VideoClassifier", "evaluate_action", "finetune", "labeled_entries", "load_classifier"]
+
+
+def _video_only_clip() -> ClipConfig:
+    return ClipConfig(audio_duration=0.0)
+
+
+@dataclass
+class LabeledDataConfig:
+    format: Literal["kinetics", "ucf101", "hmdb51", "list", "folders"] = "ucf101"
+    root: str | None = None  # the videos
+    annotations: str | None = None  # the official annotation file or folder (train split for Kinetics/lists)
+    test_annotations: str | None = None  # Kinetics and lists: the evaluation CSV/list
+    split: int = 1  # UCF-101 / HMDB-51: official split 1-3
+    clip: ClipConfig = field(default_factory=_video_only_clip)
+    video_aug: VideoAugConfig = field(default_factory=VideoAugConfig)
+    clips_per_video: int = 5  # training clips per video per epoch
+    test_clips: int = 10  # uniformly spaced clips per test video, softmax averaged
+    num_workers: int = 2
+    on_error: Literal["skip", "raise"] = "skip"
+    preprocess: Literal["auto", "worker", "device"] = "auto"
+
+
+@dataclass
+class ClassifierModelConfig:
+    checkpoint: str | None = None  # an avssl pretraining checkpoint; empty: random initialization
+    video: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)  # used without a checkpoint
+
+
+@dataclass
+class FinetuneSection:
+    mode: Literal["full", "linear"] = "full"  # linear: frozen encoder (batch norm in eval mode), linear classifier
+    dropout: float = 0.5  # on the pooled feature
+    classifier_warmup_epochs: float = 0.0  # full mode: train the classifier alone first
+
+
+@dataclass
+class FinetuneConfig:
+    data: LabeledDataConfig = field(default_factory=LabeledDataConfig)
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _data_config(d: LabeledDataConfig, train: bool) -> DataConfig:
+    """The clip pipeline of AVClipDataset, video only (a file without audio is normal here)."""
+    return DataConfig(clip=d.clip, video_aug=d.video_aug, missing_audio="silence", on_error=d.on_error,
+                      clips_per_video=d.clips_per_video if train else 1, num_workers=d.num_workers,
+                      preprocess=d.preprocess)
+
+
+def labeled_entries(d: LabeledDataConfig, subset: str, work_dir: Path, progress: bool = False
+                    ) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+    """(entries with probe facts and ``label``, class names, report) of a split. Files listed but absent, and
+    files that fail to probe, are counted in the report and left out."""
+    if not d.root:
+        raise ValueError("set data.root (the videos)")
+    ann = d.test_annotations if subset == "test" and d.format in ("kinetics", "list") else d.annotations
+    if subset == "test" and d.format in ("kinetics", "list") and not ann:
+        raise ValueError(f"{d.format}: set data.test_annotations (the evaluation split)")
+    root = str(Path(d.root).resolve())
+    labeled = read_labeled(d.format, root, ann, d.split, subset)
+    lst = work_dir / f"{subset}_files.txt"
+    manifest = work_dir / f"{subset}_manifest.jsonl"
+    if dist.is_main():
+        lst.write_text("".join(e["path"] + "\n" for e in labeled.entries))
+        build_manifest(lst, manifest, require_audio=False, progress=progress)
+    dist.barrier()
+    probed = {r["path"]: r for r in read_manifest(manifest)}
+    entries = []
+    for e in labeled.entries:
+        row = probed.get(str(Path(e["path"]).resolve()))
+        if row is not None:
+            entries.append({**row, "label": e["label"], "class": e["class"]})
+    report = {"listed": len(labeled.entries) + len(labeled.missing), "missing": len(labeled.missing),
+              "unreadable": len(labeled.entries) - len(entries), "used": len(entries),
+              "missing_examples": labeled.missing[:5]}
+    return entries, labeled.classes, report
+
+
+class VideoClassifier(nn.Module):
+    """A video encoder, dropout and a linear classifier on its pooled feature. With ``frozen`` the encoder
+    is not trained and its batch norm stays in eval mode (a linear probe)."""
+
+    def __init__(self, encoder: R2Plus1D, num_classes: int, dropout: float = 0.5, frozen: bool = False) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.frozen = frozen
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(encoder.out_dim, num_classes)
+        if frozen:
+            encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> VideoClassifier:
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        if self.frozen:
+            with torch.no_grad():
+                feat = self.encoder(video)[1]
+        else:
+            feat = self.encoder(video)[1]
+        return self.fc(self.dropout(feat.float()))
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[VideoClassifier, FinetuneConfig,
+                                                                                   list[str]]:
+    """(classifier in eval mode, its fine-tuning config, class names) from a fine-tuning checkpoint."""
+    ck = load_checkpoint(path)
+    cfg = from_dict(FinetuneConfig, ck["config"])
+    encoder = R2Plus1D(from_dict(VideoEncoderConfig, ck["video_config"]))
+    model = VideoClassifier(encoder, len(ck["classes"]), cfg.finetune.dropout, cfg.finetune.mode == "linear")
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), cfg, list(ck["classes"])
+
+
+def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[VideoClassifier, VideoEncoderConfig]:
+    """The classifier, with the pretraining checkpoint's video encoder (weights and architecture) when set."""
+    video_cfg = cfg.model.video
+    state = None
+    if cfg.model.checkpoint:
+        from .pretrain import PretrainConfig
+
+        ck = load_checkpoint(cfg.model.checkpoint)
+        video_cfg = from_dict(PretrainConfig, ck["config"]).model.video
+        state = {k[len("video."):]: v for k, v in ck["model"].items() if k.startswith("video.")}
+    encoder = R2Plus1D(video_cfg)
+    if state is not None:
+        encoder.load_state_dict(state)
+    return VideoClassifier(encoder, num_classes, cfg.finetune.dropout, cfg.finetune.mode == "linear"), video_cfg
+
+
+def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Train on the training split, then evaluate the test split (``eval.json``); returns a summary."""
+    rt = setup(cfg.run)
+    rank, world, device = rt.rank, rt.world, rt.device
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run, opt_cfg = cfg.run, cfg.optim
+    if dist.is_main():
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    # Data: the official split, probed once (durations), as clips of video only
+    entries, classes, report = labeled_entries(cfg.data, "train", out, run.progress)
+    if dist.is_main():
+        (out / "data_report.json").write_text(json.dumps({"train": report}, indent=1))
+        if report["missing"] or report["unreadable"]:
+            print(f"train split: {report['missing']} listed files missing, {report['unreadable']} unreadable "
+                  f"(see {out / 'train_manifest.rejected.jsonl'}); training on {report['used']}", flush=True)
+    on_device = cfg.data.preprocess == "device" or (cfg.data.preprocess == "auto" and device.type == "cuda")
+    dcfg = _data_config(cfg.data, train=True)
+    dataset = AVClipDataset(entries, dcfg, train=True, seed=run.seed, defer=on_device)
+    preprocess = BatchPreprocess(dcfg, train=True).to(device) if on_device else None
+    steps_per_epoch = len(dataset) // (opt_cfg.batch_size * world)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} clips is fewer than one batch ({opt_cfg.batch_size} x {world} processes)")
+    total_steps = steps_per_epoch * opt_cfg.epochs
+    if run.max_steps is not None:
+        total_steps = min(total_steps, run.max_steps)
+
+    # Model and optimizer: encoder and classifier in separate groups (the classifier may warm up alone)
+    torch.manual_seed(run.seed)
+    model, video_cfg = build_classifier(cfg, len(classes))
+    model = model.to(device)
+    if device.type == "cuda" and run.channels_last:
+        model.encoder.to(memory_format=torch.channels_last_3d)
+    groups = [{"params": list(model.fc.parameters()), "name": "classifier"}]
+    if cfg.finetune.mode == "full":
+        groups.insert(0, {"params": list(model.encoder.parameters()), "name": "encoder"})
+    optimizer = make_optimizer(groups, opt_cfg)
+    scaler = rt.grad_scaler()
+
+    step, skipped_total = 0, 0
+    last = out / "last.pt"
+    if last.exists():
+        ck = load_checkpoint(last)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        step, skipped_total = int(ck["step"]), int(ck["skipped_total"])
+        torch.set_rng_state(ck["rng_torch"])
+        if dist.is_main():
+            print(f"resuming from {last} at step {step}", flush=True)
+    ddp_model: nn.Module = model
+    if world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+
+    def state() -> dict[str, Any]:
+        return {"config": to_dict(cfg), "video_config": to_dict(video_cfg), "classes": classes,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "step": step, "epoch": step // steps_per_epoch, "skipped_total": skipped_total,
+                "rng_torch": torch.get_rng_state()}
+
+    ckpt = Checkpointer(out, state, run.keep, step)
+    log = RunLog(out, run.tensorboard, "finetune")
+    if dist.is_main():
+        print(f"fine-tuning ({cfg.finetune.mode}) on {len(entries)} videos x {cfg.data.clips_per_video} clips per "
+              f"epoch, {len(classes)} classes, {world} process(es) on {device}, {total_steps} steps", flush=True)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, disable=not (run.progress and dist.is_main()), unit="step")
+    t_start, clips_done, last_loss = time.perf_counter(), 0, float("nan")
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        dataset.set_epoch(epoch)
+        model.train()
+        batches = epoch_indices(len(dataset), epoch, run.seed, opt_cfg.batch_size, rank, world)
+        batches = batches[step - epoch * steps_per_epoch :]  # resume inside an epoch
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=dcfg.num_workers, collate_fn=av_collate,
+                            pin_memory=device.type == "cuda")
+        for batch in loader:
+            lr = lr_at(opt_cfg, step, steps_per_epoch)
+            warm = step < cfg.finetune.classifier_warmup_epochs * steps_per_epoch
+            for group in optimizer.param_groups:
+                group["lr"] = 0.0 if (warm and group["name"] == "encoder") else lr
+            if preprocess is not None:
+                video, _ = preprocess(batch, device)
+            else:
+                video = batch["video"].to(device, non_blocking=True)
+            if device.type == "cuda" and run.channels_last:
+                video = video.contiguous(memory_format=torch.channels_last_3d)
+            label = batch["label"].to(device)
+            with rt.autocast():
+                logits = ddp_model(video)
+            loss = F.cross_entropy(logits.float(), label)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            clips_done += len(label) * world
+            last_loss = float(loss.detach())
+            skipped_total += log.failures(step, batch["failures"])
+            bar.update(1)
+            if dist.is_main() and (step % run.log_every == 0 or step == total_steps):
+                elapsed = time.perf_counter() - t_start
+                acc = float((logits.argmax(1) == label).float().mean())
+                bar.set_postfix(loss=f"{last_loss:.3f}", acc=f"{acc:.2f}")
+                log.row(step, {"step": step, "epoch": epoch, "loss": last_loss, "batch_accuracy": acc, "lr": lr,
+                               "classifier_only": warm, "clips_per_s": clips_done / elapsed, "clips": clips_done,
+                               "seconds": round(elapsed, 3), "time": time.time(), "skipped_total": skipped_total})
+            if run.save_every_steps and step % run.save_every_steps == 0:
+                ckpt.save_last(step)
+            if step >= total_steps:
+                break
+        if step % steps_per_epoch == 0:
+            ep = step // steps_per_epoch
+            ckpt.save_last(step)
+            if run.checkpoint_every and ep % run.checkpoint_every == 0:
+                ckpt.keep_epoch(ep)
+    ckpt.save_last(step)
+    bar.close()
+    log.close()
+
+    # Evaluation of the test split
+    test_entries, test_classes, test_report = labeled_entries(cfg.data, "test", out, run.progress)
+    if test_classes != classes:
+        raise ValueError("the test split's classes differ from the training split's")
+    result = evaluate_action(model, test_entries, cfg.data, classes, cfg.data.test_clips, device, out)
+    result["data"] = {"train": report, "test": test_report}
+    summary = {"steps": step, "final_loss": last_loss, "skipped_files": skipped_total, "output_dir": str(out),
+               "top1": result.get("top1"), "clip_top1": result.get("clip_top1")}
+    if dist.is_main():
+        (out / "eval.json").write_text(json.dumps(result, indent=1))
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+@torch.no_grad()
+def evaluate_action(model: VideoClassifier, entries: list[dict[str, Any]], data: LabeledDataConfig,
+                    classes: list[str], clips: int, device: torch.device, out: Path | None = None,
+                    batch_size: int = 16) -> dict[str, Any]:
+    """Video-level top-1/top-5 with softmax averaged over ``clips`` uniformly spaced clips per video, and
+    clip-level top-1. Under DDP each process takes every world-th video (none counted twice) and rank 0
+    gathers the results; with ``out`` it writes the per-class CSV and the confusion-matrix PNG there."""
+    model.eval()
+    world, rank = dist.world_size(), dist.rank()
+    mine = entries[rank::world]
+    dcfg = _data_config(data, train=False)
+    probs, labels, clip_hits = [], [], 0
+    if mine:
+        ds = AVClipDataset(mine, dcfg, train=False, clips_per_video=clips)
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=dcfg.num_workers, collate_fn=av_collate)
+        clip_probs = []
+        for batch in loader:
+            if batch["failures"]:
+                raise RuntimeError(f"test clips failed to decode: {batch['failures'][:3]}")
+            p = F.softmax(model(batch["video"].to(device)).float(), dim=1).cpu()
+            clip_hits += int((p.argmax(1) == batch["label"]).sum())
+            clip_probs.append(p)
+        video_probs = torch.cat(clip_probs).view(len(mine), clips, -1).mean(1)
+        probs = video_probs.tolist()
+        labels = [int(e["label"]) for e in mine]
+    gathered = dist.gather_lists([(probs, labels, clip_hits)])
+    all_probs = torch.tensor([p for g in gathered for p in g[0]])
+    all_labels = torch.tensor([lbl for g in gathered for lbl in g[1]])
+    hits = sum(g[2] for g in gathered)
+    n, k = len(all_labels), len(classes)
+    top5 = all_probs.topk(min(5, k), dim=1).indices
+    pred = top5[:, 0]
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    confusion.index_put_((all_labels, pred), torch.ones(n, dtype=torch.long), accumulate=True)
+    per_class = [(c, int(confusion[i].sum()), float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else
+                  float("nan")) for i, c in enumerate(classes)]
+    result = {"num_videos": n, "clips_per_video": clips, "top1": float((pred == all_labels).float().mean()),
+              "top5": float((top5 == all_labels[:, None]).any(1).float().mean()), "clip_top1": hits / (n * clips),
+              "chance": float(torch.bincount(all_labels, minlength=k).max()) / n, "num_classes": k}
+    if out is not None and dist.is_main():
+        with open(out / "per_class_accuracy.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["class", "videos", "accuracy"])
+            w.writerows(per_class)
+        _confusion_png(confusion, out / "confusion.png")
+        result["per_class_csv"] = str(out / "per_class_accuracy.csv")
+        result["confusion_png"] = str(out / "confusion.png")
+    return result
+
+
+def _confusion_png(confusion: torch.Tensor, path: Path, cell: int = 12) -> None:
+    """Rows: true class, columns: predicted; each row scaled to its count (white 0, dark blue all)."""
+    from PIL import Image
+
+    frac = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    rgb = torch.stack([1 - frac, 1 - 0.8 * frac, 1 - 0.3 * frac], dim=-1)  # white -> blue
+    img = (rgb * 255).round().to(torch.uint8).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+    Image.fromarray(img.numpy()).save(path)

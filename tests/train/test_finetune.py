@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from avssl.cli import main
+from avssl.config import load_config
+from avssl.data.collection import build_manifest
+from avssl.data.synthetic import SynthSpec, synthesize
+from avssl.train.checkpoint import load_checkpoint
+from avssl.train.finetune import FinetuneConfig, finetune
+from avssl.train.pretrain import PretrainConfig, pretrain
+
+ROOT = Path(__file__).resolve().parents[2]
+FT_SMALL = ROOT / "configs" / "finetune" / "ucf101_small_cpu.yaml"
+PT_SMALL = ROOT / "configs" / "pretrain" / "avid_small_cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory) -> Path:
+    """Synthetic clips in the UCF-101 layout: classes from the generator's ground truth, split lists."""
+    d = tmp_path_factory.mktemp("ucf")
+    synthesize(d / "synth", 18, seed=5, spec=SynthSpec(width=64, height=64, fps=16, duration=1.5, sample_rate=16000,
+                                                        num_distractors=0))
+    lists = d / "ucfTrainTestlist"
+    lists.mkdir()
+    by_class: dict[str, list[Path]] = {}
+    for meta in sorted((d / "synth").glob("clip_*.json")):
+        info = json.loads(meta.read_text())
+        by_class.setdefault(info["class_name"], []).append(meta.with_suffix(".mp4"))
+    classes = sorted(by_class)
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    train, test = [], []
+    for i, c in enumerate(classes):
+        for g, src in enumerate(by_class[c]):
+            rel = f"{c}/v_{c}_g{g + 1:02d}_c01.mp4"
+            (d / "UCF-101" / c).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, d / "UCF-101" / rel)
+            (test if g == 0 else train).append((rel, i + 1))
+    train.append((f"{classes[0]}/v_gone_g01_c01.mp4", 1))  # listed but missing
+    (lists / "trainlist01.txt").write_text("".join(f"{r} {lbl}\n" for r, lbl in train))
+    (lists / "testlist01.txt").write_text("".join(f"{r}\n" for r, _ in test))
+    return d
+
+
+def _cfg(ucf: Path, *extra: str) -> FinetuneConfig:
+    return load_config(FinetuneConfig, FT_SMALL, [
+        f"data.root={ucf / 'UCF-101'}", f"data.annotations={ucf / 'ucfTrainTestlist'}", "data.num_workers=0",
+        "data.clips_per_video=2", "data.test_clips=3", "optim.batch_size=4", "optim.epochs=2", "run.progress=false",
+        "run.log_every=1", "run.device=cpu", *extra])
+
+
+def test_finetune_trains_resumes_and_evaluates(ucf, tmp_path):
+    out = tmp_path / "ft"
+    part = finetune(_cfg(ucf, "run.max_steps=3"), out)
+    assert part["steps"] == 3
+    done = finetune(_cfg(ucf), out)  # resumes from last.pt
+    report = json.loads((out / "data_report.json").read_text())["train"]
+    assert report["missing"] == 1 and report["used"] > 0
+    steps = (report["used"] * 2 // 4) * 2
+    assert done["steps"] == steps
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["num_videos"] == ev["num_classes"] == 6 and ev["clips_per_video"] == 3
+    assert 0 <= ev["top1"] <= ev["top5"] <= 1 and 0 <= ev["clip_top1"] <= 1
+    assert (out / "per_class_accuracy.csv").read_text().startswith("class,videos,accuracy")
+    assert (out / "confusion.png").stat().st_size > 0
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["step"] == steps and len(ck["classes"]) == 6
+
+
+def test_linear_mode_keeps_the_pretrained_encoder_and_evaluate_action_reproduces_eval(ucf, tmp_path, capsys):
+    synth = ucf / "synth"
+    build_manifest(synth, tmp_path / "m.jsonl", progress=False)
+    pretrain(load_config(PretrainConfig, PT_SMALL, [f"data.manifest={tmp_path / 'm.jsonl'}", "data.num_workers=0",
+                                                    "optim.batch_size=6", "optim.epochs=1", "run.progress=false",
+                                                    "loss.num_negatives=4", "run.device=cpu"]), tmp_path / "pt")
+    out = tmp_path / "lin"
+    finetune(_cfg(ucf, f"model.checkpoint={tmp_path / 'pt' / 'last.pt'}", "finetune.mode=linear"), out)
+    pre = load_checkpoint(tmp_path / "pt" / "last.pt")["model"]
+    ft = load_checkpoint(out / "last.pt")["model"]
+    for k, v in pre.items():
+        if k.startswith("video."):  # weights and batch-norm statistics untouched by a linear probe
+            assert torch.equal(ft["encoder." + k[len("video."):]], v), k
+    rc = main(["evaluate", "action", "--checkpoint", str(out / "last.pt"), "--output-dir", str(tmp_path / "ev"),
+               "--device", "cpu", "--set", "data.num_workers=0"])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["top1"] == pytest.approx(json.loads((out / "eval.json").read_text())["top1"])
+
+
+@pytest.mark.parametrize("name, fmt, clips, epochs, milestones, jitter", [
+    ("ucf101_r2plus1d18_full.yaml", "ucf101", 5, 21, [11, 15, 19], 0.4),
+    ("hmdb51_r2plus1d18_full.yaml", "hmdb51", 10, 15, [8, 11, 13], 1.0),
+])
+def test_benchmark_configs_carry_the_released_values(name, fmt, clips, epochs, milestones, jitter):
+    cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / name)
+    d, o = cfg.data, cfg.optim
+    assert (d.format, d.clip.video_duration * d.clip.fps, d.clip.crop, d.clips_per_video, d.test_clips) == (
+        fmt, 32, 224, clips, 10)
+    assert (d.video_aug.crop_scale, d.video_aug.brightness, d.video_aug.hue) == ((0.08, 1.0), jitter, 0.2)
+    assert (o.name, o.lr, o.weight_decay, o.batch_size * 8, o.epochs, o.lr_milestones, o.lr_gamma) == (
+        "adam", 1e-4, 0.0, 32, epochs, milestones, 0.3)
+    assert (cfg.finetune.mode, cfg.finetune.dropout, cfg.finetune.classifier_warmup_epochs) == ("full", 0.5, 5)
