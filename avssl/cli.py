@@ -48,6 +48,16 @@ def _data_manifest(args: argparse.Namespace) -> int:
 def _data_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import SynthSpec, synthesize
 
+    if args.actions:
+        from .data.synthetic_actions import ActionSpec, synthesize_actions
+
+        spec_a = ActionSpec(width=args.width, height=args.height, fps=args.fps, duration=args.duration,
+                            sample_rate=args.sample_rate)
+        videos = synthesize_actions(args.output_dir, args.num_clips, args.seed, spec_a)
+        print(f"wrote {args.num_clips} clips per class to {videos}, split lists in "
+              f"{Path(args.output_dir) / 'ucfTrainTestlist'}", file=sys.stderr)
+        return 0
+
     spec = SynthSpec(width=args.width, height=args.height, fps=args.fps, duration=args.duration,
                      sample_rate=args.sample_rate, num_distractors=args.distractors)
     paths = synthesize(args.output_dir, args.num_clips, args.seed, spec, workers=args.workers, progress=True)
@@ -189,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--sample-rate", type=int, default=22050)
     q.add_argument("--distractors", type=int, default=1)
     q.add_argument("--workers", type=int, default=1)
+    q.add_argument("--actions", action="store_true",
+                   help="a labeled action set in the UCF-101 layout instead (motion + sound classes); "
+                        "--num-clips is then per class")
     q.set_defaults(func=_data_synth)
 
     q = dsub.add_parser("reencode", help="re-encode for fast loading (short side 256, 1 s keyframes)")

@@ -54,3 +54,23 @@ def test_synthesized_files_are_byte_identical_serial_or_parallel(tmp_path):
     for x, y in zip(a, b):
         assert open(x, "rb").read() == open(y, "rb").read(), x
         assert open(x.replace(".mp4", ".json")).read() == open(y.replace(".mp4", ".json")).read()
+
+
+def test_action_set_in_the_ucf101_layout(tmp_path):
+    from avssl.data.decode import decode_clip
+    from avssl.data.formats import read_ucf101
+    from avssl.data.synthetic_actions import ACTIONS, ActionSpec, synthesize_actions
+
+    videos = synthesize_actions(tmp_path, clips_per_class=6, seed=1, spec=ActionSpec(duration=2.0))
+    lists = tmp_path / "ucfTrainTestlist"
+    everything = {str(p) for p in videos.rglob("*.avi")}
+    assert len(everything) == 24
+    for split in (1, 2, 3):
+        train, test = read_ucf101(lists, videos, split, "train"), read_ucf101(lists, videos, split, "test")
+        assert train.classes == list(ACTIONS) and not train.missing and not test.missing
+        tr, te = {e["path"] for e in train.entries}, {e["path"] for e in test.entries}
+        assert not tr & te and tr | te == everything and len(te) == 8  # a third of the groups held out
+    clip = decode_clip(sorted(everything)[0], 0.5, 0.5, 8, 64, 1.0, 16000)
+    assert clip.frames.shape == (4, 64, 64, 3) and clip.has_audio and clip.waveform.std() > 0.05
+    # the disk moves between frames (the class is in the motion)
+    assert np.abs(clip.frames[0].astype(int) - clip.frames[-1].astype(int)).mean() > 1
