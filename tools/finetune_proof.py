@@ -4,6 +4,8 @@ that differ only by motion and sound), for each seed: pretrain AVID (small CPU c
 split's videos without labels, then fine-tune (full) and train a linear probe (frozen encoder) from that
 checkpoint and from a random initialization with the same budget; video-level top-1 on the test split.
 
+Horizontal flips are off in both stages: a mirrored clip would swap SlideLeft and SlideRight.
+
 Usage:
   python tools/finetune_proof.py --seeds 0 1 2 [--work-dir DIR] [--json results.json]
 """
@@ -32,7 +34,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--clips-per-class", type=int, default=24)
     p.add_argument("--pretrain-epochs", type=int, default=15)
-    p.add_argument("--finetune-epochs", type=int, default=6)
+    p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--work-dir", default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -50,13 +52,15 @@ def main() -> int:
         if not ckpt.exists():
             pretrain(load_config(PretrainConfig, ROOT / "configs/pretrain/avid_small_cpu.yaml", [
                 *common, f"data.manifest={work / 'train_manifest.jsonl'}", "data.clips_per_video=4",
+                "data.video_aug.flip=0.0",  # a mirrored clip would swap SlideLeft and SlideRight
                 f"optim.epochs={args.pretrain_epochs}", f"run.seed={seed}", "loss.num_negatives=32"]),
                 ckpt.parent)
         for init in ("pretrained", "random"):
             for mode in ("full", "linear"):
                 run = work / f"ft_{init}_{mode}_s{seed}"
                 over = [*common, f"data.root={videos}", f"data.annotations={lists}", "data.clips_per_video=3",
-                        f"optim.epochs={args.finetune_epochs}", "optim.lr_milestones=[4]", f"run.seed={seed}",
+                        "data.video_aug.flip=0.0", f"optim.epochs={args.finetune_epochs}",
+                        f"optim.lr_milestones=[{round(args.finetune_epochs * 0.7)}]", f"run.seed={seed}",
                         f"finetune.mode={mode}", f"model.checkpoint={ckpt if init == 'pretrained' else ''}"]
                 if mode == "linear":
                     over += ["optim.lr=0.01", "finetune.classifier_warmup_epochs=0"]

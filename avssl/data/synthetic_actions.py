@@ -3,7 +3,8 @@
 Each class is a motion with its own sound: a textured disk slides right, left, down or up (wrapping around
 the frame) while a tone sweeps up, sweeps down, beats fast or beats slowly. The disk's colour, texture phase,
 speed, start and the tone's base pitch are random per clip and independent of the class, so a single frame
-cannot tell the classes apart: telling them needs motion (or the sound). Written as AVI files (MPEG-4 part 2
+cannot tell the classes apart: telling them needs motion (or the sound); mirroring swaps SlideLeft and
+SlideRight, so horizontal-flip augmentation must be off for this set. Written as AVI files (MPEG-4 part 2
 video and PCM audio, as UCF-101's Xvid AVIs) under ``UCF-101/<Class>/v_<Class>_gXX_cYY.avi`` with
 ``ucfTrainTestlist/`` (``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``; split N tests the groups
 with ``(group - 1) % 3 == N - 1``).
@@ -38,7 +39,7 @@ class ActionSpec:
 def _frames(rng: np.random.Generator, action: str, spec: ActionSpec) -> list[np.ndarray]:
     h, w = spec.height, spec.width
     dx, dy = _DIRECTIONS[action]
-    speed = rng.uniform(0.6, 1.0) * min(h, w) / spec.duration  # pixels per second
+    speed = rng.uniform(1.0, 1.5) * min(h, w) / spec.duration  # pixels per second
     x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
     color = rng.integers(60, 256, 3)
     phase = rng.uniform(0, 2 * np.pi)
