@@ -35,6 +35,7 @@ def main() -> int:
     p.add_argument("--clips-per-class", type=int, default=24)
     p.add_argument("--pretrain-epochs", type=int, default=15)
     p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--modes", nargs="+", default=["full", "linear"], choices=["full", "linear"])
     p.add_argument("--work-dir", default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -56,7 +57,7 @@ def main() -> int:
                 f"optim.epochs={args.pretrain_epochs}", f"run.seed={seed}", "loss.num_negatives=32"]),
                 ckpt.parent)
         for init in ("pretrained", "random"):
-            for mode in ("full", "linear"):
+            for mode in args.modes:
                 run = work / f"ft_{init}_{mode}_s{seed}"
                 over = [*common, f"data.root={videos}", f"data.annotations={lists}", "data.clips_per_video=3",
                         "data.video_aug.flip=0.0", f"optim.epochs={args.finetune_epochs}",
@@ -68,7 +69,7 @@ def main() -> int:
                 top1 = json.loads((run / "eval.json").read_text())["top1"]
                 results.setdefault(f"{mode} {init}", []).append(top1)
                 print(f"seed {seed}: {mode:6s} from {init:10s} top-1 {top1:.3f}", flush=True)
-    chance = json.loads((work / f"ft_random_full_s{args.seeds[0]}" / "eval.json").read_text())["chance"]
+    chance = json.loads((work / f"ft_random_{args.modes[0]}_s{args.seeds[0]}" / "eval.json").read_text())["chance"]
     print(f"\nvideo-level top-1 on the test split of split 1 ({len(args.seeds)} seeds; chance {chance:.3f}):")
     for k, v in results.items():
         sd = statistics.stdev(v) if len(v) > 1 else 0.0

@@ -116,7 +116,8 @@ def labeled_entries(d: LabeledDataConfig, subset: str, work_dir: Path, progress:
 
 class VideoClassifier(nn.Module):
     """A video encoder, dropout and a linear classifier on its pooled feature. With ``frozen`` the encoder
-    is not trained and its batch norm stays in eval mode (a linear probe)."""
+    is not trained and its batch norm stays in eval mode, and the classifier is batch-normalized (a linear
+    probe on standardized features, as the released linear evaluations do)."""
 
     def __init__(self, encoder: R2Plus1D, num_classes: int, dropout: float = 0.5, frozen: bool = False) -> None:
         super().__init__()
@@ -124,6 +125,7 @@ class VideoClassifier(nn.Module):
         self.frozen = frozen
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(encoder.out_dim, num_classes)
+        self.norm = nn.BatchNorm1d(encoder.out_dim, affine=False) if frozen else nn.Identity()
         if frozen:
             encoder.requires_grad_(False)
 
@@ -139,7 +141,7 @@ class VideoClassifier(nn.Module):
                 feat = self.encoder(video)[1]
         else:
             feat = self.encoder(video)[1]
-        return self.fc(self.dropout(feat.float()))
+        return self.fc(self.dropout(self.norm(feat.float())))
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[VideoClassifier, FinetuneConfig,
