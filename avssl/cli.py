@@ -135,16 +135,15 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def _evaluate_action(args: argparse.Namespace) -> int:
     """`avssl evaluate action`: the test split of a fine-tuning checkpoint's data (overridable with --set)."""
-    import torch
-
     from . import distributed as dist
     from .config import apply_overrides, from_dict, to_dict
+    from .train.engine import resolve_device
     from .train.finetune import FinetuneConfig, evaluate_action, labeled_entries, load_classifier
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dist.init_from_env()
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _, local_rank, _ = dist.init_from_env("gloo" if args.device == "cpu" else None)
+    device = resolve_device(args.device or "auto", local_rank)  # under torchrun: one GPU per process
     model, cfg, classes = load_classifier(args.checkpoint, device)
     cfg = from_dict(FinetuneConfig, apply_overrides(to_dict(cfg), args.set))
     entries, test_classes, report = labeled_entries(cfg.data, "test", out)
@@ -226,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--output-dir", required=True, help="run folder; resumes from its last.pt when present")
     q.set_defaults(func=_finetune)
 
-    ev = sub.add_parser("evaluate", help="benchmarks: retrieval and sound classification of a pretrained model")
+    ev = sub.add_parser("evaluate", help="action accuracy of a fine-tuned model; retrieval and sound "
+                                         "classification of a pretrained one")
     esub = ev.add_subparsers(dest="command", required=True)
     q = esub.add_parser("retrieval", help="video->audio and audio->video recall@1/5/10 and median rank")
     q.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (last.pt)")

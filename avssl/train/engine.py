@@ -19,7 +19,7 @@ from .. import distributed as dist
 from .checkpoint import keep_copy, prune_checkpoints, save_atomic
 
 __all__ = ["Checkpointer", "OptimConfig", "RunConfig", "RunLog", "Runtime", "epoch_indices", "lr_at",
-           "make_optimizer", "setup"]
+           "make_optimizer", "resolve_device", "setup"]
 
 
 @dataclass
