@@ -134,7 +134,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _evaluate_action(args: argparse.Namespace) -> int:
-    """`avssl evaluate action`: the test split of a fine-tuning checkpoint's data (overridable with --set)."""
+    """`avssl evaluate action`: the test split of a fine-tuning checkpoint's data (overridable with --set);
+    with --folds, one checkpoint per official split, each on its own split, and the mean."""
     from . import distributed as dist
     from .config import apply_overrides, from_dict, to_dict
     from .train.engine import resolve_device
@@ -144,13 +145,30 @@ def _evaluate_action(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _, local_rank, _ = dist.init_from_env("gloo" if args.device == "cpu" else None)
     device = resolve_device(args.device or "auto", local_rank)  # under torchrun: one GPU per process
-    model, cfg, classes = load_classifier(args.checkpoint, device)
-    cfg = from_dict(FinetuneConfig, apply_overrides(to_dict(cfg), args.set))
-    entries, test_classes, report = labeled_entries(cfg.data, "test", out)
-    if test_classes != classes:
-        raise SystemExit("avssl evaluate action: the test split's classes differ from the checkpoint's")
-    result = evaluate_action(model, entries, cfg.data, classes, args.clips or cfg.data.test_clips, device, out)
-    result = {"checkpoint": str(args.checkpoint), **result, "data": report}
+    checkpoints = args.folds or [args.checkpoint]
+    if not checkpoints or checkpoints == [None]:
+        raise SystemExit("avssl evaluate action: give --checkpoint FT.pt, or --folds S1.pt S2.pt S3.pt")
+    results = []
+    for i, ckpt in enumerate(checkpoints):
+        model, cfg, classes = load_classifier(ckpt, device)
+        cfg = from_dict(FinetuneConfig, apply_overrides(to_dict(cfg), args.set))
+        fold_out = out / f"split{cfg.data.split}" if args.folds else out
+        fold_out.mkdir(parents=True, exist_ok=True)
+        entries, test_classes, report = labeled_entries(cfg.data, "test", fold_out)
+        if test_classes != classes:
+            raise SystemExit(f"avssl evaluate action: {ckpt}: the test split's classes differ from the checkpoint's")
+        r = evaluate_action(model, entries, cfg.data, classes, args.clips or cfg.data.test_clips, device, fold_out,
+                            crops=args.crops)
+        results.append({"checkpoint": str(ckpt), "split": cfg.data.split, **r, "data": report})
+    if args.folds:
+        splits = [r["split"] for r in results]
+        if len(set(splits)) != len(splits):
+            raise SystemExit(f"avssl evaluate action: --folds checkpoints must be of different splits, got {splits}")
+        result = {"splits": splits, "folds": results}
+        for key in ("top1", "top5", "clip_top1", "chance"):
+            result[key] = sum(r[key] for r in results) / len(results)
+    else:
+        result = results[0]
     if dist.is_main():
         (out / "eval.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result))
@@ -238,8 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the checkpoint's config")
     q.set_defaults(func=_evaluate_pretrained)
     q = esub.add_parser("action", help="video-level accuracy of a fine-tuned classifier on its test split")
-    q.add_argument("--checkpoint", required=True, help="a fine-tuning checkpoint (last.pt of avssl finetune)")
+    q.add_argument("--checkpoint", default=None, help="a fine-tuning checkpoint (last.pt of avssl finetune)")
+    q.add_argument("--folds", nargs="+", default=None, metavar="CKPT",
+                   help="one checkpoint per official split (UCF-101/HMDB-51 1-3): each on its split, then the mean")
     q.add_argument("--clips", type=int, default=None, help="uniformly spaced clips per video (default: config's)")
+    q.add_argument("--crops", type=int, default=1, choices=[1, 3],
+                   help="spatial crops per clip (3: left, centre, right)")
     q.add_argument("--output-dir", required=True)
     q.add_argument("--device", default=None)
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -66,6 +66,7 @@ class AVClipDataset(Dataset):
         clips_per_video: int = 1,
         seed: int | None = None,
         defer: bool = False,
+        crop_position: float = 0.5,
     ) -> None:
         self.entries = read_manifest(manifest) if not isinstance(manifest, list) else manifest
         if not self.entries:
@@ -79,7 +80,7 @@ class AVClipDataset(Dataset):
         self.clips_per_video = cfg.clips_per_video if train else clips_per_video
         self.random_sampler = RandomClipSampler(cfg.clip)
         self.uniform_sampler = UniformClipSampler(cfg.clip, self.clips_per_video)
-        self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug)
+        self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug, crop_position)
         self.audio_tf = AudioTransform(train, cfg.audio_aug)
         self.mel = LogMelSpectrogram(cfg.mel) if cfg.clip.audio_duration else None
         self.seed = seed

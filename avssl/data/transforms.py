@@ -63,10 +63,12 @@ class VideoTransform:
     colour jitter with the drawn parameters, normalization; batched). Calling the transform runs both.
     """
 
-    def __init__(self, crop: int, train: bool, cfg: VideoAugConfig | None = None) -> None:
+    def __init__(self, crop: int, train: bool, cfg: VideoAugConfig | None = None, position: float = 0.5) -> None:
+        """``position``: evaluation crop along the longer side, 0 (left/top) to 1 (right/bottom); 0.5 centre."""
         self.crop = crop
         self.train = train
         self.cfg = cfg or VideoAugConfig()
+        self.position = position
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 ``(T, H, W, C)`` -> float ``(C, T, crop, crop)``."""
@@ -91,7 +93,10 @@ class VideoTransform:
         else:
             if min(h, w) != self.crop:
                 x = TF.resize(x, self.crop, antialias=True)
-            x = TF.center_crop(x, [self.crop, self.crop])
+            h, w = x.shape[-2:]
+            top = round(self.position * (h - self.crop)) if h > self.crop else 0
+            left = round(self.position * (w - self.crop)) if w > self.crop else 0
+            x = TF.crop(x, top, left, self.crop, self.crop)
         return x.permute(1, 0, 2, 3).contiguous(), params
 
     def _jitter_params(self, g: torch.Generator | None) -> torch.Tensor:

@@ -311,26 +311,33 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
 @torch.no_grad()
 def evaluate_action(model: VideoClassifier, entries: list[dict[str, Any]], data: LabeledDataConfig,
                     classes: list[str], clips: int, device: torch.device, out: Path | None = None,
-                    batch_size: int = 16) -> dict[str, Any]:
-    """Video-level top-1/top-5 with softmax averaged over ``clips`` uniformly spaced clips per video, and
-    clip-level top-1. Under DDP each process takes every world-th video (none counted twice) and rank 0
-    gathers the results; with ``out`` it writes the per-class CSV and the confusion-matrix PNG there."""
+                    batch_size: int = 16, crops: int = 1) -> dict[str, Any]:
+    """Video-level top-1/top-5 with softmax averaged over ``clips`` uniformly spaced clips per video (and
+    ``crops`` 3: left, centre and right crops of each), and clip-level top-1 (centre crops). Under DDP each
+    process takes every world-th video (none counted twice) and rank 0 gathers the results; with ``out``
+    it writes the per-class CSV and the confusion-matrix PNG there."""
+    if crops not in (1, 3):
+        raise ValueError(f"crops must be 1 or 3, got {crops}")
     model.eval()
     world, rank = dist.world_size(), dist.rank()
     mine = entries[rank::world]
     dcfg = _data_config(data, train=False)
     probs, labels, clip_hits = [], [], 0
     if mine:
-        ds = AVClipDataset(mine, dcfg, train=False, clips_per_video=clips)
-        loader = DataLoader(ds, batch_size=batch_size, num_workers=dcfg.num_workers, collate_fn=av_collate)
-        clip_probs = []
-        for batch in loader:
-            if batch["failures"]:
-                raise RuntimeError(f"test clips failed to decode: {batch['failures'][:3]}")
-            p = F.softmax(model(batch["video"].to(device)).float(), dim=1).cpu()
-            clip_hits += int((p.argmax(1) == batch["label"]).sum())
-            clip_probs.append(p)
-        video_probs = torch.cat(clip_probs).view(len(mine), clips, -1).mean(1)
+        per_crop = []
+        for position in ((0.5,) if crops == 1 else (0.5, 0.0, 1.0)):
+            ds = AVClipDataset(mine, dcfg, train=False, clips_per_video=clips, crop_position=position)
+            loader = DataLoader(ds, batch_size=batch_size, num_workers=dcfg.num_workers, collate_fn=av_collate)
+            clip_probs = []
+            for batch in loader:
+                if batch["failures"]:
+                    raise RuntimeError(f"test clips failed to decode: {batch['failures'][:3]}")
+                p = F.softmax(model(batch["video"].to(device)).float(), dim=1).cpu()
+                if position == 0.5:
+                    clip_hits += int((p.argmax(1) == batch["label"]).sum())
+                clip_probs.append(p)
+            per_crop.append(torch.cat(clip_probs).view(len(mine), clips, -1))
+        video_probs = torch.cat(per_crop, dim=1).mean(1)
         probs = video_probs.tolist()
         labels = [int(e["label"]) for e in mine]
     gathered = dist.gather_lists([(probs, labels, clip_hits)])
@@ -344,7 +351,8 @@ def evaluate_action(model: VideoClassifier, entries: list[dict[str, Any]], data:
     confusion.index_put_((all_labels, pred), torch.ones(n, dtype=torch.long), accumulate=True)
     per_class = [(c, int(confusion[i].sum()), float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else
                   float("nan")) for i, c in enumerate(classes)]
-    result = {"num_videos": n, "clips_per_video": clips, "top1": float((pred == all_labels).float().mean()),
+    result = {"num_videos": n, "clips_per_video": clips, "crops": crops,
+              "top1": float((pred == all_labels).float().mean()),
               "top5": float((top5 == all_labels[:, None]).any(1).float().mean()), "clip_top1": hits / (n * clips),
               "chance": float(torch.bincount(all_labels, minlength=k).max()) / n, "num_classes": k}
     if out is not None and dist.is_main():

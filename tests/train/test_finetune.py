@@ -105,3 +105,24 @@ def test_benchmark_configs_carry_the_released_values(name, fmt, clips, epochs, m
     assert (o.name, o.lr, o.weight_decay, o.batch_size * 8, o.epochs, o.lr_milestones, o.lr_gamma) == (
         "adam", 1e-4, 0.0, 32, epochs, milestones, 0.3)
     assert (cfg.finetune.mode, cfg.finetune.dropout, cfg.finetune.classifier_warmup_epochs) == ("full", 0.5, 5)
+
+
+def test_evaluate_action_three_crops_and_folds(ucf, tmp_path, capsys):
+    lists = ucf / "ucfTrainTestlist"
+    for name in ("trainlist", "testlist"):  # a second split (same files; only the bookkeeping matters here)
+        (lists / f"{name}02.txt").write_text((lists / f"{name}01.txt").read_text())
+    runs = []
+    for split in (1, 2):
+        run = tmp_path / f"split{split}"
+        finetune(_cfg(ucf, f"data.split={split}", "run.max_steps=1", "data.test_clips=1"), run)
+        runs.append(str(run / "last.pt"))
+    rc = main(["evaluate", "action", "--folds", *runs, "--clips", "2", "--crops", "3", "--output-dir",
+               str(tmp_path / "ev"), "--device", "cpu", "--set", "data.num_workers=0"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["splits"] == [1, 2] and all(f["crops"] == 3 and f["clips_per_video"] == 2 for f in res["folds"])
+    assert res["top1"] == pytest.approx(sum(f["top1"] for f in res["folds"]) / 2)
+    assert (tmp_path / "ev" / "split2" / "confusion.png").exists()
+    with pytest.raises(SystemExit, match="different splits"):
+        main(["evaluate", "action", "--folds", runs[0], runs[0], "--output-dir", str(tmp_path / "ev2"),
+              "--device", "cpu", "--set", "data.num_workers=0"])
