@@ -119,6 +119,14 @@ class R2Plus1D(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature map after each of the four stages (for per-stage linear evaluation)."""
+        maps, h = [], self.stem(x)
+        for stage in self.stages:
+            h = stage(h)
+            maps.append(h)
+        return maps
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.stages(self.stem(x))
         return fmap, fmap.amax(dim=(2, 3, 4)) if self.cfg.pool == "max" else fmap.mean(dim=(2, 3, 4))

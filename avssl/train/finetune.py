@@ -64,7 +64,11 @@ class ClassifierModelConfig:
 
 @dataclass
 class FinetuneSection:
-    mode: Literal["full", "linear"] = "full"  # linear: frozen encoder (batch norm in eval mode), linear classifier
+    # full: train everything; linear: frozen encoder (batch norm in eval mode), batch-normalized linear
+    # classifier on the pooled feature; stages: frozen encoder, one batch-normalized linear classifier per
+    # stage on its max-pooled map (the released Kinetics linear protocol), each reported
+    mode: Literal["full", "linear", "stages"] = "full"
+    stage_grids: list[int] = field(default_factory=lambda: [12, 8, 6, 4])  # stages: max-pool grid over space
     dropout: float = 0.5  # on the pooled feature
     classifier_warmup_epochs: float = 0.0  # full mode: train the classifier alone first
 
@@ -144,13 +148,49 @@ class VideoClassifier(nn.Module):
         return self.fc(self.dropout(self.norm(feat.float())))
 
 
+class StageProbe(nn.Module):
+    """Frozen encoder; for each stage, max-pooling to ``grid x grid`` over space (and all of time), batch
+    norm and a linear classifier. Returns one logit tensor per stage."""
+
+    def __init__(self, encoder: R2Plus1D, num_classes: int, grids: list[int]) -> None:
+        super().__init__()
+        self.encoder = encoder.requires_grad_(False)
+        widths = list(encoder.cfg.widths)
+        if len(grids) != len(widths):
+            raise ValueError(f"finetune.stage_grids needs {len(widths)} values, got {grids}")
+        self.grids = list(grids)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm1d(w * g * g), nn.Linear(w * g * g, num_classes)) for w, g in zip(widths, grids)
+        )
+
+    def train(self, mode: bool = True) -> StageProbe:
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def forward(self, video: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad():
+            maps = self.encoder.stage_maps(video)
+        out = []
+        for fmap, g, head in zip(maps, self.grids, self.heads):
+            pooled = F.adaptive_max_pool3d(fmap.float(), (1, g, g)).flatten(1)
+            out.append(head(pooled))
+        return out
+
+
+def _make_model(cfg: FinetuneConfig, encoder: R2Plus1D, num_classes: int) -> nn.Module:
+    if cfg.finetune.mode == "stages":
+        return StageProbe(encoder, num_classes, cfg.finetune.stage_grids)
+    return VideoClassifier(encoder, num_classes, cfg.finetune.dropout, cfg.finetune.mode == "linear")
+
+
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[VideoClassifier, FinetuneConfig,
                                                                                    list[str]]:
     """(classifier in eval mode, its fine-tuning config, class names) from a fine-tuning checkpoint."""
     ck = load_checkpoint(path)
     cfg = from_dict(FinetuneConfig, ck["config"])
     encoder = R2Plus1D(from_dict(VideoEncoderConfig, ck["video_config"]))
-    model = VideoClassifier(encoder, len(ck["classes"]), cfg.finetune.dropout, cfg.finetune.mode == "linear")
+    model = _make_model(cfg, encoder, len(ck["classes"]))
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), cfg, list(ck["classes"])
 
@@ -168,7 +208,7 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[VideoClassi
     encoder = R2Plus1D(video_cfg)
     if state is not None:
         encoder.load_state_dict(state)
-    return VideoClassifier(encoder, num_classes, cfg.finetune.dropout, cfg.finetune.mode == "linear"), video_cfg
+    return _make_model(cfg, encoder, num_classes), video_cfg
 
 
 def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
@@ -205,7 +245,8 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
     model = model.to(device)
     if device.type == "cuda" and run.channels_last:
         model.encoder.to(memory_format=torch.channels_last_3d)
-    groups = [{"params": list(model.fc.parameters()), "name": "classifier"}]
+    head = model.heads if cfg.finetune.mode == "stages" else model.fc
+    groups = [{"params": list(head.parameters()), "name": "classifier"}]
     if cfg.finetune.mode == "full":
         groups.insert(0, {"params": list(model.encoder.parameters()), "name": "encoder"})
     optimizer = make_optimizer(groups, opt_cfg)
@@ -263,8 +304,10 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
                 video = video.contiguous(memory_format=torch.channels_last_3d)
             label = batch["label"].to(device)
             with rt.autocast():
-                logits = ddp_model(video)
-            loss = F.cross_entropy(logits.float(), label)
+                outputs = ddp_model(video)
+            heads = outputs if isinstance(outputs, list) else [outputs]
+            loss = sum(F.cross_entropy(o.float(), label) for o in heads)  # stages: one classifier per stage
+            logits = heads[-1]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -309,53 +352,61 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate_action(model: VideoClassifier, entries: list[dict[str, Any]], data: LabeledDataConfig,
+def evaluate_action(model: nn.Module, entries: list[dict[str, Any]], data: LabeledDataConfig,
                     classes: list[str], clips: int, device: torch.device, out: Path | None = None,
                     batch_size: int = 16, crops: int = 1) -> dict[str, Any]:
     """Video-level top-1/top-5 with softmax averaged over ``clips`` uniformly spaced clips per video (and
     ``crops`` 3: left, centre and right crops of each), and clip-level top-1 (centre crops). Under DDP each
     process takes every world-th video (none counted twice) and rank 0 gathers the results; with ``out``
-    it writes the per-class CSV and the confusion-matrix PNG there."""
+    it writes the per-class CSV and the confusion-matrix PNG there. A model with one classifier per stage
+    (:class:`StageProbe`) is scored per stage, the last stage's figures at the top level."""
     if crops not in (1, 3):
         raise ValueError(f"crops must be 1 or 3, got {crops}")
     model.eval()
     world, rank = dist.world_size(), dist.rank()
     mine = entries[rank::world]
     dcfg = _data_config(data, train=False)
-    probs, labels, clip_hits = [], [], 0
+    probs: list[list] = []  # per head: per video class probabilities
+    labels, clip_hits = [], []
     if mine:
-        per_crop = []
+        per_crop: list[list[torch.Tensor]] = []  # per crop position, per head: (videos, clips, classes)
         for position in ((0.5,) if crops == 1 else (0.5, 0.0, 1.0)):
             ds = AVClipDataset(mine, dcfg, train=False, clips_per_video=clips, crop_position=position)
             loader = DataLoader(ds, batch_size=batch_size, num_workers=dcfg.num_workers, collate_fn=av_collate)
-            clip_probs = []
+            clip_probs: list[list[torch.Tensor]] = []
             for batch in loader:
                 if batch["failures"]:
                     raise RuntimeError(f"test clips failed to decode: {batch['failures'][:3]}")
-                p = F.softmax(model(batch["video"].to(device)).float(), dim=1).cpu()
-                if position == 0.5:
-                    clip_hits += int((p.argmax(1) == batch["label"]).sum())
-                clip_probs.append(p)
-            per_crop.append(torch.cat(clip_probs).view(len(mine), clips, -1))
-        video_probs = torch.cat(per_crop, dim=1).mean(1)
-        probs = video_probs.tolist()
+                outputs = model(batch["video"].to(device))
+                outputs = outputs if isinstance(outputs, list) else [outputs]
+                if not clip_probs:
+                    clip_probs = [[] for _ in outputs]
+                    if not clip_hits:
+                        clip_hits = [0] * len(outputs)
+                for h, o in enumerate(outputs):
+                    p = F.softmax(o.float(), dim=1).cpu()
+                    if position == 0.5:
+                        clip_hits[h] += int((p.argmax(1) == batch["label"]).sum())
+                    clip_probs[h].append(p)
+            per_crop.append([torch.cat(c).view(len(mine), clips, -1) for c in clip_probs])
+        probs = [torch.cat([pc[h] for pc in per_crop], dim=1).mean(1).tolist() for h in range(len(per_crop[0]))]
         labels = [int(e["label"]) for e in mine]
     gathered = dist.gather_lists([(probs, labels, clip_hits)])
-    all_probs = torch.tensor([p for g in gathered for p in g[0]])
+    gathered = [g for g in gathered if g[1]]  # processes with no video hold nothing
     all_labels = torch.tensor([lbl for g in gathered for lbl in g[1]])
-    hits = sum(g[2] for g in gathered)
-    n, k = len(all_labels), len(classes)
-    top5 = all_probs.topk(min(5, k), dim=1).indices
-    pred = top5[:, 0]
-    confusion = torch.zeros(k, k, dtype=torch.long)
-    confusion.index_put_((all_labels, pred), torch.ones(n, dtype=torch.long), accumulate=True)
-    per_class = [(c, int(confusion[i].sum()), float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else
-                  float("nan")) for i, c in enumerate(classes)]
-    result = {"num_videos": n, "clips_per_video": clips, "crops": crops,
-              "top1": float((pred == all_labels).float().mean()),
-              "top5": float((top5 == all_labels[:, None]).any(1).float().mean()), "clip_top1": hits / (n * clips),
-              "chance": float(torch.bincount(all_labels, minlength=k).max()) / n, "num_classes": k}
+    n_heads = len(gathered[0][0])
+    heads = []
+    for h in range(n_heads):
+        all_probs = torch.tensor([p for g in gathered for p in g[0][h]])
+        heads.append(_action_scores(all_probs, all_labels, sum(g[2][h] for g in gathered), clips, len(classes)))
+    confusion = heads[-1].pop("confusion")
+    result = {"num_videos": len(all_labels), "clips_per_video": clips, "crops": crops, **heads[-1]}
+    if n_heads > 1:
+        names = [f"stage{i + 1}" for i in range(n_heads)]
+        result["stages"] = {nm: {k: v for k, v in hd.items() if k != "confusion"} for nm, hd in zip(names, heads)}
     if out is not None and dist.is_main():
+        per_class = [(c, int(confusion[i].sum()), float(confusion[i, i] / confusion[i].sum())
+                      if confusion[i].sum() else float("nan")) for i, c in enumerate(classes)]
         with open(out / "per_class_accuracy.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["class", "videos", "accuracy"])
@@ -364,6 +415,17 @@ def evaluate_action(model: VideoClassifier, entries: list[dict[str, Any]], data:
         result["per_class_csv"] = str(out / "per_class_accuracy.csv")
         result["confusion_png"] = str(out / "confusion.png")
     return result
+
+
+def _action_scores(probs: torch.Tensor, labels: torch.Tensor, clip_hits: int, clips: int, k: int) -> dict[str, Any]:
+    n = len(labels)
+    top5 = probs.topk(min(5, k), dim=1).indices
+    pred = top5[:, 0]
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    confusion.index_put_((labels, pred), torch.ones(n, dtype=torch.long), accumulate=True)
+    return {"top1": float((pred == labels).float().mean()),
+            "top5": float((top5 == labels[:, None]).any(1).float().mean()), "clip_top1": clip_hits / (n * clips),
+            "chance": float(torch.bincount(labels, minlength=k).max()) / n, "num_classes": k, "confusion": confusion}
 
 
 def _confusion_png(confusion: torch.Tensor, path: Path, cell: int = 12) -> None:

@@ -126,3 +126,20 @@ def test_evaluate_action_three_crops_and_folds(ucf, tmp_path, capsys):
     with pytest.raises(SystemExit, match="different splits"):
         main(["evaluate", "action", "--folds", runs[0], runs[0], "--output-dir", str(tmp_path / "ev2"),
               "--device", "cpu", "--set", "data.num_workers=0"])
+
+
+def test_per_stage_linear_probes(ucf, tmp_path):
+    out = tmp_path / "stages"
+    finetune(_cfg(ucf, "finetune.mode=stages", "finetune.stage_grids=[4,3,2,1]", "run.max_steps=2"), out)
+    ev = json.loads((out / "eval.json").read_text())
+    assert sorted(ev["stages"]) == ["stage1", "stage2", "stage3", "stage4"]
+    assert ev["top1"] == ev["stages"]["stage4"]["top1"] and all(0 <= s["top1"] <= 1 for s in ev["stages"].values())
+    cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / "kinetics400_r2plus1d18_linear.yaml")
+    assert (cfg.finetune.mode, cfg.finetune.stage_grids, cfg.optim.lr, cfg.optim.epochs, cfg.optim.lr_milestones,
+            cfg.optim.batch_size * 8, cfg.data.test_clips) == ("stages", [12, 8, 6, 4], 1e-4, 12, [6, 9], 128, 10)
+    from avssl.models.video import R2Plus1D, VideoEncoderConfig
+    from avssl.train.finetune import StageProbe
+
+    probe = StageProbe(R2Plus1D(VideoEncoderConfig(block="avid", stem_pool=True, pool="max")), 400, [12, 8, 6, 4])
+    dims = [head[1].in_features for head in probe.heads]
+    assert dims == [9216, 8192, 9216, 8192]  # the released feature sizes
