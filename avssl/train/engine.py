@@ -11,15 +11,17 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from .. import distributed as dist
+from ..data.datasets import av_collate
 from .checkpoint import keep_copy, prune_checkpoints, save_atomic
 
 __all__ = ["Checkpointer", "OptimConfig", "RunConfig", "RunLog", "Runtime", "epoch_indices", "lr_at",
-           "make_optimizer", "resolve_device", "setup"]
+           "make_optimizer", "optimizer_step", "resolve_device", "setup", "train_batches"]
 
 
 @dataclass
@@ -122,6 +124,36 @@ def epoch_indices(n: int, epoch: int, seed: int, batch: int, rank: int, world: i
     return [order[s * per_step + rank * batch : s * per_step + (rank + 1) * batch] for s in range(steps)]
 
 
+def train_batches(dataset: Dataset, run: RunConfig, batch_size: int, num_workers: int, rt: Runtime, step: int,
+                  steps_per_epoch: int, total_steps: int, on_epoch: Callable[[int, int], None] | None = None,
+                  ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(epoch, batch)`` for each step from ``step`` to ``total_steps``: every epoch's seeded batches of this
+    process (from inside the epoch when resuming), loaded by a fresh DataLoader. Before an epoch's first
+    batch the dataset learns its epoch and ``on_epoch(epoch, step)`` runs."""
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        dataset.set_epoch(epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, step)
+        batches = epoch_indices(len(dataset), epoch, run.seed, batch_size, rt.rank, rt.world)
+        batches = batches[step - epoch * steps_per_epoch :]  # resume inside an epoch
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=av_collate,
+                            pin_memory=rt.device.type == "cuda")
+        for batch in loader:
+            yield epoch, batch
+            step += 1
+            if step >= total_steps:
+                return
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Backward (scaled when the scaler is active) and one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 class RunLog:
     """``metrics.jsonl`` (a row per logging step), ``skipped.jsonl`` (files that failed to decode, gathered
     from every process) and TensorBoard when asked; written by rank 0 only."""
@@ -183,3 +215,14 @@ class Checkpointer:
         if dist.is_main():
             keep_copy(self.last, self.out / f"epoch_{epoch:04d}.pt")
             prune_checkpoints(self.out, "epoch_*.pt", self.keep)
+
+    def after_step(self, step: int, steps_per_epoch: int, run: RunConfig) -> None:
+        """``last.pt`` every ``run.save_every_steps`` steps and at each epoch's end, where every
+        ``run.checkpoint_every``-th epoch is also kept as ``epoch_NNNN.pt``."""
+        if run.save_every_steps and step % run.save_every_steps == 0:
+            self.save_last(step)
+        if step % steps_per_epoch == 0:
+            self.save_last(step)
+            epoch = step // steps_per_epoch
+            if run.checkpoint_every and epoch % run.checkpoint_every == 0:
+                self.keep_epoch(epoch)

@@ -31,7 +31,17 @@ from ..data.formats import read_labeled
 from ..data.transforms import VideoAugConfig
 from ..models.video import R2Plus1D, VideoEncoderConfig
 from .checkpoint import load_checkpoint
-from .engine import Checkpointer, OptimConfig, RunConfig, RunLog, epoch_indices, lr_at, make_optimizer, setup
+from .engine import (
+    Checkpointer,
+    OptimConfig,
+    RunConfig,
+    RunLog,
+    lr_at,
+    make_optimizer,
+    optimizer_step,
+    setup,
+    train_batches,
+)
 
 __all__ = ["FinetuneConfig", "VideoClassifier", "evaluate_action", "finetune", "labeled_entries", "load_classifier"]
 
@@ -214,7 +224,7 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[VideoClassi
 def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train on the training split, then evaluate the test split (``eval.json``); returns a summary."""
     rt = setup(cfg.run)
-    rank, world, device = rt.rank, rt.world, rt.device
+    world, device = rt.world, rt.device
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     run, opt_cfg = cfg.run, cfg.optim
@@ -283,56 +293,39 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
 
     bar = tqdm(total=total_steps, initial=step, disable=not (run.progress and dist.is_main()), unit="step")
     t_start, clips_done, last_loss = time.perf_counter(), 0, float("nan")
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        dataset.set_epoch(epoch)
-        model.train()
-        batches = epoch_indices(len(dataset), epoch, run.seed, opt_cfg.batch_size, rank, world)
-        batches = batches[step - epoch * steps_per_epoch :]  # resume inside an epoch
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=dcfg.num_workers, collate_fn=av_collate,
-                            pin_memory=device.type == "cuda")
-        for batch in loader:
-            lr = lr_at(opt_cfg, step, steps_per_epoch)
-            warm = step < cfg.finetune.classifier_warmup_epochs * steps_per_epoch
-            for group in optimizer.param_groups:
-                group["lr"] = 0.0 if (warm and group["name"] == "encoder") else lr
-            if preprocess is not None:
-                video, _ = preprocess(batch, device)
-            else:
-                video = batch["video"].to(device, non_blocking=True)
-            if device.type == "cuda" and run.channels_last:
-                video = video.contiguous(memory_format=torch.channels_last_3d)
-            label = batch["label"].to(device)
-            with rt.autocast():
-                outputs = ddp_model(video)
-            heads = outputs if isinstance(outputs, list) else [outputs]
-            loss = sum(F.cross_entropy(o.float(), label) for o in heads)  # stages: one classifier per stage
-            logits = heads[-1]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            clips_done += len(label) * world
-            last_loss = float(loss.detach())
-            skipped_total += log.failures(step, batch["failures"])
-            bar.update(1)
-            if dist.is_main() and (step % run.log_every == 0 or step == total_steps):
-                elapsed = time.perf_counter() - t_start
-                acc = float((logits.argmax(1) == label).float().mean())
-                bar.set_postfix(loss=f"{last_loss:.3f}", acc=f"{acc:.2f}")
-                log.row(step, {"step": step, "epoch": epoch, "loss": last_loss, "batch_accuracy": acc, "lr": lr,
-                               "classifier_only": warm, "clips_per_s": clips_done / elapsed, "clips": clips_done,
-                               "seconds": round(elapsed, 3), "time": time.time(), "skipped_total": skipped_total})
-            if run.save_every_steps and step % run.save_every_steps == 0:
-                ckpt.save_last(step)
-            if step >= total_steps:
-                break
-        if step % steps_per_epoch == 0:
-            ep = step // steps_per_epoch
-            ckpt.save_last(step)
-            if run.checkpoint_every and ep % run.checkpoint_every == 0:
-                ckpt.keep_epoch(ep)
+    model.train()
+    for epoch, batch in train_batches(dataset, run, opt_cfg.batch_size, dcfg.num_workers, rt, step, steps_per_epoch,
+                                      total_steps):
+        lr = lr_at(opt_cfg, step, steps_per_epoch)
+        warm = step < cfg.finetune.classifier_warmup_epochs * steps_per_epoch
+        for group in optimizer.param_groups:
+            group["lr"] = 0.0 if (warm and group["name"] == "encoder") else lr
+        if preprocess is not None:
+            video, _ = preprocess(batch, device)
+        else:
+            video = batch["video"].to(device, non_blocking=True)
+        if device.type == "cuda" and run.channels_last:
+            video = video.contiguous(memory_format=torch.channels_last_3d)
+        label = batch["label"].to(device)
+        with rt.autocast():
+            outputs = ddp_model(video)
+        heads = outputs if isinstance(outputs, list) else [outputs]
+        loss = sum(F.cross_entropy(o.float(), label) for o in heads)  # stages: one classifier per stage
+        logits = heads[-1]
+        optimizer_step(loss, optimizer, scaler)
+        step += 1
+        clips_done += len(label) * world
+        last_loss = float(loss.detach())
+        skipped_total += log.failures(step, batch["failures"])
+        bar.update(1)
+        if dist.is_main() and (step % run.log_every == 0 or step == total_steps):
+            elapsed = time.perf_counter() - t_start
+            acc = float((logits.argmax(1) == label).float().mean())
+            bar.set_postfix(loss=f"{last_loss:.3f}", acc=f"{acc:.2f}")
+            log.row(step, {"step": step, "epoch": epoch, "loss": last_loss, "batch_accuracy": acc, "lr": lr,
+                           "classifier_only": warm, "clips_per_s": clips_done / elapsed, "clips": clips_done,
+                           "seconds": round(elapsed, 3), "time": time.time(), "skipped_total": skipped_total})
+        ckpt.after_step(step, steps_per_epoch, run)
     ckpt.save_last(step)
     bar.close()
     log.close()

@@ -15,17 +15,26 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils.data import DataLoader
 
 from .. import distributed as dist
 from ..config import from_dict, to_dict
 from ..data.collection import build_manifest, read_manifest
-from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_collate
+from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig
 from ..losses.avid import LossConfig
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, ModelConfig, count_parameters
 from .checkpoint import load_checkpoint
-from .engine import Checkpointer, OptimConfig, RunConfig, RunLog, epoch_indices, lr_at, make_optimizer, setup
+from .engine import (
+    Checkpointer,
+    OptimConfig,
+    RunConfig,
+    RunLog,
+    lr_at,
+    make_optimizer,
+    optimizer_step,
+    setup,
+    train_batches,
+)
 
 __all__ = ["OptimConfig", "PretrainConfig", "RunConfig", "load_pretrained", "lr_at", "pretrain"]
 
@@ -140,73 +149,53 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             f"{count_parameters(model) / 1e6:.2f}M parameters, {total_steps} steps",
             flush=True,
         )
+    def refresh_positives(epoch: int, at_step: int) -> None:
+        """CMA: positive sets from the memory at an epoch's first step only (a run resumed mid-epoch keeps
+        the checkpoint's positives)."""
+        if isinstance(loss_fn, CMALoss) and epoch >= cfg.loss.cma_start_epoch:
+            due = (epoch - cfg.loss.cma_start_epoch) % cfg.loss.cma_every == 0 and at_step == epoch * steps_per_epoch
+            if due or not loss_fn.has_positives:
+                loss_fn.update_positives()
+
     from tqdm import tqdm
 
     bar = tqdm(total=total_steps, initial=step, disable=not (run.progress and dist.is_main()), unit="step")
     model.train()
     t_start, clips_done, last_loss = time.perf_counter(), 0, float("nan")
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        dataset.set_epoch(epoch)
-        if isinstance(loss_fn, CMALoss) and epoch >= cfg.loss.cma_start_epoch:
-            # At an epoch's first step only: a run resumed mid-epoch keeps the checkpoint's positives.
-            due = (epoch - cfg.loss.cma_start_epoch) % cfg.loss.cma_every == 0 and step == epoch * steps_per_epoch
-            if due or not loss_fn.has_positives:
-                loss_fn.update_positives()
-        batches = epoch_indices(len(dataset), epoch, run.seed, opt_cfg.batch_size, rank, world)
-        batches = batches[step - epoch * steps_per_epoch :]  # resume inside an epoch
-        loader = DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=cfg.data.num_workers,
-            collate_fn=av_collate,
-            pin_memory=device.type == "cuda",
-            persistent_workers=False,
-        )
-        for batch in loader:
-            lr = lr_at(opt_cfg, step, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if preprocess is not None:  # uint8 frames and waveforms in; jitter, normalization, log-mel here
-                video, audio = preprocess(batch, device)
-            else:
-                video = batch["video"].to(device, non_blocking=True)
-                audio = batch["audio"].to(device, non_blocking=True)
-            index = batch["index"].to(device)
-            if device.type == "cuda" and run.channels_last:
-                video = video.contiguous(memory_format=torch.channels_last_3d)
-                audio = audio.contiguous(memory_format=torch.channels_last)
-            with rt.autocast():
-                v, a = ddp_model(video, audio)
-            neg_gen.manual_seed((run.seed * 1_000_003 + rank) * 100_000_007 + step)
-            loss, terms = loss_fn(v.float(), a.float(), index, neg_gen)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_fn.memory.update(index, v.float(), a.float())
-            step += 1
-            clips_done += len(index) * world
-            last_loss = float(loss.detach())
-            skipped_total += log.failures(step, batch["failures"])  # from every process
-            bar.update(1)
-            if dist.is_main() and (step % run.log_every == 0 or step == total_steps):
-                elapsed = time.perf_counter() - t_start
-                rate = clips_done / elapsed
-                bar.set_postfix(loss=f"{last_loss:.4f}", clips_s=f"{rate:.1f}")
-                row = {"step": step, "epoch": epoch, "loss": last_loss, **terms, "lr": lr,
-                       "clips_per_s": rate, "clips": clips_done, "seconds": round(elapsed, 3), "time": time.time(),
-                       "skipped_total": skipped_total}
-                log.row(step, row)
-            if run.save_every_steps and step % run.save_every_steps == 0:
-                ckpt.save_last(step)
-            if step >= total_steps:
-                break
-        if step % steps_per_epoch == 0:
-            ep = step // steps_per_epoch
-            ckpt.save_last(step)
-            if run.checkpoint_every and ep % run.checkpoint_every == 0:
-                ckpt.keep_epoch(ep)
+    for epoch, batch in train_batches(dataset, run, opt_cfg.batch_size, cfg.data.num_workers, rt, step,
+                                      steps_per_epoch, total_steps, refresh_positives):
+        lr = lr_at(opt_cfg, step, steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if preprocess is not None:  # uint8 frames and waveforms in; jitter, normalization, log-mel here
+            video, audio = preprocess(batch, device)
+        else:
+            video = batch["video"].to(device, non_blocking=True)
+            audio = batch["audio"].to(device, non_blocking=True)
+        index = batch["index"].to(device)
+        if device.type == "cuda" and run.channels_last:
+            video = video.contiguous(memory_format=torch.channels_last_3d)
+            audio = audio.contiguous(memory_format=torch.channels_last)
+        with rt.autocast():
+            v, a = ddp_model(video, audio)
+        neg_gen.manual_seed((run.seed * 1_000_003 + rank) * 100_000_007 + step)
+        loss, terms = loss_fn(v.float(), a.float(), index, neg_gen)
+        optimizer_step(loss, optimizer, scaler)
+        loss_fn.memory.update(index, v.float(), a.float())
+        step += 1
+        clips_done += len(index) * world
+        last_loss = float(loss.detach())
+        skipped_total += log.failures(step, batch["failures"])  # from every process
+        bar.update(1)
+        if dist.is_main() and (step % run.log_every == 0 or step == total_steps):
+            elapsed = time.perf_counter() - t_start
+            rate = clips_done / elapsed
+            bar.set_postfix(loss=f"{last_loss:.4f}", clips_s=f"{rate:.1f}")
+            row = {"step": step, "epoch": epoch, "loss": last_loss, **terms, "lr": lr,
+                   "clips_per_s": rate, "clips": clips_done, "seconds": round(elapsed, 3), "time": time.time(),
+                   "skipped_total": skipped_total}
+            log.row(step, row)
+        ckpt.after_step(step, steps_per_epoch, run)
     ckpt.save_last(step)
     bar.close()
     elapsed = time.perf_counter() - t_start
