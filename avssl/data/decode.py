@@ -431,6 +431,16 @@ def _decode_audio(
     return out, n_out - valid
 
 
+def _audio_window(c: av.container.InputContainer, start: float, duration: float, sample_rate: int,
+                  c_start: float, notes: list[str]) -> tuple[np.ndarray, int]:
+    """The first audio stream's window (:func:`_decode_audio`), noting when it is upsampled."""
+    aus = c.streams.audio[0]
+    native = aus.codec_context.sample_rate
+    if native and native < sample_rate:
+        notes.append(f"audio upsampled from {native} Hz to {sample_rate} Hz")
+    return _decode_audio(c, aus, start, duration, sample_rate, c_start)
+
+
 def decode_clip(
     path: str | os.PathLike,
     start: float,
@@ -486,11 +496,7 @@ def decode_clip(
                     wave = np.zeros(int(round(audio_duration * sample_rate)), dtype=np.float32)
                     notes.append("no audio stream: silence substituted")
                 else:
-                    aus = c.streams.audio[0]
-                    native = aus.codec_context.sample_rate
-                    if native and native < sample_rate:
-                        notes.append(f"audio upsampled from {native} Hz to {sample_rate} Hz")
-                    wave, apad = _decode_audio(c, aus, a_start, audio_duration, sample_rate, c_start)
+                    wave, apad = _audio_window(c, a_start, audio_duration, sample_rate, c_start, notes)
         except DecodeError:
             raise
         except _AV_ERRORS as e:
@@ -544,11 +550,7 @@ def decode_audio(
         try:
             if not c.streams.audio:
                 raise DecodeError(p, "no audio stream")
-            aus = c.streams.audio[0]
-            native = aus.codec_context.sample_rate
-            if native and native < sample_rate:
-                notes.append(f"audio upsampled from {native} Hz to {sample_rate} Hz")
-            wave, pad = _decode_audio(c, aus, start, duration, sample_rate, _container_start(c))
+            wave, pad = _audio_window(c, start, duration, sample_rate, _container_start(c), notes)
         except DecodeError:
             raise
         except _AV_ERRORS as e:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LabeledSet", "index_files", "read_labeled"]
+__all__ = ["LabeledSet", "check_split", "index_files", "read_labeled"]
 
 
 @dataclass
@@ -24,6 +24,14 @@ class LabeledSet:
         if self.missing:
             s += f", {len(self.missing)} listed but missing (e.g. {self.missing[0]})"
         return s
+
+
+def check_split(dataset: str, split: int, subset: str) -> None:
+    """The official splits 1-3 of UCF-101 and HMDB-51, and their train or test subset."""
+    if split not in (1, 2, 3):
+        raise ValueError(f"{dataset} has splits 1, 2, 3; got {split}")
+    if subset not in ("train", "test"):
+        raise ValueError(f"subset must be train or test, got {subset!r}")
 
 
 def index_files(root: str | os.PathLike, suffixes: frozenset[str] | None = None) -> dict[str, list[Path]]:

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from .base import LabeledSet
+from .base import LabeledSet, check_split
 
 __all__ = ["read_hmdb51"]
 
@@ -16,11 +16,8 @@ def read_hmdb51(
     splits: str | os.PathLike, root: str | os.PathLike, split: int = 1, subset: str = "train"
 ) -> LabeledSet:
     splits, root = Path(splits), Path(root)
-    if split not in (1, 2, 3):
-        raise ValueError(f"HMDB-51 has splits 1, 2, 3; got {split}")
-    want = {"train": "1", "test": "2"}.get(subset)
-    if want is None:
-        raise ValueError(f"subset must be train or test, got {subset!r}")
+    check_split("HMDB-51", split, subset)
+    want = {"train": "1", "test": "2"}[subset]
     pattern = re.compile(rf"^(.+)_test_split{split}\.txt$")
     files = sorted(p for p in splits.iterdir() if pattern.match(p.name))
     if not files:

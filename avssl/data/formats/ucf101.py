@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import LabeledSet
+from .base import LabeledSet, check_split
 
 __all__ = ["read_ucf101"]
 
@@ -16,10 +16,7 @@ def read_ucf101(
     lists: str | os.PathLike, root: str | os.PathLike, split: int = 1, subset: str = "train"
 ) -> LabeledSet:
     lists, root = Path(lists), Path(root)
-    if split not in (1, 2, 3):
-        raise ValueError(f"UCF-101 has splits 1, 2, 3; got {split}")
-    if subset not in ("train", "test"):
-        raise ValueError(f"subset must be train or test, got {subset!r}")
+    check_split("UCF-101", split, subset)
     classes: list[str] = []
     for line in (lists / "classInd.txt").read_text().split("\n"):
         if line.strip():
