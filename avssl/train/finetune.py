@@ -404,7 +404,7 @@ def evaluate_action(model: nn.Module, entries: list[dict[str, Any]], data: Label
             w = csv.writer(f)
             w.writerow(["class", "videos", "accuracy"])
             w.writerows(per_class)
-        _confusion_png(confusion, out / "confusion.png")
+        _confusion_png(confusion, out / "confusion.png", classes)
         result["per_class_csv"] = str(out / "per_class_accuracy.csv")
         result["confusion_png"] = str(out / "confusion.png")
     return result
@@ -421,11 +421,29 @@ def _action_scores(probs: torch.Tensor, labels: torch.Tensor, clip_hits: int, cl
             "chance": float(torch.bincount(labels, minlength=k).max()) / n, "num_classes": k, "confusion": confusion}
 
 
-def _confusion_png(confusion: torch.Tensor, path: Path, cell: int = 12) -> None:
-    """Rows: true class, columns: predicted; each row scaled to its count (white 0, dark blue all)."""
-    from PIL import Image
+def _confusion_png(confusion: torch.Tensor, path: Path, classes: list[str]) -> None:
+    """Rows: true class, columns: predicted; each row's share shaded white (0) to dark blue (all), with class
+    names, a title and, while cells are large enough, the counts written in them."""
+    from PIL import Image, ImageDraw
 
-    frac = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
-    rgb = torch.stack([1 - frac, 1 - 0.8 * frac, 1 - 0.3 * frac], dim=-1)  # white -> blue
-    img = (rgb * 255).round().to(torch.uint8).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    Image.fromarray(img.numpy()).save(path)
+    k = confusion.shape[0]
+    cell = max(3, min(36, 900 // k))
+    labelled = cell >= 12  # room for names beside rows and numbers above columns
+    left, top = (150, 36) if labelled else (10, 28)
+    img = Image.new("RGB", (max(left + k * cell + 10, 470), top + k * cell + 10), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 6), "confusion: rows = true class, columns = predicted (shade: share of the row)", fill="black")
+    frac = (confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)).tolist()
+    for i in range(k):
+        if labelled:
+            draw.text((6, top + i * cell + cell // 2 - 5), f"{i} {classes[i][:20]}", fill="black")
+            draw.text((left + i * cell + 2, top - 13), str(i), fill="black")
+        for j in range(k):
+            f = frac[i][j]
+            shade = (round(255 * (1 - f)), round(255 * (1 - 0.8 * f)), round(255 * (1 - 0.3 * f)))
+            box = (left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1)
+            draw.rectangle(box, fill=shade, outline=(220, 220, 220) if labelled else None)
+            if labelled and cell >= 20 and confusion[i, j]:
+                draw.text((box[0] + 3, box[1] + cell // 2 - 5), str(int(confusion[i, j])),
+                          fill="white" if f > 0.5 else "black")
+    img.save(path)
