@@ -66,7 +66,7 @@ class AVClipDataset(Dataset):
         clips_per_video: int = 1,
         seed: int | None = None,
         defer: bool = False,
-        crop_position: float = 0.5,
+        crop_positions: tuple[float, ...] = (0.5,),
     ) -> None:
         self.entries = read_manifest(manifest) if not isinstance(manifest, list) else manifest
         if not self.entries:
@@ -80,7 +80,9 @@ class AVClipDataset(Dataset):
         self.clips_per_video = cfg.clips_per_video if train else clips_per_video
         self.random_sampler = RandomClipSampler(cfg.clip)
         self.uniform_sampler = UniformClipSampler(cfg.clip, self.clips_per_video)
-        self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug, crop_position)
+        if defer and len(crop_positions) > 1:
+            raise ValueError("several evaluation crops are finished per item: use defer=False")
+        self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug, crop_positions)
         self.audio_tf = AudioTransform(train, cfg.audio_aug)
         self.mel = LogMelSpectrogram(cfg.mel) if cfg.clip.audio_duration else None
         self.seed = seed
@@ -133,6 +135,8 @@ class AVClipDataset(Dataset):
         }
         if self.defer:
             item["video"], item["video_params"] = frames, video_params
+        elif frames.dim() == 5:  # several evaluation crops: (crops, C, T, H, W)
+            item["video"] = self.video_tf.finish(frames, video_params.expand(len(frames), -1))
         else:
             item["video"] = self.video_tf.finish(frames[None], video_params[None])[0]
         if self.mel is not None:

@@ -63,12 +63,14 @@ class VideoTransform:
     colour jitter with the drawn parameters, normalization; batched). Calling the transform runs both.
     """
 
-    def __init__(self, crop: int, train: bool, cfg: VideoAugConfig | None = None, position: float = 0.5) -> None:
-        """``position``: evaluation crop along the longer side, 0 (left/top) to 1 (right/bottom); 0.5 centre."""
+    def __init__(self, crop: int, train: bool, cfg: VideoAugConfig | None = None,
+                 positions: tuple[float, ...] = (0.5,)) -> None:
+        """``positions``: evaluation crops along the longer side, 0 (left/top) to 1 (right/bottom); 0.5 centre.
+        With several, :meth:`geometry` returns them stacked, ``(crops, C, T, crop, crop)``, from one resize."""
         self.crop = crop
         self.train = train
         self.cfg = cfg or VideoAugConfig()
-        self.position = position
+        self.positions = tuple(positions)
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 ``(T, H, W, C)`` -> float ``(C, T, crop, crop)``."""
@@ -94,9 +96,11 @@ class VideoTransform:
             if min(h, w) != self.crop:
                 x = TF.resize(x, self.crop, antialias=True)
             h, w = x.shape[-2:]
-            top = round(self.position * (h - self.crop)) if h > self.crop else 0
-            left = round(self.position * (w - self.crop)) if w > self.crop else 0
-            x = TF.crop(x, top, left, self.crop, self.crop)
+            crops = [TF.crop(x, round(p * (h - self.crop)) if h > self.crop else 0,
+                             round(p * (w - self.crop)) if w > self.crop else 0, self.crop, self.crop)
+                     for p in self.positions]
+            crops = [c.permute(1, 0, 2, 3) for c in crops]
+            return (crops[0] if len(crops) == 1 else torch.stack(crops)).contiguous(), params
         return x.permute(1, 0, 2, 3).contiguous(), params
 
     def _jitter_params(self, g: torch.Generator | None) -> torch.Tensor:

@@ -362,27 +362,24 @@ def evaluate_action(model: nn.Module, entries: list[dict[str, Any]], data: Label
     probs: list[list] = []  # per head: per video class probabilities
     labels, clip_hits = [], []
     if mine:
-        per_crop: list[list[torch.Tensor]] = []  # per crop position, per head: (videos, clips, classes)
-        for position in ((0.5,) if crops == 1 else (0.5, 0.0, 1.0)):
-            ds = AVClipDataset(mine, dcfg, train=False, clips_per_video=clips, crop_position=position)
-            loader = DataLoader(ds, batch_size=batch_size, num_workers=dcfg.num_workers, collate_fn=av_collate)
-            clip_probs: list[list[torch.Tensor]] = []
-            for batch in loader:
-                if batch["failures"]:
-                    raise RuntimeError(f"test clips failed to decode: {batch['failures'][:3]}")
-                outputs = model(batch["video"].to(device))
-                outputs = outputs if isinstance(outputs, list) else [outputs]
-                if not clip_probs:
-                    clip_probs = [[] for _ in outputs]
-                    if not clip_hits:
-                        clip_hits = [0] * len(outputs)
-                for h, o in enumerate(outputs):
-                    p = F.softmax(o.float(), dim=1).cpu()
-                    if position == 0.5:
-                        clip_hits[h] += int((p.argmax(1) == batch["label"]).sum())
-                    clip_probs[h].append(p)
-            per_crop.append([torch.cat(c).view(len(mine), clips, -1) for c in clip_probs])
-        probs = [torch.cat([pc[h] for pc in per_crop], dim=1).mean(1).tolist() for h in range(len(per_crop[0]))]
+        positions = (0.5,) if crops == 1 else (0.5, 0.0, 1.0)  # centre first: clip-level scores use it
+        ds = AVClipDataset(mine, dcfg, train=False, clips_per_video=clips, crop_positions=positions)
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=dcfg.num_workers, collate_fn=av_collate)
+        clip_probs: list[list[torch.Tensor]] = []  # per head: (clips of the batch, crops, classes)
+        for batch in loader:
+            if batch["failures"]:
+                raise RuntimeError(f"test clips failed to decode: {batch['failures'][:3]}")
+            video = batch["video"].to(device)  # (B, C, T, H, W), or (B, crops, C, T, H, W): one decode per clip
+            outputs = model(video.flatten(0, 1) if crops > 1 else video)
+            outputs = outputs if isinstance(outputs, list) else [outputs]
+            if not clip_probs:
+                clip_probs, clip_hits = [[] for _ in outputs], [0] * len(outputs)
+            for h, o in enumerate(outputs):
+                p = F.softmax(o.float(), dim=1).cpu().view(len(batch["label"]), crops, -1)
+                clip_hits[h] += int((p[:, 0].argmax(1) == batch["label"]).sum())
+                clip_probs[h].append(p)
+        # a video's probabilities: the mean over its clips and crops
+        probs = [torch.cat(c).view(len(mine), clips * crops, -1).mean(1).tolist() for c in clip_probs]
         labels = [int(e["label"]) for e in mine]
     gathered = dist.gather_lists([(probs, labels, clip_hits)])
     gathered = [g for g in gathered if g[1]]  # processes with no video hold nothing

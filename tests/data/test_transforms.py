@@ -98,3 +98,14 @@ def test_batched_masks_equal_per_item_masks():
             band = one[:, start : start + width] if axis == 0 else one[start : start + width]
             assert torch.allclose(band, specs[i].mean().expand_as(band))
     assert AudioTransform(train=False).mask_params(40, 100).shape == (0, 3)
+
+
+def test_three_evaluation_crops_come_from_one_resize():
+    v = _video(h=48, w=80)
+    three, _ = VideoTransform(crop=40, train=False, positions=(0.5, 0.0, 1.0)).geometry(v)
+    assert three.shape == (3, 3, 8, 40, 40)
+    for k, pos in enumerate((0.5, 0.0, 1.0)):
+        one, _ = VideoTransform(crop=40, train=False, positions=(pos,)).geometry(v)
+        assert torch.equal(three[k], one)
+    left, right = three[1], three[2]  # resized to 40x67: the left and right crops are its two ends
+    assert not torch.equal(left, right)
