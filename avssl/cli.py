@@ -65,6 +65,17 @@ def _data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_compose(args: argparse.Namespace) -> int:
+    from .data.compose import ComposeSpec, compose
+
+    spec = ComposeSpec(width=args.width, height=args.height, fps=args.fps, duration=args.duration,
+                       sample_rate=args.sample_rate, distractors=args.distractors)
+    paths = compose(args.output_dir, args.num_clips, args.seed, args.stamps, args.backgrounds, spec,
+                    kinds=args.kinds, progress=True)
+    print(f"wrote {len(paths)} clips and {Path(args.output_dir) / 'vggss.json'}", file=sys.stderr)
+    return 0
+
+
 def _data_reencode(args: argparse.Namespace) -> int:
     from .data.collection import list_media
     from .data.reencode import ReencodeConfig, reencode_many
@@ -175,6 +186,112 @@ def _evaluate_action(args: argparse.Namespace) -> int:
     return 0
 
 
+def _localizer(args: argparse.Namespace):
+    """The model and data config of a pretraining checkpoint, wrapped for maps."""
+    import torch
+
+    from .config import apply_overrides, from_dict
+    from .localize.heatmap import Localizer, MapConfig
+    from .train.checkpoint import load_checkpoint
+    from .train.pretrain import PretrainConfig, load_pretrained
+
+    ck = load_checkpoint(args.checkpoint)
+    cfg = from_dict(PretrainConfig, apply_overrides(ck["config"], args.set))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    maps = MapConfig(size=args.size, last_stride=args.last_stride, fps=getattr(args, "fps", None) or 8.0,
+                     norm=args.norm, batch_size=args.batch_size)
+    return Localizer(load_pretrained(args.checkpoint, device), cfg.data, maps, device)
+
+
+def _video_list(source: str) -> list[str]:
+    from .data.collection import list_media, read_manifest
+
+    p = Path(source)
+    if p.is_file() and p.suffix == ".jsonl":
+        return [r["path"] for r in read_manifest(p)]
+    if p.is_file() and p.suffix.lower() not in (".txt", ".lst", ".list"):
+        return [str(p)]
+    return list_media(p)
+
+
+def _localize(args: argparse.Namespace) -> int:
+    """`avssl localize`: maps, overlays, MP4s and an HTML page for a video, a folder or a manifest."""
+    from .data.decode import DecodeError
+    from .localize.render import write_index, write_video_outputs
+
+    if args.fps <= 0:
+        raise SystemExit("avssl localize: --fps must be positive")
+    localizer = _localizer(args)
+    out = Path(args.output_dir)
+    videos, failed = {}, []
+    paths = _video_list(args.video)
+    for i, path in enumerate(paths, 1):
+        stem = Path(path).stem
+        while stem in videos:  # same name in two folders
+            stem += "_"
+        try:
+            result = localizer(path, audio=args.audio, audio_offset=args.audio_offset, progress=not args.quiet)
+        except DecodeError as e:
+            failed.append({"path": e.path, "reason": e.reason})
+            print(f"avssl localize: skipped {e.path}: {e.reason}", file=sys.stderr)
+            continue
+        videos[stem] = write_video_outputs(result, out / stem, args.fps, gif=args.gif)
+        print(f"[{i}/{len(paths)}] {path} -> {out / stem}", file=sys.stderr)
+    c = localizer.cfg
+    about = (f"checkpoint {args.checkpoint}; frames given whole to the video encoder at short side {c.size}, last "
+             f"stage stride {c.last_stride}; {c.fps:g} maps per second; maps normalized by {c.norm}")
+    index = write_index(out, videos, "avssl localize: where the sound comes from", about)
+    summary = {"videos": len(videos), "failed": failed, "index": str(index), "output_dir": str(out)}
+    print(json.dumps(summary))
+    return 1 if failed and not videos else 0
+
+
+def _evaluate_localization(args: argparse.Namespace) -> int:
+    from .data.formats.localization import read_localization
+    from .localize.evaluate import score_samples
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = read_localization(args.format, args.annotations, args.media)
+    if not data.samples:
+        raise SystemExit(f"avssl evaluate localization: no annotated sample has media: {data.summary()}")
+    print(data.summary(), file=sys.stderr)
+    localizer = _localizer(args)
+    scores = score_samples(localizer, data, args.binarize, out / "per_sample.csv", progress=not args.quiet)
+    first = scores[args.binarize[0]]
+    c = localizer.cfg
+    result = {
+        **first["model"],
+        "binarize": args.binarize[0],
+        "centre": first["centre"],
+        "oracle": first["oracle"],
+        "by_binarization": {m: scores[m] for m in args.binarize},
+        "norm": c.norm,
+        "size": c.size,
+        "last_stride": c.last_stride,
+        "missing_media": len(data.missing),
+        "skipped": scores["skipped"],
+        "checkpoint": str(args.checkpoint),
+        "annotations": str(args.annotations),
+    }
+    (out / "localization.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return 0
+
+
+def _map_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (last.pt)")
+    q.add_argument("--size", type=int, default=128, help="short side of the whole frame given to the encoder")
+    q.add_argument("--last-stride", type=int, default=1, choices=[1, 2],
+                   help="spatial stride of the last encoder stage (trained: 2; 1 gives twice finer maps)")
+    q.add_argument("--norm", default="minmax", choices=["minmax", "fixed"],
+                   help="minmax: per map; fixed: cosine clipped to [0, 1] (a sound matching nothing stays dark)")
+    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the checkpoint's config")
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -220,6 +337,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a labeled action set in the UCF-101 layout instead (motion + sound classes); "
                         "--num-clips is then per class")
     q.set_defaults(func=_data_synth)
+
+    q = dsub.add_parser("compose", help="a localization benchmark: sounding cut-outs and silent distractors "
+                                         "pasted on photos, boxes in vggss.json")
+    q.add_argument("--stamps", default=None,
+                   help="folder of cut-outs NAME.png with their sound NAME.ogg beside them (e.g. Tux Paint's "
+                        "/usr/share/tuxpaint/stamps); default: the synthetic generator's objects")
+    q.add_argument("--backgrounds", default=None, help="folder of photos (JPEG/PNG); default: procedural")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--num-clips", type=int, default=100)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--distractors", type=int, default=1, help="silent cut-outs of other kinds per clip")
+    q.add_argument("--kinds", type=int, default=None,
+                   help="use this many kinds of cut-out, spread over the sorted list (same for every seed)")
+    q.add_argument("--width", type=int, default=160)
+    q.add_argument("--height", type=int, default=120)
+    q.add_argument("--fps", type=int, default=16)
+    q.add_argument("--duration", type=float, default=3.0)
+    q.add_argument("--sample-rate", type=int, default=16000)
+    q.set_defaults(func=_data_compose)
 
     q = dsub.add_parser("reencode", help="re-encode for fast loading (short side 256, 1 s keyframes)")
     q.add_argument("inputs", nargs="+", help="files or folders")
@@ -276,6 +412,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default=None)
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     q.set_defaults(func=_evaluate_pretrained)
+
+    q = esub.add_parser("localization", help="sound-source localization: cIoU@0.5 and AUC against boxes, with "
+                                             "a centred prior and the oracle")
+    _map_args(q)
+    q.add_argument("--annotations", required=True, help="vggss.json, or Flickr-SoundNet's folder of XML files")
+    q.add_argument("--media", required=True, help="folder of the annotated videos (or stills with sound files)")
+    q.add_argument("--format", default="vggss", choices=["vggss", "flickr"])
+    q.add_argument("--binarize", nargs="+", default=["median"], choices=["median", "absolute", "adaptive"],
+                   help="one or more; the first is reported at the top level")
+    q.add_argument("--output-dir", required=True)
+    q.set_defaults(func=_evaluate_localization)
+
+    q = sub.add_parser("localize", help="where the sound comes from: maps, overlays, MP4s and an HTML page")
+    _map_args(q)
+    q.add_argument("--video", required=True, help="a video file, a folder of videos, or a manifest (.jsonl)")
+    q.add_argument("--audio", default=None, help="compare with this file's audio instead of the video's own")
+    q.add_argument("--audio-offset", type=float, default=0.0, help="shift the audio by this many seconds")
+    q.add_argument("--fps", type=float, default=8.0, help="maps per second of video")
+    q.add_argument("--gif", action="store_true", help="also write overlay.gif")
+    q.add_argument("--output-dir", required=True)
+    q.set_defaults(func=_localize)
 
     q = sub.add_parser("demo", help="synthesize data, pretrain AVID on the CPU, report what it learned")
     q.add_argument("--output-dir", required=True)

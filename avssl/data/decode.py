@@ -521,6 +521,36 @@ def decode_clip(
     )
 
 
+def decode_frames(
+    path: str | os.PathLike,
+    times: np.ndarray | list[float],
+    size: int | tuple[int, int] | None = None,
+    *,
+    threads: int = 1,
+    interpolation: str = "BILINEAR",
+) -> np.ndarray:
+    """The frames on screen at ``times`` (seconds, non-decreasing), decoded in one pass: uint8
+    ``(len(times), H, W, 3)``, resized as in :func:`decode_clip` and rotated upright. Times outside the
+    video repeat its first or last frame. A still image (JPEG, PNG) is a one-frame video."""
+    p = os.fspath(path)
+    targets = np.asarray(times, dtype=np.float64)
+    if targets.ndim != 1 or len(targets) == 0 or np.any(np.diff(targets) < 0):
+        raise ValueError("times must be a non-empty, non-decreasing 1-D sequence")
+    with _open(p) as c:
+        try:
+            if not c.streams.video:
+                raise DecodeError(p, "no video stream (audio-only file)")
+            vs = c.streams.video[0]
+            vs.thread_type = "AUTO" if threads != 1 else "SLICE"
+            vs.codec_context.thread_count = max(0, threads)
+            frames, *_ = _decode_video(c, vs, targets, _container_start(c), size, interpolation)
+        except DecodeError:
+            raise
+        except _AV_ERRORS as e:
+            raise DecodeError(p, f"decoding failed near {targets[0]:.3f}s: {e}") from e
+    return frames
+
+
 @dataclass
 class AudioClip:
     """``waveform``: float32 mono, exactly ``round(duration * sample_rate)`` samples from ``start``."""

@@ -59,7 +59,7 @@ class SynthSpec:
 def write_av(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray] | None,
-    fps: int,
+    fps: float | Fraction,
     audio: np.ndarray | None = None,
     sample_rate: int = 44100,
     *,
@@ -85,10 +85,11 @@ def write_av(
             frames = iter(frames)
             first = next(frames)
             h, w = first.shape[:2]
-            vs = c.add_stream(video_codec, rate=fps)
+            rate = Fraction(fps).limit_denominator(1001)
+            vs = c.add_stream(video_codec, rate=rate)
             vs.width, vs.height = w, h
             vs.pix_fmt = "yuv420p"
-            vs.time_base = Fraction(1, fps)
+            vs.time_base = 1 / rate
             if video_codec == "libx264":
                 # Same frames, same bytes: one encoder thread and no rate-control lookahead (otherwise
                 # x264 gave different output run to run here; codec_context.thread_count does not
@@ -108,11 +109,11 @@ def write_av(
             fmt = aus.codec_context.codec.audio_formats[0].name if aus.codec_context.codec.audio_formats else "fltp"
             aus.format = fmt
         if vs is not None:
-            v0 = int(round(video_start * fps))
+            v0 = int(round(video_start * rate))
             for i, img in enumerate([first, *frames]):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
                 frame.pts = v0 + i
-                frame.time_base = Fraction(1, fps)
+                frame.time_base = 1 / rate
                 c.mux(vs.encode(frame))
             c.mux(vs.encode(None))
         if aus is not None:

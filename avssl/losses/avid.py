@@ -5,6 +5,12 @@ the positive, other instances' slots are negatives) and vice versa; within-modal
 with the same modality's memory. ``xmodal``/``wmodal`` weight them: Cross-AVID (1, 0), Self-AVID
 (0, 1), Joint-AVID (1, 1). Two forms: ``nce`` (noise-contrastive estimation with a fixed partition
 estimate, as in the paper) and ``infonce`` (softmax cross-entropy over positive and negatives).
+
+``av_pool`` says how a video meets an audio: ``mean`` compares the audio with the embedding of the
+pooled feature map (AVID); ``max`` takes per-location video embeddings ``(B, D, H, W)`` and scores a
+video against an audio by its best-matching location (multiple-instance learning, as in EZ-VSL), so
+that the locations of the sounding object are the ones pulled towards its sound. The video memory
+then keeps, for each instance, the embedding of the location that matched its own audio best.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from torch import nn
 from ..distributed import all_reduce_mean
 from .memory import MemoryBank, sample_negatives
 
-__all__ = ["AVIDLoss", "LossConfig", "contrast"]
+__all__ = ["AVIDLoss", "LossConfig", "best_location", "contrast"]
 
 
 @dataclass
 class LossConfig:
     kind: Literal["avid", "cma"] = "avid"
+    av_pool: Literal["mean", "max"] = "mean"  # video-audio similarity: pooled video, or max over locations
     form: Literal["nce", "infonce"] = "nce"
     num_negatives: int = 1024
     temperature: float = 0.07
@@ -70,10 +77,31 @@ def contrast(
     emb: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, neg_index: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of ``emb`` against its own slot (``index (B,)``) or a set of slots (``index (B, P)``) and the
-    sampled negative slots of ``bank``."""
+    sampled negative slots of ``bank``. ``emb`` is ``(B, D)``, or ``(B, L, D)`` locations, of which each
+    slot's logit takes the best (the max over locations)."""
+    if emb.dim() == 3:
+        pos = torch.einsum("bld,b...d->b...l", emb, bank[index]).amax(-1) / temperature
+        neg = torch.einsum("bld,bkd->bkl", emb, bank[neg_index]).amax(-1) / temperature
+        return pos, neg
     pos = torch.einsum("bd,b...d->b...", emb, bank[index]) / temperature
     neg = torch.einsum("bd,bkd->bk", emb, bank[neg_index]) / temperature
     return pos, neg
+
+
+def _locations(video: torch.Tensor) -> torch.Tensor | None:
+    """``(B, D, H, W)`` per-location embeddings -> ``(B, H*W, D)``; None for pooled ``(B, D)``."""
+    return video.flatten(2).transpose(1, 2) if video.dim() > 2 else None
+
+
+def best_location(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """The video embedding ``(B, D)`` of each clip: itself when pooled, else the embedding of the location
+    most similar to the clip's own audio (what the memory bank keeps with ``av_pool: max``)."""
+    locs = _locations(video)
+    if locs is None:
+        return video
+    with torch.no_grad():
+        best = torch.einsum("bld,bd->bl", locs, audio).argmax(1)
+    return locs[torch.arange(len(locs), device=locs.device), best]
 
 
 class AVIDLoss(nn.Module):
@@ -109,8 +137,9 @@ class AVIDLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, mem = self.cfg, self.memory
         terms: dict[str, torch.Tensor] = {}
+        locs, video = _locations(video), best_location(video, audio)
         if cfg.xmodal:
-            terms["v2a"] = self._term(0, video, mem.audio, index, neg)
+            terms["v2a"] = self._term(0, video if locs is None else locs, mem.audio, index, neg)
             terms["a2v"] = self._term(1, audio, mem.video, index, neg)
         if cfg.wmodal:
             terms["v2v"] = self._term(2, video, mem.video, index, neg)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .. import distributed as dist
-from .avid import AVIDLoss, LossConfig
+from .avid import AVIDLoss, LossConfig, best_location
 from .memory import sample_negatives, sample_negatives_outside
 
 __all__ = ["CMALoss", "agreement_topk", "build_loss", "positive_set_loss"]
@@ -80,6 +80,7 @@ class CMALoss(AVIDLoss):
         if not self.has_positives or not cfg.cma_wmodal:
             return loss, terms
         neg = sample_negatives(index, self.memory.size, self.num_negatives, generator)
+        video = best_location(video, audio)
         v = positive_set_loss(video, self.memory.video, index, self.positives, neg, cfg.temperature)
         a = positive_set_loss(audio, self.memory.audio, index, self.positives, neg, cfg.temperature)
         terms.update(v2v_cma=float(v.detach()), a2a_cma=float(a.detach()))
@@ -97,7 +98,7 @@ class CMALoss(AVIDLoss):
         if not cfg.cma_wmodal:
             return loss, terms
         within = neg[:, : cfg.cma_negatives or k]
-        v = self._term(2, video, mem.video, pos, within)
+        v = self._term(2, best_location(video, audio), mem.video, pos, within)
         a = self._term(3, audio, mem.audio, pos, within)
         terms.update(v2v_cma=float(v.detach()), a2a_cma=float(a.detach()))
         return loss + cfg.cma_wmodal * (v + a), terms

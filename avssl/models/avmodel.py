@@ -54,6 +54,12 @@ class AVModel(nn.Module):
         fmap = self.video(video)[0]
         return self.video_head(fmap.movedim(1, -1)).movedim(-1, 1)
 
+    def spatial_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of each spatial location of the time-averaged feature map ``(B, D, H', W')``:
+        what the max-over-locations (MIL) loss trains and what localization maps compare with the audio."""
+        fmap = self.video(video)[0].mean(dim=2)
+        return self.video_head(fmap.movedim(1, -1)).movedim(-1, 1)
+
     def to_channels_last(self) -> AVModel:
         """Channels-last weights (faster convolutions on GPUs): 3D for the video encoder, 2D for the audio
         encoder. Feed inputs in the same formats (``video.contiguous(memory_format=torch.channels_last_3d)``)."""
@@ -61,5 +67,8 @@ class AVModel(nn.Module):
         self.audio.to(memory_format=torch.channels_last)
         return self
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.embed_video(video), self.embed_audio(audio)
+    def forward(
+        self, video: torch.Tensor, audio: torch.Tensor, spatial: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(video ``(B, D)``, or ``(B, D, H', W')`` per location with ``spatial``; audio ``(B, D)``)."""
+        return self.spatial_video(video) if spatial else self.embed_video(video), self.embed_audio(audio)

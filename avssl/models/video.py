@@ -111,6 +111,8 @@ class R2Plus1D(nn.Module):
             layers.append(nn.Sequential(*blocks))
             cin = w
         self.stages = nn.Sequential(*layers)
+        self._last_strided = [n for n, m in self.stages[-1][0].named_modules()
+                              if isinstance(m, nn.Conv3d) and m.stride[1] > 1]  # for set_last_stride
         self.out_dim = cin
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -118,6 +120,15 @@ class R2Plus1D(nn.Module):
             elif isinstance(m, nn.BatchNorm3d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def set_last_stride(self, stride: int) -> R2Plus1D:
+        """Set the spatial stride of the last stage (2 as trained; 1 doubles the resolution of the feature
+        map with the same weights, as localization work does to get finer maps)."""
+        first = self.stages[-1][0]
+        for name in self._last_strided:
+            conv = first.get_submodule(name)
+            conv.stride = (conv.stride[0], stride, stride)
+        return self
 
     def stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature map after each of the four stages (for per-stage linear evaluation)."""

@@ -20,7 +20,7 @@ from .. import distributed as dist
 from ..config import from_dict, to_dict
 from ..data.collection import build_manifest, read_manifest
 from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig
-from ..losses.avid import LossConfig
+from ..losses.avid import LossConfig, best_location
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, ModelConfig, count_parameters
 from .checkpoint import load_checkpoint
@@ -177,11 +177,11 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
             video = video.contiguous(memory_format=torch.channels_last_3d)
             audio = audio.contiguous(memory_format=torch.channels_last)
         with rt.autocast():
-            v, a = ddp_model(video, audio)
+            v, a = ddp_model(video, audio, spatial=cfg.loss.av_pool == "max")
         neg_gen.manual_seed((run.seed * 1_000_003 + rank) * 100_000_007 + step)
         loss, terms = loss_fn(v.float(), a.float(), index, neg_gen)
         optimizer_step(loss, optimizer, scaler)
-        loss_fn.memory.update(index, v.float(), a.float())
+        loss_fn.memory.update(index, best_location(v.float(), a.float()), a.float())
         step += 1
         clips_done += len(index) * world
         last_loss = float(loss.detach())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -142,3 +143,50 @@ def test_esc50_folds_and_audio_only_decoding(tmp_path, wav, avi):
         decode_audio(esc.entries[0]["path"], 4.0, 2.0, 16000, on_short="error")
     with pytest.raises(DecodeError, match="no audio stream"):
         decode_audio(avi, 0.0, 1.0, 16000)
+
+
+# --- sound-source localization annotations ---------------------------------------------------------------
+
+def test_vggss_reader_finds_media_by_name_and_counts_the_missing(tmp_path):
+    from avssl.data.formats.localization import read_localization
+
+    media = tmp_path / "media"
+    (media / "sub").mkdir(parents=True)
+    (media / "sub" / "aaa_000010.mp4").write_bytes(b"")
+    (media / "bbb.jpg").write_bytes(b"")
+    (media / "bbb.wav").write_bytes(b"")
+    rows = [{"file": "aaa_000010", "class": "dog barking", "bbox": [[0.1, 0.2, 0.5, 0.6], [0.7, 0.7, 1.2, 0.9]]},
+            {"file": "bbb", "class": "guitar", "bbox": [[0, 0, 1, 1]]},
+            {"file": "ccc", "class": "car", "bbox": [[0, 0, 1, 1]]}]
+    (tmp_path / "vggss.json").write_text(json.dumps(rows))
+    data = read_localization("vggss", tmp_path / "vggss.json", media)
+    assert [s.id for s in data.samples] == ["aaa_000010", "bbb"] and data.missing == ["ccc"]
+    a, b = data.samples
+    assert a.video == a.audio and a.video.endswith("aaa_000010.mp4") and a.class_name == "dog barking"
+    assert a.boxes[1] == [0.7, 0.7, 1.0, 0.9]  # clipped to the frame
+    assert b.video.endswith("bbb.jpg") and b.audio.endswith("bbb.wav") and not b.consensus
+    assert "1 without media" in data.summary()
+
+
+def test_flickr_reader_reads_every_annotators_box(tmp_path):
+    from avssl.data.formats.localization import read_flickr
+
+    ann, media = tmp_path / "Annotations", tmp_path / "media"
+    ann.mkdir()
+    media.mkdir()
+    (ann / "100.xml").write_text(
+        "<annotation><size><width>320</width><height>240</height></size>"
+        "<object><bbox><xmin>32</xmin><ymin>24</ymin><xmax>160</xmax><ymax>120</ymax></bbox></object>"
+        "<object><bbox><xmin>0</xmin><ymin>0</ymin><xmax>320</xmax><ymax>240</ymax></bbox></object>"
+        "</annotation>")
+    # The released files: no size (256x256 frames), a label element first, then the coordinates.
+    (ann / "200.xml").write_text(
+        "<annotation><object><bbox><label>x</label><a>64</a><b>0</b><c>128</c><d>256</d></bbox></object>"
+        "</annotation>")
+    (ann / "300.xml").write_text("<annotation/>")
+    for name in ("100.mp4", "200.jpg", "200.wav"):
+        (media / name).write_bytes(b"")
+    data = read_flickr(ann, media)
+    assert [s.id for s in data.samples] == ["100", "200"] and data.missing == ["300"]
+    assert data.samples[0].boxes == [[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]] and data.samples[0].consensus
+    assert data.samples[1].boxes == [[0.25, 0.0, 0.5, 1.0]]

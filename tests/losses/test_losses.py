@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avssl.losses.avid import AVIDLoss, LossConfig, infonce_loss, nce_loss
+from avssl.losses.avid import AVIDLoss, LossConfig, best_location, contrast, infonce_loss, nce_loss
 from avssl.losses.cma import CMALoss, agreement_topk, positive_set_loss
 from avssl.losses.memory import MemoryBank, sample_negatives
 
@@ -202,3 +202,49 @@ def test_released_cma_form_matches_a_plain_reference():
         total += sum(0.25 * nce(p, q, lz) for p, q, lz in terms_b) / 5
     assert set(terms) == {"v2a", "a2v", "v2v_cma", "a2a_cma"}
     assert float(loss) == pytest.approx(total, rel=1e-4)
+
+
+def test_max_over_locations_scores_each_slot_by_its_best_location():
+    torch.manual_seed(0)
+    b, nloc, n, d, k = 3, 5, 12, 8, 4
+    locs, bank = _unit(b, nloc, d), _unit(n, d)
+    index = torch.tensor([0, 1, 2])
+    neg = sample_negatives(index, n, k)
+    pos, negl = contrast(locs, bank, index, neg, 0.1)
+    for i in range(b):
+        assert float(pos[i]) == pytest.approx(max(float(locs[i, j] @ bank[index[i]]) for j in range(nloc)) / 0.1)
+        for q in range(k):
+            ref = max(float(locs[i, j] @ bank[neg[i, q]]) for j in range(nloc)) / 0.1
+            assert float(negl[i, q]) == pytest.approx(ref, rel=1e-5)
+    sets, _ = contrast(locs, bank, torch.tensor([[0, 3], [1, 4], [2, 5]]), neg, 0.1)  # positive sets
+    assert sets.shape == (3, 2) and float(sets[0, 1]) == pytest.approx(float((locs[0] @ bank[3]).max()) / 0.1)
+
+
+def test_best_location_is_the_one_matching_the_clips_own_audio():
+    audio = torch.eye(3)
+    video = torch.zeros(3, 3, 2, 2)  # (B, D, H, W)
+    video[0, 0, 1, 1] = 1  # clip 0: its audio's direction at (1, 1)
+    video[1, 1, 0, 1] = 1
+    video[2, 2, 1, 0] = 1
+    video[:, :, 0, 0] += 0.5  # a distractor direction everywhere else
+    best = best_location(video, audio)
+    torch.testing.assert_close(best, torch.eye(3))
+    pooled = torch.randn(3, 3)
+    assert best_location(pooled, audio) is pooled
+
+
+@pytest.mark.parametrize("kind", ["avid", "cma"])
+def test_mil_loss_trains_only_the_locations_that_answer_the_audio(kind):
+    torch.manual_seed(0)
+    n, d = 16, 8
+    loss_fn = (CMALoss if kind == "cma" else AVIDLoss)(n, d, LossConfig(kind=kind, av_pool="max", num_negatives=8,
+                                                                        cma_topk=2))
+    if kind == "cma":
+        loss_fn.update_positives()
+    dense = F.normalize(torch.randn(4, d, 3, 3), dim=1).requires_grad_()
+    audio = F.normalize(torch.randn(4, d), dim=1)
+    loss, terms = loss_fn(dense, audio, torch.arange(4), torch.Generator().manual_seed(0))
+    assert math.isfinite(float(loss.detach())) and "v2a" in terms
+    loss.backward()
+    touched = (dense.grad.abs().sum(1) > 0).flatten(1).sum(1)
+    assert (touched >= 1).all() and (touched < 9).all()  # max-pooling: not every location gets a gradient

@@ -1,0 +1,1 @@
+"""Sound-source localization: similarity maps, their rendering, and their scores."""

@@ -1,0 +1,156 @@
+"""Where in the picture a sound comes from: audio-video similarity maps, one per output frame.
+
+For an output frame at time ``t``: the clip of the pretraining spec centred on ``t`` (its whole frames,
+resized so that the short side is ``size``: no crop, so the map covers the full picture) goes through
+the video encoder, whose last feature map, averaged over time, is embedded per location
+(:meth:`AVModel.spatial_video`); the audio window of the pretraining spec centred on ``t`` (shifted by
+``audio_offset``; from the video's own track or another file) is embedded by the audio encoder. The
+cosine similarity per location is upsampled bilinearly to the displayed frame (upright, at its own
+size and aspect) and normalized to [0, 1]: ``minmax`` per frame, or ``fixed`` (the cosine clipped to
+[0, 1], so that a sound that matches nothing stays dark).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.audio import LogMelSpectrogram
+from ..data.datasets import DataConfig
+from ..data.decode import DecodeError, decode_audio, decode_frames, probe
+from ..models.avmodel import AVModel
+
+__all__ = ["Localizer", "MapConfig", "VideoMaps", "normalize_maps"]
+
+
+@dataclass
+class MapConfig:
+    size: int = 128  # short side of the whole frame given to the video encoder
+    last_stride: int = 1  # spatial stride of the encoder's last stage (trained with 2; 1 = twice finer maps)
+    fps: float = 8.0  # output maps per second of video
+    norm: Literal["minmax", "fixed"] = "minmax"
+    batch_size: int = 16
+    chunk: int = 32  # output frames decoded at once (bounds memory on long videos)
+
+
+@dataclass
+class VideoMaps:
+    """``maps`` float32 ``(T, H, W)`` in [0, 1] at the displayed frames' size; ``frames`` uint8
+    ``(T, H, W, 3)``; ``similarity`` the raw cosine on the feature grid ``(T, h, w)``; ``waveform`` the audio
+    that was compared, over the whole video (for muxing), at ``sample_rate``."""
+
+    maps: np.ndarray
+    times: np.ndarray
+    frames: np.ndarray
+    similarity: np.ndarray
+    waveform: np.ndarray
+    sample_rate: int
+    audio_source: str
+    audio_offset: float
+    norm: str
+    notes: list[str] = field(default_factory=list)
+
+
+def normalize_maps(sim: torch.Tensor, norm: str) -> torch.Tensor:
+    """Cosine similarity maps ``(B, H, W)`` -> [0, 1]: ``minmax`` per map, or ``fixed`` (clipped to [0, 1])."""
+    if norm == "fixed":
+        return sim.clamp(0.0, 1.0)
+    if norm == "minmax":
+        lo = sim.flatten(1).amin(1).view(-1, 1, 1)
+        hi = sim.flatten(1).amax(1).view(-1, 1, 1)
+        return (sim - lo) / (hi - lo).clamp_min(1e-8)
+    raise ValueError(f"unknown normalization {norm!r} (minmax, fixed)")
+
+
+class Localizer:
+    """Similarity maps of a pretrained :class:`AVModel` (its ``data`` config gives the clip spec)."""
+
+    def __init__(self, model: AVModel, data: DataConfig, cfg: MapConfig | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        self.cfg = cfg = cfg or MapConfig()
+        self.data = data
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.model.video.set_last_stride(cfg.last_stride)
+        self.mel = LogMelSpectrogram(data.mel).to(self.device)
+        self.mean = torch.tensor(data.video_aug.mean, device=self.device).view(1, 3, 1, 1, 1)
+        self.std = torch.tensor(data.video_aug.std, device=self.device).view(1, 3, 1, 1, 1)
+
+    @torch.no_grad()
+    def similarity(self, video: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
+        """uint8 clips ``(B, T, H, W, 3)`` and waveforms ``(B, N)`` -> cosine maps ``(B, h, w)``."""
+        x = video.to(self.device).permute(0, 4, 1, 2, 3).float().div_(255).sub_(self.mean).div_(self.std)
+        spec = self.mel(waveform.to(self.device)).unsqueeze(1)
+        v = self.model.spatial_video(x)
+        a = self.model.embed_audio(spec)
+        return torch.einsum("bdhw,bd->bhw", v, a).float()
+
+    def default_times(self, duration: float | None) -> np.ndarray:
+        """Output times ``k / fps`` covering the video (one at 0 for a still image)."""
+        if not duration:
+            return np.zeros(1)
+        n = max(1, int(math.floor(duration * self.cfg.fps + 1e-6)))
+        return np.arange(n) / self.cfg.fps
+
+    def __call__(
+        self,
+        video: str | os.PathLike,
+        times: np.ndarray | list[float] | None = None,
+        audio: str | os.PathLike | None = None,
+        audio_offset: float = 0.0,
+        progress: bool = False,
+    ) -> VideoMaps:
+        """Maps for ``video`` at ``times`` (default: every ``1 / fps`` s) with the audio of ``audio`` (default:
+        the video's own track) shifted by ``audio_offset`` seconds. Raises DecodeError."""
+        clip, cfg = self.data.clip, self.cfg
+        info = probe(video)
+        duration = (info.video.duration if info.video is not None and info.video.duration else info.duration) or 0.0
+        times = self.default_times(duration) if times is None else np.sort(np.asarray(times, np.float64))
+        source = os.fspath(audio) if audio is not None else os.fspath(video)
+        if audio is None and info.audio is None:
+            raise DecodeError(video, "no audio track: give another file's audio with --audio")
+        notes = []
+        if audio is not None and probe(source).audio is None:
+            raise DecodeError(source, "no audio stream")
+        sr, ad = clip.sample_rate, clip.audio_duration
+        n_frames = max(1, int(round(clip.video_duration * clip.fps)))
+        rel = (np.arange(n_frames) - (n_frames - 1) / 2) / clip.fps  # clip frames around t
+        n_audio = int(round(ad * sr))
+        # Audio over the whole span the windows touch, decoded once.
+        a0 = float(times[0]) + audio_offset - ad / 2
+        span = float(times[-1] - times[0]) + ad
+        track = decode_audio(source, a0, span, sr)
+        if track.padded_samples:
+            notes.append(f"{track.padded_samples} audio samples outside {source} compared as silence")
+        wave_all = F.pad(torch.from_numpy(track.waveform), (0, n_audio))  # room for rounding at the end
+        maps, sims, shown = [], [], []
+        from tqdm import tqdm
+
+        for s in tqdm(range(0, len(times), cfg.chunk), disable=not progress, desc="maps", unit="chunk"):
+            ts = times[s : s + cfg.chunk]
+            want = (ts[:, None] + rel[None, :]).ravel()
+            uniq, inverse = np.unique(want, return_inverse=True)
+            small = torch.from_numpy(decode_frames(video, uniq, cfg.size))
+            frames = decode_frames(video, ts)
+            h, w = frames.shape[1:3]
+            clips = small[torch.from_numpy(inverse.reshape(len(ts), n_frames))]  # (B, T, h, w, 3)
+            starts = [int(round((t + audio_offset - ad / 2 - a0) * sr)) for t in ts]
+            waves = torch.stack([wave_all[st : st + n_audio] for st in starts])
+            for b in range(0, len(ts), cfg.batch_size):
+                sim = self.similarity(clips[b : b + cfg.batch_size], waves[b : b + cfg.batch_size])
+                up = F.interpolate(sim[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+                maps.append(normalize_maps(up, cfg.norm).cpu().numpy().astype(np.float32))
+                sims.append(sim.cpu().numpy())
+            shown.append(frames)
+        whole = decode_audio(source, audio_offset, max(duration, 1.0 / cfg.fps), sr).waveform
+        return VideoMaps(
+            maps=np.concatenate(maps), times=times, frames=np.concatenate(shown), similarity=np.concatenate(sims),
+            waveform=whole, sample_rate=sr, audio_source=source, audio_offset=audio_offset, norm=cfg.norm,
+            notes=notes,
+        )

@@ -1,0 +1,109 @@
+"""`avssl localize` and `avssl evaluate localization` end to end: a composed set, a tiny MIL pretraining,
+the files and page a user opens, and the scores beside the centred prior and the oracle."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from avssl.cli import main
+from avssl.config import load_config
+from avssl.data.collection import build_manifest
+from avssl.data.compose import ComposeSpec, compose
+from avssl.localize.render import jet
+from avssl.train.pretrain import PretrainConfig, pretrain
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "pretrain" / "avid_localize_small_cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("loc")
+    spec = ComposeSpec(width=96, height=64, fps=8, duration=1.5, distractors=1)
+    compose(d / "train", 8, seed=1, spec=spec)
+    compose(d / "test", 3, seed=2, spec=spec)
+    build_manifest(d / "train", d / "m.jsonl", progress=False)
+    cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={d / 'm.jsonl'}", "data.num_workers=0",
+                                               "optim.batch_size=4", "optim.epochs=2", "run.progress=false",
+                                               "loss.num_negatives=4", "run.device=cpu"])
+    assert cfg.loss.av_pool == "max"
+    pretrain(cfg, d / "run")
+    return {"dir": d, "ckpt": d / "run" / "last.pt", "test": d / "test"}
+
+
+def test_localize_writes_maps_overlays_video_and_page(run, tmp_path, capsys):
+    out = tmp_path / "out"
+    other = run["test"] / "clip_00001.mp4"
+    rc = main(["localize", "--checkpoint", str(run["ckpt"]), "--video", str(run["test"]), "--fps", "4", "--gif",
+               "--audio", str(other), "--size", "64", "--output-dir", str(out), "--quiet"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["videos"] == 3 and summary["failed"] == []
+    d = out / "clip_00000"
+    maps = np.load(d / "maps.npy")
+    times = json.loads((d / "times.json").read_text())
+    assert maps.dtype == np.float32 and maps.shape == (6, 64, 96) and 0 <= maps.min() and maps.max() <= 1
+    assert times == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
+    with av.open(str(d / "overlay.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and c.streams.audio[0].codec_context.name == "aac"
+        assert sum(1 for _ in c.decode(video=0)) == 6
+    assert (d / "overlay.gif").stat().st_size > 0 and (d / "contact_sheet.png").stat().st_size > 0
+    info = json.loads((d / "info.json").read_text())
+    assert info["audio"] == str(other) and info["norm"] == "minmax"
+    page = (out / "index.html").read_text()
+    links = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert len(links) >= 3 * 4 and all((out / link).exists() for link in links)
+
+
+def test_evaluate_localization_reports_model_centre_and_oracle(run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "localization", "--checkpoint", str(run["ckpt"]), "--annotations",
+               str(run["test"] / "vggss.json"), "--media", str(run["test"]), "--binarize", "median", "adaptive",
+               "--size", "64", "--output-dir", str(out), "--quiet"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["num_samples"] == 3 and res["binarize"] == "median" and res["missing_media"] == 0
+    assert set(res["by_binarization"]) == {"median", "adaptive"}
+    assert res["oracle"]["ciou_at_0.5"] == 1.0 and res["by_binarization"]["adaptive"]["oracle"]["auc"] > 0.97
+    assert 0 <= res["ciou_at_0.5"] <= 1 and 0 <= res["centre"]["auc"] <= 1
+    rows = list(csv.DictReader(open(out / "per_sample.csv")))
+    assert len(rows) == 3 and {"model_median", "centre_adaptive", "oracle_median"} <= set(rows[0])
+    assert json.loads((out / "localization.json").read_text())["auc"] == res["auc"]
+
+
+def test_jet_runs_from_blue_to_red():
+    c = jet(np.array([0.0, 0.5, 1.0]))
+    assert tuple(c[0]) == (0, 0, 128) and tuple(c[1]) == (128, 255, 128) and tuple(c[2]) == (128, 0, 0)
+
+
+@pytest.mark.slow
+def test_the_page_plays_in_a_headless_browser(run, tmp_path):
+    """Debian's chromium (`apt-get install chromium`): the page loads, its images decode and its videos
+    have a duration."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    out = tmp_path / "out"
+    assert main(["localize", "--checkpoint", str(run["ckpt"]), "--video", str(run["test"]), "--fps", "4",
+                 "--size", "64", "--output-dir", str(out), "--quiet"]) == 0
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom",
+             (out / "index.html").as_uri()],
+            capture_output=True, text=True, timeout=120, check=True).stdout
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    assert 'data-videos="3"' in body and 'data-ready="3"' in body and 'data-images="3"' in body
+    durations = [float(x) for x in re.findall(r'data-duration="([0-9.]+)"', dom)]
+    assert len(durations) == 3 and all(abs(x - 1.5) < 0.2 for x in durations)

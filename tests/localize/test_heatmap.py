@@ -1,0 +1,130 @@
+"""Maps line up with the displayed frames: a planted model whose per-location embedding says how bright a
+location is, and an audio embedding that asks for brightness, must light up the bright object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.io as tvio
+
+from avssl.data.datasets import DataConfig
+from avssl.data.decode import DecodeError
+from avssl.data.synthetic import write_av
+from avssl.localize.heatmap import Localizer, MapConfig, normalize_maps
+from avssl.localize.metrics import binarize, ciou
+from avssl.models.audio import AudioEncoderConfig
+from avssl.models.avmodel import AVModel, ModelConfig
+from avssl.models.video import VideoEncoderConfig
+
+SR = 16000
+
+
+class BrightnessModel(AVModel):
+    """Per-location embedding (brightness, 0.1) normalized; every audio embeds to (1, 0)."""
+
+    def spatial_video(self, video: torch.Tensor) -> torch.Tensor:
+        b = F.avg_pool2d(video.mean(dim=(1, 2))[:, None], 8)  # (B, 1, H/8, W/8)
+        return F.normalize(torch.cat([b, torch.full_like(b, 0.1)], 1), dim=1)
+
+    def embed_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([[1.0, 0.0]]).expand(len(audio), 2)
+
+
+def _model() -> AVModel:
+    cfg = ModelConfig(video=VideoEncoderConfig(widths=(4, 4, 4, 4), blocks=(1, 1, 1, 1)),
+                      audio=AudioEncoderConfig(widths=(4, 4, 4, 4), convs_per_stage=1, stem_channels=4), embed_dim=2)
+    return BrightnessModel(cfg)
+
+
+def _data() -> DataConfig:
+    data = DataConfig()
+    data.clip.video_duration, data.clip.fps, data.clip.audio_duration = 0.25, 8.0, 0.5
+    data.mel.n_mels = 20
+    return data
+
+
+def _square_video(path: Path, h: int = 96, w: int = 160, rotation: int = 0, audio: bool = True,
+                  click: float | None = None) -> Path:
+    frames = []
+    for i in range(16):
+        img = np.full((h, w, 3), 30, np.uint8)
+        x0 = 64
+        img[10:42, x0 : x0 + 32] = 230
+        frames.append(img)
+    wave = None
+    if audio:
+        wave = np.zeros((1, 2 * SR), np.float32)
+        if click is not None:
+            wave[0, int(click * SR) : int(click * SR) + 80] = 0.9
+    write_av(path, frames, 16, wave, SR, rotation=rotation)
+    return path
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_maps_light_up_the_bright_object_at_the_frames_own_geometry(tmp_path, rotation):
+    video = _square_video(tmp_path / "sq.mp4", rotation=rotation)
+    loc = Localizer(_model(), _data(), MapConfig(size=64, fps=4.0, batch_size=3))
+    res = loc(video)
+    assert res.times.tolist() == [0.0, 0.25, 0.5, 0.75]  # 1 s of video at 4 maps per second
+    assert res.maps.dtype == np.float32 and res.maps.min() >= 0 and res.maps.max() <= 1
+    assert res.maps.shape == res.frames.shape[:3]
+    assert res.frames.shape[1:3] == ((96, 160) if rotation == 0 else (160, 96))  # shown upright
+    for heat, frame in zip(res.maps, res.frames):
+        bright = (frame.mean(axis=2) > 128).astype(np.float32)
+        assert bright[np.unravel_index(np.argmax(heat), heat.shape)] == 1.0
+        assert ciou(binarize(heat, "adaptive", bright), bright) > 0.6
+
+
+def test_another_files_audio_and_an_offset(tmp_path):
+    video = _square_video(tmp_path / "own.mp4", click=1.25)
+    other = tmp_path / "other.wav"
+    write_av(other, None, 16, np.full((1, SR), 0.3, np.float32), SR, audio_codec="pcm_s16le")
+    loc = Localizer(_model(), _data(), MapConfig(size=64, fps=4.0))
+    res = loc(video, audio=other)
+    assert res.audio_source == str(other) and np.abs(res.waveform[: SR // 2]).mean() > 0.2
+    shifted = loc(video, audio_offset=0.5)  # the compared audio starts 0.5 s later: the click at 0.75 s
+    assert abs(np.argmax(np.abs(shifted.waveform)) / SR - 0.75) < 0.01
+    assert shifted.audio_offset == 0.5
+
+
+def test_a_video_without_audio_needs_another_files_audio(tmp_path):
+    video = _square_video(tmp_path / "silent.mp4", audio=False)
+    loc = Localizer(_model(), _data(), MapConfig(size=64, fps=4.0))
+    with pytest.raises(DecodeError, match="no audio track"):
+        loc(video)
+    other = tmp_path / "a.wav"
+    write_av(other, None, 16, np.zeros((1, SR), np.float32), SR, audio_codec="pcm_s16le")
+    assert loc(video, audio=other).maps.shape[0] == 4
+
+
+def test_a_still_image_with_a_sound_file(tmp_path):
+    img = np.full((60, 100, 3), 30, np.uint8)
+    img[5:35, 60:95] = 230
+    tvio.write_png(torch.from_numpy(img).permute(2, 0, 1).contiguous(), str(tmp_path / "still.png"))
+    write_av(tmp_path / "still.wav", None, 16, np.zeros((1, SR), np.float32), SR, audio_codec="pcm_s16le")
+    res = Localizer(_model(), _data(), MapConfig(size=48))(tmp_path / "still.png", audio=tmp_path / "still.wav")
+    assert res.maps.shape == (1, 60, 100)
+    assert res.frames[0, 20, 80].min() > 200 and res.maps[0][20, 80] > 0.9
+
+
+def test_normalizations():
+    sim = torch.tensor([[[-0.5, 0.0], [0.25, 0.5]]])
+    np.testing.assert_allclose(normalize_maps(sim, "minmax")[0], [[0, 0.5], [0.75, 1.0]])
+    np.testing.assert_allclose(normalize_maps(sim, "fixed")[0], [[0, 0], [0.25, 0.5]])
+    flat = normalize_maps(torch.zeros(1, 2, 2), "minmax")
+    assert torch.isfinite(flat).all()
+
+
+def test_the_last_stage_at_stride_1_doubles_the_map_with_the_same_weights():
+    model = AVModel(ModelConfig(video=VideoEncoderConfig(widths=(4, 4, 8, 8), blocks=(1, 1, 1, 1)))).eval()
+    x = torch.randn(1, 3, 4, 64, 96)
+    coarse = model.spatial_video(x)
+    model.video.set_last_stride(1)
+    fine = model.spatial_video(x)
+    assert coarse.shape[-2:] == (4, 6) and fine.shape[-2:] == (8, 12)
+    model.video.set_last_stride(2)
+    torch.testing.assert_close(model.spatial_video(x), coarse)
