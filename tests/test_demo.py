@@ -17,6 +17,10 @@ def test_demo_runs_end_to_end_and_reports_both_models(tmp_path, capsys):
         assert set(r["video_to_audio"]) == {"R@1", "R@5"} and 0 <= r["linear_probe"]["accuracy"] <= 1
     text = (tmp_path / "summary.txt").read_text()
     assert "linear probe" in text and "random init" in text and text in capsys.readouterr().out
+    loc = res["localization"]
+    assert loc["median"]["model"]["num_samples"] == 8 and 0 <= loc["adaptive"]["centre"]["auc"] <= 1
+    assert "centre prior" in text and loc["index"] in text and (tmp_path / "localize" / "index.html").exists()
+    assert len(list((tmp_path / "localize").glob("*/overlay.mp4"))) == 4
     # A second run reuses the media and resumes the finished run instead of starting over.
     assert main(["demo", "--output-dir", str(tmp_path), "--num-clips", "20", "--held-out", "8",
                  "--set", "optim.epochs=1", "--set", "optim.batch_size=6", "--set", "data.num_workers=0",

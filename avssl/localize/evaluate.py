@@ -31,8 +31,9 @@ def _when(sample: LocalizationSample) -> tuple[float, float]:
     """(time of the annotated frame, audio offset): a video's middle frame with its own audio around it;
     a still image with the middle of its sound file."""
     info = probe(sample.video)
-    if info.duration and (info.video is None or (info.video.num_frames or 2) > 1):
-        return info.duration / 2, 0.0
+    duration = (info.video.duration if info.video is not None and info.video.duration else info.duration) or 0.0
+    if duration and (info.video is None or (info.video.num_frames or 2) > 1):
+        return duration / 2, 0.0
     audio = probe(sample.audio)
     return 0.0, (audio.duration or 0.0) / 2
 

@@ -107,3 +107,18 @@ def test_the_page_plays_in_a_headless_browser(run, tmp_path):
     assert 'data-videos="3"' in body and 'data-ready="3"' in body and 'data-images="3"' in body
     durations = [float(x) for x in re.findall(r'data-duration="([0-9.]+)"', dom)]
     assert len(durations) == 3 and all(abs(x - 1.5) < 0.2 for x in durations)
+
+
+def test_localize_goes_on_past_a_broken_file_and_says_why(run, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(run["test"] / "clip_00000.mp4", folder / "good.mp4")
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    rc = main(["localize", "--checkpoint", str(run["ckpt"]), "--video", str(folder), "--fps", "2", "--size", "64",
+               "--output-dir", str(tmp_path / "out"), "--quiet"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert rc == 0 and summary["videos"] == 1
+    assert len(summary["failed"]) == 1 and summary["failed"][0]["path"].endswith("broken.mp4")
+    assert "skipped" in captured.err and "broken.mp4" in captured.err
+    assert (tmp_path / "out" / "good" / "maps.npy").exists()

@@ -128,3 +128,20 @@ def test_the_last_stage_at_stride_1_doubles_the_map_with_the_same_weights():
     assert coarse.shape[-2:] == (4, 6) and fine.shape[-2:] == (8, 12)
     model.video.set_last_stride(2)
     torch.testing.assert_close(model.spatial_video(x), coarse)
+
+
+def test_surround_audio_and_audio_shorter_than_the_video(tmp_path):
+    frames = [np.full((48, 64, 3), 100, np.uint8)] * 16
+    t = np.arange(SR // 2) / SR  # 0.5 s of 5.1 audio under 1 s of video
+    write_av(tmp_path / "short51.mp4", frames, 16, np.tile(0.3 * np.sin(2 * np.pi * 440 * t), (6, 1)), SR)
+    res = Localizer(_model(), _data(), MapConfig(size=48, fps=4.0))(tmp_path / "short51.mp4")
+    assert res.maps.shape == (4, 48, 64) and np.isfinite(res.maps).all()
+    assert any("compared as silence" in n for n in res.notes)  # the audio past its end is silence, said so
+    assert np.abs(res.waveform[: SR // 4]).max() > 0.1 and np.abs(res.waveform[-SR // 4 :]).max() == 0
+
+
+def test_a_corrupt_file_raises_the_decoders_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    with pytest.raises(DecodeError):
+        Localizer(_model(), _data(), MapConfig(size=48))(bad)
