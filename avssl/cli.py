@@ -198,8 +198,8 @@ def _localizer(args: argparse.Namespace):
     ck = load_checkpoint(args.checkpoint)
     cfg = from_dict(PretrainConfig, apply_overrides(ck["config"], args.set))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    maps = MapConfig(size=args.size, last_stride=args.last_stride, fps=getattr(args, "fps", None) or 8.0,
-                     norm=args.norm, batch_size=args.batch_size)
+    maps = MapConfig(size=args.size, last_stride=args.last_stride, pad=args.pad,
+                     fps=getattr(args, "fps", None) or 8.0, norm=args.norm, batch_size=args.batch_size)
     return Localizer(load_pretrained(args.checkpoint, device), cfg.data, maps, device)
 
 
@@ -238,8 +238,9 @@ def _localize(args: argparse.Namespace) -> int:
         videos[stem] = write_video_outputs(result, out / stem, args.fps, gif=args.gif)
         print(f"[{i}/{len(paths)}] {path} -> {out / stem}", file=sys.stderr)
     c = localizer.cfg
-    about = (f"checkpoint {args.checkpoint}; frames given whole to the video encoder at short side {c.size}, last "
-             f"stage stride {c.last_stride}; {c.fps:g} maps per second; maps normalized by {c.norm}")
+    about = (f"checkpoint {args.checkpoint}; frames given whole to the video encoder at short side "
+             f"{localizer.size} (reflect-padded by {c.pad:g} of it), last stage stride {c.last_stride}; {c.fps:g} "
+             f"maps per second; maps normalized by {c.norm}")
     index = write_index(out, videos, "avssl localize: where the sound comes from", about)
     summary = {"videos": len(videos), "failed": failed, "index": str(index), "output_dir": str(out)}
     print(json.dumps(summary))
@@ -267,8 +268,9 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
         "oracle": first["oracle"],
         "by_binarization": {m: scores[m] for m in args.binarize},
         "norm": c.norm,
-        "size": c.size,
+        "size": localizer.size,
         "last_stride": c.last_stride,
+        "pad": c.pad,
         "missing_media": len(data.missing),
         "skipped": scores["skipped"],
         "checkpoint": str(args.checkpoint),
@@ -281,9 +283,13 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
 
 def _map_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (last.pt)")
-    q.add_argument("--size", type=int, default=128, help="short side of the whole frame given to the encoder")
+    q.add_argument("--size", type=int, default=None,
+                   help="short side of the whole frame given to the encoder (default: twice the training crop)")
     q.add_argument("--last-stride", type=int, default=1, choices=[1, 2],
                    help="spatial stride of the last encoder stage (trained: 2; 1 gives twice finer maps)")
+    q.add_argument("--pad", type=float, default=0.125,
+                   help="reflect-pad frames by this fraction of the short side and crop the maps back (keeps the "
+                        "encoder's border artifacts out of the picture); 0: off")
     q.add_argument("--norm", default="minmax", choices=["minmax", "fixed"],
                    help="minmax: per map; fixed: cosine clipped to [0, 1] (a sound matching nothing stays dark)")
     q.add_argument("--batch-size", type=int, default=16)

@@ -31,8 +31,9 @@ __all__ = ["Localizer", "MapConfig", "VideoMaps", "normalize_maps"]
 
 @dataclass
 class MapConfig:
-    size: int = 128  # short side of the whole frame given to the video encoder
+    size: int | None = None  # short side of the whole frame given to the video encoder; None: 2x the training crop
     last_stride: int = 1  # spatial stride of the encoder's last stage (trained with 2; 1 = twice finer maps)
+    pad: float = 0.125  # reflect-pad the frame by this fraction of its short side, crop the map back (border artifacts)
     fps: float = 8.0  # output maps per second of video
     norm: Literal["minmax", "fixed"] = "minmax"
     batch_size: int = 16
@@ -78,18 +79,28 @@ class Localizer:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.model.video.set_last_stride(cfg.last_stride)
+        self.size = cfg.size or 2 * data.clip.crop
         self.mel = LogMelSpectrogram(data.mel).to(self.device)
         self.mean = torch.tensor(data.video_aug.mean, device=self.device).view(1, 3, 1, 1, 1)
         self.std = torch.tensor(data.video_aug.std, device=self.device).view(1, 3, 1, 1, 1)
 
     @torch.no_grad()
     def similarity(self, video: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
-        """uint8 clips ``(B, T, H, W, 3)`` and waveforms ``(B, N)`` -> cosine maps ``(B, h, w)``."""
+        """uint8 clips ``(B, T, H, W, 3)`` and waveforms ``(B, N)`` -> cosine maps ``(B, h, w)`` on the encoder's
+        grid (with ``pad``: on the input's pixel grid ``(B, H, W)``, the padding cropped off)."""
         x = video.to(self.device).permute(0, 4, 1, 2, 3).float().div_(255).sub_(self.mean).div_(self.std)
+        h, w = x.shape[-2:]
+        p = int(round(self.cfg.pad * min(h, w)))
+        if p:
+            x = F.pad(x, (p, p, p, p, 0, 0), mode="reflect")
         spec = self.mel(waveform.to(self.device)).unsqueeze(1)
         v = self.model.spatial_video(x)
         a = self.model.embed_audio(spec)
-        return torch.einsum("bdhw,bd->bhw", v, a).float()
+        sim = torch.einsum("bdhw,bd->bhw", v, a).float()
+        if p:
+            sim = F.interpolate(sim[:, None], size=(h + 2 * p, w + 2 * p), mode="bilinear", align_corners=False)
+            sim = sim[:, 0, p : p + h, p : p + w]
+        return sim
 
     def default_times(self, duration: float | None) -> np.ndarray:
         """Output times ``k / fps`` covering the video (one at 0 for a still image)."""
@@ -120,7 +131,7 @@ class Localizer:
             raise DecodeError(source, "no audio stream")
         sr, ad = clip.sample_rate, clip.audio_duration
         n_frames = max(1, int(round(clip.video_duration * clip.fps)))
-        rel = (np.arange(n_frames) - (n_frames - 1) / 2) / clip.fps  # clip frames around t
+        rel = (np.arange(n_frames) - n_frames / 2) / clip.fps  # the clip's window [t - d/2, t + d/2), as in training
         n_audio = int(round(ad * sr))
         # Audio over the whole span the windows touch, decoded once.
         a0 = float(times[0]) + audio_offset - ad / 2
@@ -136,7 +147,7 @@ class Localizer:
             ts = times[s : s + cfg.chunk]
             want = (ts[:, None] + rel[None, :]).ravel()
             uniq, inverse = np.unique(want, return_inverse=True)
-            small = torch.from_numpy(decode_frames(video, uniq, cfg.size))
+            small = torch.from_numpy(decode_frames(video, uniq, self.size))
             frames = decode_frames(video, ts)
             h, w = frames.shape[1:3]
             clips = small[torch.from_numpy(inverse.reshape(len(ts), n_frames))]  # (B, T, h, w, 3)

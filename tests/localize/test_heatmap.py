@@ -64,10 +64,10 @@ def _square_video(path: Path, h: int = 96, w: int = 160, rotation: int = 0, audi
     return path
 
 
-@pytest.mark.parametrize("rotation", [0, 90])
-def test_maps_light_up_the_bright_object_at_the_frames_own_geometry(tmp_path, rotation):
+@pytest.mark.parametrize("rotation, pad", [(0, 0.0), (90, 0.0), (0, 0.125), (90, 0.25)])
+def test_maps_light_up_the_bright_object_at_the_frames_own_geometry(tmp_path, rotation, pad):
     video = _square_video(tmp_path / "sq.mp4", rotation=rotation)
-    loc = Localizer(_model(), _data(), MapConfig(size=64, fps=4.0, batch_size=3))
+    loc = Localizer(_model(), _data(), MapConfig(size=64, fps=4.0, batch_size=3, pad=pad))
     res = loc(video)
     assert res.times.tolist() == [0.0, 0.25, 0.5, 0.75]  # 1 s of video at 4 maps per second
     assert res.maps.dtype == np.float32 and res.maps.min() >= 0 and res.maps.max() <= 1
