@@ -43,7 +43,8 @@ class MapConfig:
 @dataclass
 class VideoMaps:
     """``maps`` float32 ``(T, H, W)`` in [0, 1] at the displayed frames' size; ``frames`` uint8
-    ``(T, H, W, 3)``; ``similarity`` the raw cosine on the feature grid ``(T, h, w)``; ``waveform`` the audio
+    ``(T, H, W, 3)``; ``similarity`` the raw cosine ``(T, h, w)`` (on the encoder's grid, or on the input's
+    pixel grid when the frames are padded, see :meth:`Localizer.similarity`); ``waveform`` the audio
     that was compared, over the whole video (for muxing), at ``sample_rate``."""
 
     maps: np.ndarray
