@@ -135,6 +135,7 @@ def _summary_text(r: dict[str, Any]) -> str:
               f"{'binarization':34s} {'centre prior':>12s} {'pretrained':>12s}"]
     for mode in ("median", "adaptive"):
         c, m = loc[mode]["centre"], loc[mode]["model"]
-        lines.append(f"{mode:34s} {c['ciou_at_0.5']:5.3f}/{c['auc']:.3f} {m['ciou_at_0.5']:5.3f}/{m['auc']:.3f}")
+        cells = [f"{x['ciou_at_0.5']:.3f}/{x['auc']:.3f}" for x in (c, m)]
+        lines.append(f"{mode:34s} {cells[0]:>12s} {cells[1]:>12s}")
     lines.append(f"heatmaps of {min(4, r['heldout_clips'])} held-out clips: {loc['index']}")
     return "\n".join(lines) + "\n"

@@ -291,6 +291,16 @@ def _seek(c: av.container.InputContainer, stream: av.stream.Stream, t: float, c_
     c.seek(target, stream=stream, backward=True, any_frame=False)
 
 
+def _video_stream(c: av.container.InputContainer, path: str, threads: int) -> av.video.stream.VideoStream:
+    """The first video stream, set to decode with ``threads`` threads (1: slice threading only)."""
+    if not c.streams.video:
+        raise DecodeError(path, "no video stream (audio-only file)")
+    vs = c.streams.video[0]
+    vs.thread_type = "AUTO" if threads != 1 else "SLICE"
+    vs.codec_context.thread_count = max(0, threads)
+    return vs
+
+
 def _decode_video(
     c: av.container.InputContainer,
     vs: av.video.stream.VideoStream,
@@ -477,11 +487,7 @@ def decode_clip(
     notes: list[str] = []
     with _open(p) as c:
         try:
-            if not c.streams.video:
-                raise DecodeError(p, "no video stream (audio-only file)")
-            vs = c.streams.video[0]
-            vs.thread_type = "AUTO" if threads != 1 else "SLICE"
-            vs.codec_context.thread_count = max(0, threads)
+            vs = _video_stream(c, p, threads)
             c_start = _container_start(c)
             frames, vpad, rotation, n_decoded = _decode_video(c, vs, targets, c_start, size, interpolation)
             if rotation:
@@ -538,11 +544,7 @@ def decode_frames(
         raise ValueError("times must be a non-empty, non-decreasing 1-D sequence")
     with _open(p) as c:
         try:
-            if not c.streams.video:
-                raise DecodeError(p, "no video stream (audio-only file)")
-            vs = c.streams.video[0]
-            vs.thread_type = "AUTO" if threads != 1 else "SLICE"
-            vs.codec_context.thread_count = max(0, threads)
+            vs = _video_stream(c, p, threads)
             frames, *_ = _decode_video(c, vs, targets, _container_start(c), size, interpolation)
         except DecodeError:
             raise
