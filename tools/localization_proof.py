@@ -11,6 +11,7 @@ Variants (config overrides of the shipped config, whose own values are max_cma's
   max      loss.av_pool=max: the similarity of a clip and a sound is that of its best location (MIL)
   max_cma  max, with Cross-Modal Agreement from epoch 10
   max_112  max, on 112x112 crops of frames with short side 128 (3x the pixels; 12 epochs, about the same time)
+  max_cma_wide  max_cma with encoders twice as wide (about 4x the parameters; 20 epochs)
 
 Usage:
   python tools/localization_proof.py [--stamps DIR --backgrounds DIR | --synthetic] [--kinds N]
@@ -44,6 +45,7 @@ VARIANTS = {
     "max": ["loss.av_pool=max", "loss.kind=avid"],
     "max_cma": ["loss.av_pool=max", "loss.kind=cma", "loss.cma_start_epoch=10"],
     "max_112": ["loss.av_pool=max", "loss.kind=avid", "data.clip.size=128", "data.clip.crop=112", "optim.epochs=12"],
+    "max_cma_wide": ["model.video.widths=[16,32,64,128]", "model.audio.widths=[16,32,64,128]", "optim.epochs=20"],
     "random_init": ["run.max_steps=0"],
 }
 MODES = ["median", "absolute", "adaptive"]
