@@ -9,10 +9,11 @@ device, DDP, AMP, atomic ``last.pt`` and resume, metrics, skipped files), and ev
 
 from __future__ import annotations
 
+
 import csv
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +62,7 @@ class LabeledDataConfig:
     video_aug: VideoAugConfig = field(default_factory=VideoAugConfig)
     clips_per_video: int = 5  # training clips per video per epoch
     test_clips: int = 10  # uniformly spaced clips per test video, softmax averaged
+    test_size: int | None = None  # short side test clips are decoded at before the centre crop; None: clip.size
     num_workers: int = 2
     on_error: Literal["skip", "raise"] = "skip"
     preprocess: Literal["auto", "worker", "device"] = "auto"
@@ -93,8 +95,10 @@ class FinetuneConfig:
 
 
 def _data_config(d: LabeledDataConfig, train: bool) -> DataConfig:
-    """The clip pipeline of AVClipDataset, video only (a file without audio is normal here)."""
-    return DataConfig(clip=d.clip, video_aug=d.video_aug, missing_audio="silence", on_error=d.on_error,
+    """The clip pipeline of AVClipDataset, video only (a file without audio is normal here); test clips are
+    decoded at ``test_size`` when it is set."""
+    clip = d.clip if train or d.test_size is None else replace(d.clip, size=d.test_size)
+    return DataConfig(clip=clip, video_aug=d.video_aug, missing_audio="silence", on_error=d.on_error,
                       clips_per_video=d.clips_per_video if train else 1, num_workers=d.num_workers,
                       preprocess=d.preprocess)
 

@@ -12,7 +12,7 @@ from avssl.config import load_config
 from avssl.data.collection import build_manifest
 from avssl.data.synthetic import SynthSpec, synthesize
 from avssl.train.checkpoint import load_checkpoint
-from avssl.train.finetune import FinetuneConfig, finetune
+from avssl.train.finetune import FinetuneConfig, _data_config, finetune
 from avssl.train.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +105,9 @@ def test_benchmark_configs_carry_the_released_values(name, fmt, clips, epochs, m
     assert (o.name, o.lr, o.weight_decay, o.batch_size * 8, o.epochs, o.lr_milestones, o.lr_gamma) == (
         "adam", 1e-4, 0.0, 32, epochs, milestones, 0.3)
     assert (cfg.finetune.mode, cfg.finetune.dropout, cfg.finetune.classifier_warmup_epochs) == ("full", 0.5, 5)
+    # released test transform: resize the short side to 224 / 0.875 = 256, centre crop 224; training crops
+    # come from the native frames
+    assert (_data_config(d, train=False).clip.size, _data_config(d, train=True).clip.size) == (256, None)
 
 
 def test_evaluate_action_three_crops_and_folds(ucf, tmp_path, capsys):
