@@ -46,6 +46,9 @@ VARIANTS = {
     "max_cma": ["loss.av_pool=max", "loss.kind=cma", "loss.cma_start_epoch=10"],
     "max_112": ["loss.av_pool=max", "loss.kind=avid", "data.clip.size=128", "data.clip.crop=112", "optim.epochs=12"],
     "max_cma_wide": ["model.video.widths=[16,32,64,128]", "model.audio.widths=[16,32,64,128]", "optim.epochs=20"],
+    "mean_infonce": ["loss.av_pool=mean", "loss.kind=avid", "loss.form=infonce"],
+    "max_infonce": ["loss.av_pool=max", "loss.kind=avid", "loss.form=infonce"],
+    "max_cma_infonce": ["loss.av_pool=max", "loss.kind=cma", "loss.cma_start_epoch=10", "loss.form=infonce"],
     "random_init": ["run.max_steps=0"],
 }
 MODES = ["median", "absolute", "adaptive"]
