@@ -9,7 +9,6 @@ device, DDP, AMP, atomic ``last.pt`` and resume, metrics, skipped files), and ev
 
 from __future__ import annotations
 
-
 import csv
 import json
 import time
