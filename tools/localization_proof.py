@@ -12,6 +12,8 @@ Variants (config overrides of the shipped config, whose own values are max_cma's
   max_cma  max, with Cross-Modal Agreement from epoch 10
   max_112  max, on 112x112 crops of frames with short side 128 (3x the pixels; 12 epochs, about the same time)
   max_cma_wide  max_cma with encoders twice as wide (about 4x the parameters; 20 epochs)
+  mean_infonce, max_infonce, max_cma_infonce  mean, max and max_cma with loss.form=infonce
+  random_init   no pretraining (the config's model at its initialization)
 
 Usage:
   python tools/localization_proof.py [--stamps DIR --backgrounds DIR | --synthetic] [--kinds N]

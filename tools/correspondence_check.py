@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Did pretraining learn the audio-video correspondence? For a pretraining checkpoint and labeled train/test
+manifests (the label of a file is the name of its folder, as in the UCF-101 layout), on 3 uniformly spaced
+clips per video averaged:
+
+- v2a_same_class: the fraction of test videos whose most similar test audio (cosine of the embeddings) is of
+  the video's class (chance: about 1 / classes);
+- probe_*: a logistic regression on frozen train features, accuracy on the test videos, for the pooled
+  video features, the video embeddings and the audio embeddings.
+
+With ``--random-init`` the same model at its initialization is measured beside it.
+
+Usage:
+  python tools/correspondence_check.py runs/pretrain/last.pt --train train_manifest.jsonl \
+      --test test_manifest.jsonl [--random-init]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from avssl.config import from_dict  # noqa: E402
+from avssl.data.collection import read_manifest  # noqa: E402
+from avssl.data.datasets import AVClipDataset  # noqa: E402
+from avssl.models.avmodel import AVModel  # noqa: E402
+from avssl.train.checkpoint import load_checkpoint  # noqa: E402
+from avssl.train.evaluate import extract, linear_probe  # noqa: E402
+from avssl.train.pretrain import PretrainConfig, load_pretrained  # noqa: E402
+
+CLIPS = 3
+KEYS = ("video_feat", "video_emb", "audio_emb")
+
+
+def _features(model: AVModel, entries: list[dict], cfg: PretrainConfig) -> dict[str, torch.Tensor]:
+    x = extract(model, AVClipDataset(entries, cfg.data, train=False, clips_per_video=CLIPS))
+    return {k: x[k].view(len(entries), CLIPS, -1).mean(1) for k in KEYS}
+
+
+def check(model: AVModel, cfg: PretrainConfig, train: list[dict], test: list[dict]) -> dict[str, float]:
+    """The figures of the module docstring for one model."""
+    classes = sorted({Path(e["path"]).parent.name for e in train})
+    y_tr, y_te = (torch.tensor([classes.index(Path(e["path"]).parent.name) for e in es]) for es in (train, test))
+    f_tr, f_te = _features(model, train, cfg), _features(model, test, cfg)
+    out = {f"probe_{k}": linear_probe(f_tr[k], y_tr, f_te[k], y_te)["accuracy"] for k in KEYS}
+    sim = F.normalize(f_te["video_emb"], dim=1) @ F.normalize(f_te["audio_emb"], dim=1).T
+    out["v2a_same_class"] = float((y_te[sim.argmax(1)] == y_te).float().mean())
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--train", required=True, help="manifest of the videos the probe is trained on")
+    p.add_argument("--test", required=True, help="manifest of the videos it is tested on")
+    p.add_argument("--random-init", action="store_true", help="also measure the model at its initialization")
+    args = p.parse_args()
+    cfg = from_dict(PretrainConfig, load_checkpoint(args.checkpoint)["config"])
+    cfg.data.num_workers = 0
+    train, test = read_manifest(args.train), read_manifest(args.test)
+    models = {"pretrained": load_pretrained(args.checkpoint)}
+    if args.random_init:
+        torch.manual_seed(cfg.run.seed)
+        models["random_init"] = AVModel(cfg.model).eval()
+    for name, model in models.items():
+        print(json.dumps({"model": name, **{k: round(v, 3) for k, v in check(model, cfg, train, test).items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
