@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Did pretraining learn the audio-video correspondence? For a pretraining checkpoint and labeled train/test
-manifests (the label of a file is the name of its folder, as in the UCF-101 layout), on 3 uniformly spaced
-clips per video averaged:
+manifests (the label of a file is its ``class`` in a ``vggss.json`` beside it, as `avssl data compose` writes,
+else the name of its folder, as in the UCF-101 layout), on 3 uniformly spaced clips per video averaged:
 
 - v2a_same_class: the fraction of test videos whose most similar test audio (cosine of the embeddings) is of
   the video's class (chance: about 1 / classes);
@@ -45,10 +45,24 @@ def _features(model: AVModel, entries: list[dict], cfg: PretrainConfig) -> dict[
     return {k: x[k].view(len(entries), CLIPS, -1).mean(1) for k in KEYS}
 
 
+def labels(entries: list[dict]) -> list[str]:
+    """Each file's class: from a ``vggss.json`` in its folder when there is one, else the folder's name."""
+    tables: dict[Path, dict[str, str]] = {}
+    out = []
+    for e in entries:
+        path = Path(e["path"])
+        if path.parent not in tables:
+            ann = path.parent / "vggss.json"
+            tables[path.parent] = {a["file"]: a["class"] for a in json.loads(ann.read_text())} if ann.exists() else {}
+        out.append(tables[path.parent].get(path.stem, path.parent.name))
+    return out
+
+
 def check(model: AVModel, cfg: PretrainConfig, train: list[dict], test: list[dict]) -> dict[str, float]:
     """The figures of the module docstring for one model."""
-    classes = sorted({Path(e["path"]).parent.name for e in train})
-    y_tr, y_te = (torch.tensor([classes.index(Path(e["path"]).parent.name) for e in es]) for es in (train, test))
+    names_tr, names_te = labels(train), labels(test)
+    classes = sorted(set(names_tr))
+    y_tr, y_te = (torch.tensor([classes.index(n) for n in ns]) for ns in (names_tr, names_te))
     f_tr, f_te = _features(model, train, cfg), _features(model, test, cfg)
     out = {f"probe_{k}": linear_probe(f_tr[k], y_tr, f_te[k], y_te)["accuracy"] for k in KEYS}
     sim = F.normalize(f_te["video_emb"], dim=1) @ F.normalize(f_te["audio_emb"], dim=1).T

@@ -12,18 +12,30 @@ Variants (config overrides of the shipped config, whose own values are max_cma's
   max_cma  max, with Cross-Modal Agreement from epoch 10
   max_112  max, on 112x112 crops of frames with short side 128 (3x the pixels; 12 epochs, about the same time)
   max_cma_wide  max_cma with encoders twice as wide (about 4x the parameters; 20 epochs)
+  max_cma_long  max_cma trained 4x longer (120 epochs)
+  max_cma_b16   max_cma with batches of 16 for 36 epochs (2.4x the steps in about the same time)
   mean_infonce, max_infonce, max_cma_infonce  mean, max and max_cma with loss.form=infonce
   random_init   no pretraining (the config's model at its initialization)
 
+With ``--supervised EPOCHS ...``, the same video encoder is also trained *with* labels (the kind of the
+sounding cut-out, from the training split's vggss.json; `avssl finetune` from random initialization, at the
+localization config's clip size): how well it can learn to tell the kinds apart in that many epochs, an upper
+bound for what the pretraining can learn to recognize. Its top-1 on the test split has a ceiling below 1: a
+still frame does not say which of its two cut-outs is the one that sounds.
+
+With ``--figure PATH``, the first variant's maps of the middle frames of the first test clips are drawn
+under those frames (a contact sheet, JPEG), with each clip's adaptive cIoU printed.
+
 Usage:
   python tools/localization_proof.py [--stamps DIR --backgrounds DIR | --synthetic] [--kinds N]
-                                     [--work-dir DIR] [--json FILE]
+                                     [--supervised EPOCHS ...] [--figure PATH] [--work-dir DIR] [--json FILE]
 Runs that finished (a run folder with summary.json) are reused.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import tempfile
@@ -39,6 +51,8 @@ from avssl.data.compose import ComposeSpec, compose  # noqa: E402
 from avssl.data.formats.localization import read_vggss  # noqa: E402
 from avssl.localize.evaluate import score_samples  # noqa: E402
 from avssl.localize.heatmap import Localizer, MapConfig  # noqa: E402
+from avssl.localize.render import contact_sheet, overlay  # noqa: E402
+from avssl.train.finetune import FinetuneConfig, finetune  # noqa: E402
 from avssl.train.pretrain import PretrainConfig, load_pretrained, pretrain  # noqa: E402
 
 CONFIG = ROOT / "configs" / "pretrain" / "avid_localize_small_cpu.yaml"
@@ -48,6 +62,8 @@ VARIANTS = {
     "max_cma": ["loss.av_pool=max", "loss.kind=cma", "loss.cma_start_epoch=10"],
     "max_112": ["loss.av_pool=max", "loss.kind=avid", "data.clip.size=128", "data.clip.crop=112", "optim.epochs=12"],
     "max_cma_wide": ["model.video.widths=[16,32,64,128]", "model.audio.widths=[16,32,64,128]", "optim.epochs=20"],
+    "max_cma_long": ["optim.epochs=120"],
+    "max_cma_b16": ["optim.batch_size=16", "optim.epochs=36"],
     "mean_infonce": ["loss.av_pool=mean", "loss.kind=avid", "loss.form=infonce"],
     "max_infonce": ["loss.av_pool=max", "loss.kind=avid", "loss.form=infonce"],
     "max_cma_infonce": ["loss.av_pool=max", "loss.kind=cma", "loss.cma_start_epoch=10", "loss.form=infonce"],
@@ -60,6 +76,77 @@ TUX_STAMPS, TUX_BACKGROUNDS = Path("/usr/share/tuxpaint/stamps"), Path("/usr/sha
 def _scores(ckpt: Path, cfg: PretrainConfig, test, maps: MapConfig, csv: Path) -> dict:
     loc = Localizer(load_pretrained(ckpt), cfg.data, maps)
     return score_samples(loc, test, MODES, csv)
+
+
+def _ucf_layout(work: Path) -> tuple[Path, Path]:
+    """The composed splits as a UCF-101 tree of links (class: the sounding cut-out's kind) and its lists."""
+    root, lists = work / "supervised" / "UCF-101", work / "supervised" / "lists"
+    lists.mkdir(parents=True, exist_ok=True)
+    classes: list[str] = []
+    listed: dict[str, list[str]] = {}
+    for group, split in enumerate(("train", "test"), start=1):
+        listed[split] = []
+        for i, e in enumerate(json.loads((work / split / "vggss.json").read_text())):
+            name = "".join(ch for ch in e["class"].split("/")[-1].title() if ch.isalnum())
+            if name not in classes:
+                classes.append(name)
+            rel = f"{name}/v_{name}_g{group:02d}_c{i:03d}.mp4"
+            (root / name).mkdir(parents=True, exist_ok=True)
+            if not (root / rel).exists():
+                (root / rel).symlink_to((work / split / f"{e['file']}.mp4").resolve())
+            listed[split].append(f"{rel} {classes.index(name) + 1}" if split == "train" else rel)
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    for split in listed:
+        (lists / f"{split}list01.txt").write_text("\n".join(listed[split]) + "\n")
+    return root, lists
+
+
+def _supervised(work: Path, epochs: int) -> dict:
+    """Top-1 (and per class) of the localization config's video encoder trained with labels for ``epochs``."""
+    run = work / "supervised" / f"e{epochs}"
+    if not (run / "eval.json").exists():
+        root, lists = _ucf_layout(work)
+        clip = load_config(PretrainConfig, CONFIG).data.clip
+        finetune(load_config(FinetuneConfig, ROOT / "configs/finetune/ucf101_small_cpu.yaml", [
+            f"data.root={root}", f"data.annotations={lists}", f"data.clip.size={clip.size}",
+            f"data.clip.crop={clip.crop}", "data.video_aug.crop_scale=[0.5,1.0]", "data.clips_per_video=1",
+            f"optim.epochs={epochs}", f"optim.lr_milestones=[{round(epochs * 2 / 3)},{round(epochs * 0.87)}]",
+            "run.progress=false"]), run)
+    result = json.loads((run / "eval.json").read_text())
+    with open(run / "per_class_accuracy.csv") as f:
+        per_class = {row["class"]: round(float(row["accuracy"]), 3) for row in csv.DictReader(f)}
+    return {"top1": result["top1"], "chance": result["chance"], "per_class": per_class}
+
+
+def _per_class(csv_path: Path) -> dict[str, dict[str, float]]:
+    """Mean adaptive cIoU of the model and of the centred prior per kind of sounding cut-out."""
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    out: dict[str, dict[str, float]] = {}
+    for kind in sorted({r["class"] for r in rows}):
+        mine = [r for r in rows if r["class"] == kind]
+        out[kind] = {"clips": len(mine), **{k: round(sum(float(r[f"{k}_adaptive"]) for r in mine) / len(mine), 3)
+                                            for k in ("model", "centre")}}
+    return out
+
+
+def _figure(ckpt: Path, cfg: PretrainConfig, test, csv_path: Path, path: Path, clips: int = 6) -> None:
+    """Middle frames of the first ``clips`` test clips above, their maps blended over them below."""
+    import torch
+    from torchvision.io import write_jpeg
+
+    loc = Localizer(load_pretrained(ckpt), cfg.data, MapConfig())
+    with open(csv_path) as f:
+        rows = {row["id"]: row for row in csv.DictReader(f)}  # the scored frame's time and its cIoU
+    picks = [s for s in test.samples if s.id in rows][:clips]
+    frames, overlays = [], []
+    for s in picks:
+        res = loc(s.video, [float(rows[s.id]["time"])])
+        frames.append(res.frames[0])
+        overlays.append(overlay(res.frames[0], res.maps[0]))
+    sheet = contact_sheet(frames, overlays)
+    write_jpeg(torch.from_numpy(sheet).permute(2, 0, 1).contiguous(), str(path), quality=90)
+    print(f"{path}: adaptive cIoU " + ", ".join(f"{float(rows[s.id]['model_adaptive']):.2f}" for s in picks))
 
 
 def main() -> int:
@@ -75,6 +162,9 @@ def main() -> int:
     p.add_argument("--sweep-variant", default="max_cma", help="the variant whose map settings are compared")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128],
                    help="short sides compared (each at last-stage stride 2 and 1, with the default padding)")
+    p.add_argument("--supervised", type=int, nargs="*", default=[], metavar="EPOCHS",
+                   help="also train the video encoder with labels for this many epochs (each value a run)")
+    p.add_argument("--figure", default=None, help="JPEG: the first variant's maps on the first test clips")
     p.add_argument("--work-dir", default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -102,9 +192,22 @@ def main() -> int:
         summary = json.loads((run / "summary.json").read_text())
         wall = (run / "wall_seconds.txt").read_text().strip() if (run / "wall_seconds.txt").exists() else None
         scores = _scores(run / "last.pt", cfg, test, default_maps, run / "per_sample.csv")
-        results["variants"][name] = {"pretrain": summary, "wall_seconds": wall, "scores": scores}
+        per_class = _per_class(run / "per_sample.csv")
+        results["variants"][name] = {"pretrain": summary, "wall_seconds": wall, "scores": scores,
+                                     "per_class_adaptive_ciou": per_class}
         print(f"{name}: " + ", ".join(f"{m} {scores[m]['model']['ciou_at_0.5']:.3f}/{scores[m]['model']['auc']:.3f}"
                                       for m in MODES), flush=True)
+        print("  mean adaptive cIoU per kind (model / centred prior): " + ", ".join(
+            f"{k.split('/')[-1]} {v['model']:.2f}/{v['centre']:.2f}" for k, v in per_class.items()), flush=True)
+    if args.figure and results["variants"]:
+        name = next(iter(results["variants"]))
+        cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={work / 'train.jsonl'}", *VARIANTS[name]])
+        _figure(work / "runs" / name / "last.pt", cfg, test, work / "runs" / name / "per_sample.csv",
+                Path(args.figure))
+    for epochs in args.supervised:
+        r = results.setdefault("supervised", {})[f"{epochs} epochs"] = _supervised(work, epochs)
+        print(f"supervised, {epochs} epochs: top-1 {r['top1']:.3f} (chance {r['chance']:.3f}); per class "
+              + ", ".join(f"{k} {v:.2f}" for k, v in r["per_class"].items()), flush=True)
     if args.sweep_variant in results["variants"]:
         run = work / "runs" / args.sweep_variant
         cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={work / 'train.jsonl'}",
