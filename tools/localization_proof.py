@@ -82,6 +82,10 @@ def _scores(ckpt: Path, cfg: PretrainConfig, test, maps: MapConfig, csv: Path) -
     return score_samples(loc, test, MODES, csv)
 
 
+def _run_dir(work: Path, variant: str, seed: int) -> Path:
+    return work / "runs" / (variant if seed == 0 else f"{variant}_s{seed}")
+
+
 def _ucf_layout(work: Path) -> tuple[Path, Path]:
     """The composed splits as a UCF-101 tree of links (class: the sounding cut-out's kind) and its lists."""
     root, lists = work / "supervised" / "UCF-101", work / "supervised" / "lists"
@@ -169,6 +173,8 @@ def main() -> int:
     p.add_argument("--supervised", type=int, nargs="*", default=[], metavar="EPOCHS",
                    help="also train the video encoder with labels for this many epochs (each value a run)")
     p.add_argument("--figure", default=None, help="JPEG: the first variant's maps on the first test clips")
+    p.add_argument("--pretrain-seed", type=int, default=0,
+                   help="run.seed of the pretraining runs (runs other than seed 0 go to runs/<variant>_s<seed>)")
     p.add_argument("--work-dir", default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -186,9 +192,9 @@ def main() -> int:
                      "test_clips": len(test.samples), "variants": {}, "sweep": {}}
     default_maps = MapConfig()
     for name in args.variants:
-        run = work / "runs" / name
+        run = _run_dir(work, name, args.pretrain_seed)
         cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={work / 'train.jsonl'}", "run.progress=false",
-                                                   *VARIANTS[name]])
+                                                   *VARIANTS[name], f"run.seed={args.pretrain_seed}"])
         if not (run / "summary.json").exists():
             t0 = time.perf_counter()
             pretrain(cfg, run)
@@ -205,15 +211,15 @@ def main() -> int:
             f"{k.split('/')[-1]} {v['model']:.2f}/{v['centre']:.2f}" for k, v in per_class.items()), flush=True)
     if args.figure and results["variants"]:
         name = next(iter(results["variants"]))
+        run = _run_dir(work, name, args.pretrain_seed)
         cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={work / 'train.jsonl'}", *VARIANTS[name]])
-        _figure(work / "runs" / name / "last.pt", cfg, test, work / "runs" / name / "per_sample.csv",
-                Path(args.figure))
+        _figure(run / "last.pt", cfg, test, run / "per_sample.csv", Path(args.figure))
     for epochs in args.supervised:
         r = results.setdefault("supervised", {})[f"{epochs} epochs"] = _supervised(work, epochs)
         print(f"supervised, {epochs} epochs: top-1 {r['top1']:.3f} (chance {r['chance']:.3f}); per class "
               + ", ".join(f"{k} {v:.2f}" for k, v in r["per_class"].items()), flush=True)
     if args.sweep_variant in results["variants"]:
-        run = work / "runs" / args.sweep_variant
+        run = _run_dir(work, args.sweep_variant, args.pretrain_seed)
         cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={work / 'train.jsonl'}",
                                                    *VARIANTS[args.sweep_variant]])
         settings = [(size, stride, default_maps.pad) for size in args.sizes for stride in (2, 1)]
