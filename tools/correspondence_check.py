@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from avssl.config import from_dict  # noqa: E402
 from avssl.data.collection import read_manifest  # noqa: E402
 from avssl.data.datasets import AVClipDataset  # noqa: E402
+from avssl.data.formats.localization import read_vggss  # noqa: E402
 from avssl.models.avmodel import AVModel  # noqa: E402
 from avssl.train.checkpoint import load_checkpoint  # noqa: E402
 from avssl.train.evaluate import extract, linear_probe  # noqa: E402
@@ -53,7 +54,8 @@ def labels(entries: list[dict]) -> list[str]:
         path = Path(e["path"])
         if path.parent not in tables:
             ann = path.parent / "vggss.json"
-            tables[path.parent] = {a["file"]: a["class"] for a in json.loads(ann.read_text())} if ann.exists() else {}
+            tables[path.parent] = ({s.id: s.class_name for s in read_vggss(ann, path.parent).samples}
+                                   if ann.exists() else {})
         out.append(tables[path.parent].get(path.stem, path.parent.name))
     return out
 

@@ -94,14 +94,14 @@ def _ucf_layout(work: Path) -> tuple[Path, Path]:
     listed: dict[str, list[str]] = {}
     for group, split in enumerate(("train", "test"), start=1):
         listed[split] = []
-        for i, e in enumerate(json.loads((work / split / "vggss.json").read_text())):
-            name = "".join(ch for ch in e["class"].split("/")[-1].title() if ch.isalnum())
+        for i, s in enumerate(read_vggss(work / split / "vggss.json", work / split).samples):
+            name = "".join(ch for ch in s.class_name.split("/")[-1].title() if ch.isalnum())
             if name not in classes:
                 classes.append(name)
             rel = f"{name}/v_{name}_g{group:02d}_c{i:03d}.mp4"
             (root / name).mkdir(parents=True, exist_ok=True)
             if not (root / rel).exists():
-                (root / rel).symlink_to((work / split / f"{e['file']}.mp4").resolve())
+                (root / rel).symlink_to(Path(s.video).resolve())
             listed[split].append(f"{rel} {classes.index(name) + 1}" if split == "train" else rel)
     (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
     for split in listed:
@@ -191,10 +191,12 @@ def main() -> int:
     results: dict = {"assets": args.stamps or "synthetic", "kinds": args.kinds, "train_clips": args.train_clips,
                      "test_clips": len(test.samples), "variants": {}, "sweep": {}}
     default_maps = MapConfig()
+    configs: dict[str, PretrainConfig] = {}
     for name in args.variants:
         run = _run_dir(work, name, args.pretrain_seed)
         cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={work / 'train.jsonl'}", "run.progress=false",
                                                    *VARIANTS[name], f"run.seed={args.pretrain_seed}"])
+        configs[name] = cfg
         if not (run / "summary.json").exists():
             t0 = time.perf_counter()
             pretrain(cfg, run)
@@ -212,16 +214,13 @@ def main() -> int:
     if args.figure and results["variants"]:
         name = next(iter(results["variants"]))
         run = _run_dir(work, name, args.pretrain_seed)
-        cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={work / 'train.jsonl'}", *VARIANTS[name]])
-        _figure(run / "last.pt", cfg, test, run / "per_sample.csv", Path(args.figure))
+        _figure(run / "last.pt", configs[name], test, run / "per_sample.csv", Path(args.figure))
     for epochs in args.supervised:
         r = results.setdefault("supervised", {})[f"{epochs} epochs"] = _supervised(work, epochs)
         print(f"supervised, {epochs} epochs: top-1 {r['top1']:.3f} (chance {r['chance']:.3f}); per class "
               + ", ".join(f"{k} {v:.2f}" for k, v in r["per_class"].items()), flush=True)
     if args.sweep_variant in results["variants"]:
-        run = _run_dir(work, args.sweep_variant, args.pretrain_seed)
-        cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={work / 'train.jsonl'}",
-                                                   *VARIANTS[args.sweep_variant]])
+        run, cfg = _run_dir(work, args.sweep_variant, args.pretrain_seed), configs[args.sweep_variant]
         settings = [(size, stride, default_maps.pad) for size in args.sizes for stride in (2, 1)]
         settings.append((None, default_maps.last_stride, 0.0))  # the default without padding
         for size, stride, pad in settings:
