@@ -3,17 +3,29 @@
 Two kinds: a mel spectrogram (our default, librosa-compatible) and the linear-frequency spectrogram of the
 released AVID/CMA code (``kind="linear"``: an STFT of ``n_fft * fft_oversample`` points whose bins past DC
 are averaged in groups of ``fft_oversample``, giving ``n_fft // 2 + 1`` bins; in decibels with ``log="db"``).
+
+Normalization, by name: ``none``; ``per_spectrogram`` (each spectrogram to zero mean and unit variance: it
+erases absolute loudness); ``per_frequency`` (``(x - mean) / (std + 1e-5)`` per bin with fixed statistics,
+as the released models were trained: ``norm_stats`` names the statistics carried with avssl
+(``avid-cma-audioset``) or a ``.npz``/``.json`` file holding ``mean`` and ``std``).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torchaudio
 
-__all__ = ["LogMelSpectrogram", "MelConfig"]
+__all__ = ["BUILTIN_NORM_STATS", "LogMelSpectrogram", "MelConfig", "load_norm_stats"]
+
+_ASSETS = Path(__file__).resolve().parent / "assets"
+# statistics carried with avssl, by name (source and licence inside each file)
+BUILTIN_NORM_STATS = {"avid-cma-audioset": _ASSETS / "avid_cma_spectdb_24k_257_stats.json"}
 
 
 @dataclass
@@ -38,23 +50,67 @@ class MelConfig:
     top_db: float | None = 100.0
     fft_oversample: int = 1  # linear kind: STFT of n_fft * fft_oversample points, bins averaged back (released: 2)
     trim_to_duration: bool = False  # keep samples // hop_length frames (released: 200 for 2 s), not the centred +1
-    normalize: bool = False  # standardize each spectrogram to zero mean, unit variance
+    # none | per_spectrogram (each to zero mean, unit variance) | per_frequency (fixed statistics, norm_stats);
+    # true/false (configs before per_frequency existed) read as per_spectrogram/none
+    normalize: bool | Literal["none", "per_spectrogram", "per_frequency"] = "none"
+    norm_stats: str | None = None  # per_frequency: "avid-cma-audioset" (carried with avssl) or a .npz/.json path
+
+    def __post_init__(self) -> None:
+        if isinstance(self.normalize, bool):
+            self.normalize = "per_spectrogram" if self.normalize else "none"
+        if (self.normalize == "per_frequency") != (self.norm_stats is not None):
+            from ..config import ConfigError
+
+            raise ConfigError("mel.norm_stats is needed by, and only by, mel.normalize: per_frequency "
+                              f"(got normalize={self.normalize!r}, norm_stats={self.norm_stats!r})")
+
+
+def load_norm_stats(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` per frequency bin: a name of :data:`BUILTIN_NORM_STATS`, or a ``.npz`` / ``.json`` file
+    with ``mean`` and ``std`` (e.g. the authors' ``audio-spectDB-24k-513-norm-stats.npz``)."""
+    path = BUILTIN_NORM_STATS.get(name, Path(name))
+    if not path.is_file():
+        raise FileNotFoundError(f"mel.norm_stats: {name!r} is neither {sorted(BUILTIN_NORM_STATS)} nor a file")
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+    else:
+        with np.load(path) as z:
+            data = {"mean": z["mean"], "std": z["std"]}
+    mean, std = (np.asarray(data[k], np.float32).ravel() for k in ("mean", "std"))
+    if mean.shape != std.shape:
+        raise ValueError(f"{path}: mean and std differ in length ({len(mean)}, {len(std)})")
+    return mean, std
 
 
 class LogMelSpectrogram(torch.nn.Module):
-    """``(..., samples)`` float waveform -> ``(..., bins, frames)`` log spectrogram (mel or linear, by config)."""
+    """``(..., samples)`` float waveform -> ``(..., bins, frames)`` log spectrogram (mel or linear, by config).
+
+    Its buffers (window, filter bank, statistics) follow the module to a device but are not part of a state
+    dict: they are functions of the config."""
 
     def __init__(self, cfg: MelConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or MelConfig()
+        self.mel = self._transform(cfg)
+        if cfg.normalize == "per_frequency":
+            mean, std = load_norm_stats(cfg.norm_stats)
+            if len(mean) != self.num_bins:
+                raise ValueError(f"mel.norm_stats {cfg.norm_stats!r} has {len(mean)} bins, the spectrogram {self.num_bins}")
+            self.register_buffer("stats_mean", torch.from_numpy(mean)[:, None])
+            self.register_buffer("stats_scale", torch.from_numpy(std)[:, None] + 1e-5)
+        for module in self.modules():
+            for name, buf in list(module.named_buffers(recurse=False)):
+                module.register_buffer(name, buf, persistent=False)
+
+    @staticmethod
+    def _transform(cfg: MelConfig) -> torch.nn.Module:
         if cfg.kind == "linear":
             n = cfg.n_fft * cfg.fft_oversample
-            self.mel = torchaudio.transforms.Spectrogram(
+            return torchaudio.transforms.Spectrogram(
                 n_fft=n, win_length=cfg.win_length * cfg.fft_oversample if cfg.win_length else n,
                 hop_length=cfg.hop_length, power=cfg.power, center=cfg.center, pad_mode=cfg.pad_mode,
             )
-            return
-        self.mel = torchaudio.transforms.MelSpectrogram(
+        return torchaudio.transforms.MelSpectrogram(
             sample_rate=cfg.sample_rate,
             n_fft=cfg.n_fft,
             win_length=cfg.win_length,
@@ -100,8 +156,10 @@ class LogMelSpectrogram(torch.nn.Module):
                 spec = torch.maximum(spec, peak - cfg.top_db)
         else:
             spec = torch.log(power + cfg.log_offset)
-        if self.cfg.normalize:
+        if cfg.normalize == "per_spectrogram":
             mean = spec.mean(dim=(-2, -1), keepdim=True)
             std = spec.std(dim=(-2, -1), keepdim=True)
             spec = (spec - mean) / (std + 1e-5)
+        elif cfg.normalize == "per_frequency":
+            spec = (spec - self.stats_mean) / self.stats_scale
         return spec

@@ -46,7 +46,7 @@ def test_batch_equals_items_and_frames_per_second():
 
 
 def test_normalize_standardizes():
-    spec = LogMelSpectrogram(MelConfig(normalize=True))(torch.randn(2, 16000))
+    spec = LogMelSpectrogram(MelConfig(normalize="per_spectrogram"))(torch.randn(2, 16000))
     assert spec.mean(dim=(-2, -1)).abs().max() < 1e-3
     assert (spec.std(dim=(-2, -1)) - 1).abs().max() < 1e-2
 
@@ -56,3 +56,44 @@ def test_runs_on_gpu():
     mel = LogMelSpectrogram().cuda()
     x = torch.randn(4, 32000)
     assert torch.allclose(mel(x.cuda()).cpu(), LogMelSpectrogram()(x), atol=1e-3)
+
+
+def test_true_and_false_from_older_configs_read_as_named_normalizations():
+    assert MelConfig(normalize=True).normalize == "per_spectrogram"
+    assert MelConfig(normalize=False).normalize == "none"
+
+
+def test_per_frequency_statistics_keep_loudness_where_per_spectrogram_erases_it():
+    from avssl.data.audio import load_norm_stats
+
+    cfg = MelConfig(sample_rate=24000, kind="linear", n_fft=512, win_length=None, hop_length=240, fft_oversample=2,
+                    log="db", trim_to_duration=True)
+    x = 0.1 * torch.randn(1, 48000)
+    quiet = x * 10 ** (-40 / 20)  # 40 dB quieter
+    plain = LogMelSpectrogram(cfg)(x)
+    per_freq = LogMelSpectrogram(MelConfig(**{**cfg.__dict__, "normalize": "per_frequency",
+                                              "norm_stats": "avid-cma-audioset"}))
+    mean, std = load_norm_stats("avid-cma-audioset")
+    assert len(mean) == len(std) == 257 and (std > 0).all()
+    expected = (plain - torch.from_numpy(mean)[:, None]) / (torch.from_numpy(std)[:, None] + 1e-5)
+    assert torch.allclose(per_freq(x), expected, atol=1e-5)
+    assert (per_freq(x) - per_freq(quiet)).mean() == pytest.approx(40 / std.mean(), rel=0.05)
+    per_spec = LogMelSpectrogram(MelConfig(**{**cfg.__dict__, "normalize": "per_spectrogram"}))
+    assert torch.allclose(per_spec(x), per_spec(quiet), atol=1e-3)  # the 40 dB are gone
+    assert not per_freq.state_dict()  # statistics and window come from the config, not the checkpoint
+
+
+def test_per_frequency_statistics_from_a_file_and_clear_errors(tmp_path):
+    from avssl.config import ConfigError
+
+    np.savez(tmp_path / "stats.npz", mean=np.full(41, 2.0, np.float32), std=np.full(41, 4.0, np.float32))
+    cfg = MelConfig(n_mels=41, normalize="per_frequency", norm_stats=str(tmp_path / "stats.npz"))
+    x = torch.randn(1, 16000)
+    base = LogMelSpectrogram(MelConfig(n_mels=41))(x)
+    assert torch.allclose(LogMelSpectrogram(cfg)(x), (base - 2) / (4 + 1e-5), atol=1e-5)
+    with pytest.raises(ConfigError, match="norm_stats"):
+        MelConfig(normalize="per_frequency")
+    with pytest.raises(FileNotFoundError, match="avid-cma-audioset"):
+        LogMelSpectrogram(MelConfig(normalize="per_frequency", norm_stats=str(tmp_path / "none.npz")))
+    with pytest.raises(ValueError, match="41 bins"):
+        LogMelSpectrogram(MelConfig(n_mels=80, normalize="per_frequency", norm_stats=str(tmp_path / "stats.npz")))
