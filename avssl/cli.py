@@ -298,6 +298,19 @@ def _map_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the checkpoint's config")
 
 
+def _import_avid_cma(args: argparse.Namespace) -> int:
+    """`avssl import avid-cma`: a released checkpoint -> an avssl pretraining checkpoint; one line on error."""
+    from .train.import_released import ImportFailed, import_avid_cma
+
+    try:
+        source = import_avid_cma(args.source, args.output, args.config, args.with_memory, args.method, args.dataset)
+    except ImportFailed as e:
+        print(f"avssl import: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"output": str(args.output), **source}))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -439,6 +452,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--gif", action="store_true", help="also write overlay.gif")
     q.add_argument("--output-dir", required=True)
     q.set_defaults(func=_localize)
+
+    imp = sub.add_parser("import", help="read another implementation's released models into avssl checkpoints")
+    isub = imp.add_subparsers(dest="command", required=True)
+    q = isub.add_parser("avid-cma", help="the AVID / AVID+CMA authors' released .pth.tar -> an avssl pretraining "
+                                         "checkpoint (for localize, finetune, evaluate, run.init_from)")
+    q.add_argument("source", help="e.g. AVID-CMA_Kinetics_InstX-N1024-PosW-N64-Top32_checkpoint.pth.tar")
+    q.add_argument("--output", required=True, help="the avssl checkpoint to write (.pt)")
+    q.add_argument("--config", default=None,
+                   help="pretraining config the checkpoint records (default: the paper config of the method and "
+                        "dataset, e.g. configs/pretrain/avid_cma_r2plus1d18_kinetics.yaml)")
+    q.add_argument("--with-memory", action="store_true",
+                   help="keep the memory bank, NCE estimate and positive sets (for run.init_from; AudioSet: ~1.8 GB)")
+    q.add_argument("--method", choices=["avid", "avid-cma"], default=None, help="default: from the file name")
+    q.add_argument("--dataset", choices=["kinetics", "audioset"], default=None, help="default: from the file name")
+    q.set_defaults(func=_import_avid_cma)
 
     q = sub.add_parser("demo", help="synthesize data, pretrain AVID on the CPU, report what it learned")
     q.add_argument("--output-dir", required=True)

@@ -14,9 +14,11 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-__all__ = ["ConfigError", "apply_overrides", "from_dict", "load_config", "load_yaml", "to_dict"]
+__all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides", "from_dict", "load_config", "load_yaml", "to_dict"]
 
 T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the shipped configs (pretrain/, finetune/)
 
 
 class ConfigError(ValueError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .config import load_config
+from .config import CONFIG_DIR, load_config
 from .data.collection import build_manifest, read_manifest, write_jsonl
 from .data.datasets import AVClipDataset
 from .data.formats.localization import read_vggss
@@ -27,7 +27,7 @@ from .train.pretrain import PretrainConfig, load_pretrained, pretrain
 
 __all__ = ["run_demo"]
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "avid_small_cpu.yaml"
+DEFAULT_CONFIG = CONFIG_DIR / "pretrain" / "avid_small_cpu.yaml"
 
 
 def _scores(model: AVModel, train_ds: AVClipDataset, test_ds: AVClipDataset) -> dict[str, Any]:

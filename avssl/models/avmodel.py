@@ -1,4 +1,5 @@
-"""The audio-visual model: both encoders and their projection heads into one embedding space."""
+"""The audio-visual model: both encoders and their projection heads into one embedding space, and the audio
+front end its audio encoder was trained with (``spectrogram``: waveform -> the input ``embed_audio`` takes)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
+from ..data.audio import LogMelSpectrogram, MelConfig
 from .audio import AudioEncoderConfig, Conv2DAudio
 from .heads import ProjectionHead
 from .video import R2Plus1D, VideoEncoderConfig
@@ -33,13 +35,32 @@ def count_parameters(module: nn.Module) -> int:
 
 
 class AVModel(nn.Module):
-    def __init__(self, cfg: ModelConfig | None = None) -> None:
+    """``audio_frontend``: the spectrogram the audio encoder was trained on (a checkpoint's ``data.mel``);
+    it holds no weights, and :meth:`spectrogram` needs it."""
+
+    def __init__(self, cfg: ModelConfig | None = None, audio_frontend: MelConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
         self.video = R2Plus1D(cfg.video)
         self.audio = Conv2DAudio(cfg.audio)
         self.video_head = ProjectionHead(self.video.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)
         self.audio_head = ProjectionHead(self.audio.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)
+        self.frontend = LogMelSpectrogram(audio_frontend) if audio_frontend is not None else None
+
+    @property
+    def sample_rate(self) -> int | None:
+        """The audio rate :meth:`spectrogram` expects (None without a front end)."""
+        return self.frontend.cfg.sample_rate if self.frontend is not None else None
+
+    def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, samples)`` float mono audio at :attr:`sample_rate` -> ``(B, 1, F, T)``, exactly the input
+        :meth:`embed_audio` takes: the model's own front end (kind, rate, window, hop, dB, normalization)."""
+        if self.frontend is None:
+            raise RuntimeError("this AVModel has no audio front end: build it with audio_frontend=cfg.data.mel "
+                               "(avssl.load_pretrained does)")
+        if waveform.dim() != 2:
+            raise ValueError(f"waveform must be (B, samples), got {tuple(waveform.shape)}")
+        return self.frontend(waveform).unsqueeze(1)
 
     def embed_video(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` -> unit-norm ``(B, D)``."""

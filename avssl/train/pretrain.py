@@ -36,7 +36,7 @@ from .engine import (
     train_batches,
 )
 
-__all__ = ["OptimConfig", "PretrainConfig", "RunConfig", "load_pretrained", "lr_at", "pretrain"]
+__all__ = ["OptimConfig", "PretrainConfig", "RunConfig", "load_pretrained", "lr_at", "pretrain", "pretrained_model"]
 
 
 @dataclass
@@ -86,7 +86,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
 
     # Model, loss (with its memory bank), optimizer
     torch.manual_seed(run.seed)
-    model = AVModel(cfg.model).to(device)
+    model = AVModel(cfg.model, cfg.data.mel).to(device)
     num_videos = len(dataset.entries)  # one memory slot per video, whatever the clips per video
     loss_fn = build_loss(num_videos, cfg.model.embed_dim, cfg.loss, seed=run.seed).to(device)
     if device.type == "cuda" and run.channels_last:
@@ -103,13 +103,14 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
         init = load_checkpoint(run.init_from)
         model.load_state_dict(init["model"])
         # the memory bank and the NCE partition estimates (as the released CMA restores them from AVID)
-        memory = {k: v for k, v in init["loss"].items() if k.startswith("memory.") or k == "log_z"}
-        if memory["memory.video"].shape != loss_fn.memory.video.shape:
+        memory = {k: v for k, v in init.get("loss", {}).items() if k.startswith("memory.") or k == "log_z"}
+        if memory and memory["memory.video"].shape != loss_fn.memory.video.shape:
             raise ValueError(f"{run.init_from}: its memory bank has {memory['memory.video'].shape[0]} slots, "
                              f"this collection {num_videos} videos")
         loss_fn.load_state_dict(memory, strict=False)
         if dist.is_main():
-            print(f"initialized model and memory bank from {run.init_from}", flush=True)
+            what = "model and memory bank" if memory else "model (the checkpoint holds no memory bank)"
+            print(f"initialized {what} from {run.init_from}", flush=True)
     if last.exists():
         ck = load_checkpoint(last)
         model.load_state_dict(ck["model"])
@@ -210,9 +211,19 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> AVModel:
-    """The model of a pretraining checkpoint (``last.pt`` or ``epoch_N.pt``), in eval mode."""
+    """The model of a pretraining checkpoint (``last.pt``, ``epoch_N.pt``, or one written by ``avssl import``),
+    in eval mode, with its audio front end (:meth:`AVModel.spectrogram`)."""
+    return pretrained_model(path, device)[0]
+
+
+def pretrained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[AVModel, PretrainConfig]:
+    """(model in eval mode, its config) of a pretraining checkpoint: the one place a checkpoint becomes a model."""
     ck = load_checkpoint(path)
+    if "config" not in ck or "model" not in ck:
+        raise ValueError(f"{path}: not an avssl checkpoint (no config and model)")
+    if "finetune" in ck["config"]:
+        raise ValueError(f"{path}: a fine-tuning checkpoint; this takes pretraining (or imported) checkpoints")
     cfg = from_dict(PretrainConfig, ck["config"])
-    model = AVModel(cfg.model)
+    model = AVModel(cfg.model, cfg.data.mel)
     model.load_state_dict(ck["model"])
-    return model.to(device).eval()
+    return model.to(device).eval(), cfg
