@@ -50,6 +50,10 @@ class LossConfig:
     # set, averaged over the set, with cma_negatives of them in the within-modal term
     cma_form: Literal["set", "nce"] = "set"
     cma_negatives: int | None = None  # within-modal negatives for cma_form nce (released: 64); None: num_negatives
+    # NCE partition estimate Z, fixed once estimated: "per_term" (ours: one per term, from its first batch's
+    # positive and negative scores) or "shared" (released: the mean exp(negative score) of the first term's first
+    # batch, used by every term, and restored with the memory when a run starts from another, e.g. CMA from AVID)
+    nce_partition: Literal["per_term", "shared"] = "per_term"
 
 
 def nce_loss(pos: torch.Tensor, neg: torch.Tensor, log_z: torch.Tensor, size: int) -> torch.Tensor:
@@ -119,11 +123,16 @@ class AVIDLoss(nn.Module):
         pos, neg = contrast(emb, bank, index, neg_index, self.cfg.temperature)
         if self.cfg.form == "infonce":
             return infonce_loss(pos, neg)
+        shared = self.cfg.nce_partition == "shared"
+        slot = 0 if shared else slot
         if torch.isnan(self.log_z[slot]):
             with torch.no_grad():  # Z ~ N * E[exp(s)], estimated once (Wu et al., 2018)
-                est = torch.logsumexp(torch.cat([pos.reshape(len(pos), -1), neg], 1).float().flatten(), 0)
-                est = est - math.log(pos.numel() + neg.numel()) + math.log(self.memory.size)
-                self.log_z[slot] = all_reduce_mean(est)
+                if shared:  # released: the mean over processes of each batch's mean exp(negative score)
+                    self.log_z[slot] = all_reduce_mean(neg.float().exp().mean()).log() + math.log(self.memory.size)
+                else:
+                    scores = torch.cat([pos.reshape(len(pos), -1), neg], 1).float().flatten()
+                    est = torch.logsumexp(scores, 0) - math.log(scores.numel()) + math.log(self.memory.size)
+                    self.log_z[slot] = all_reduce_mean(est)
         return nce_loss(pos.float(), neg.float(), self.log_z[slot], self.memory.size)
 
     def forward(

@@ -248,3 +248,39 @@ def test_mil_loss_trains_only_the_locations_that_answer_the_audio(kind):
     loss.backward()
     touched = (dense.grad.abs().sum(1) > 0).flatten(1).sum(1)
     assert (touched >= 1).all() and (touched < 9).all()  # max-pooling: not every location gets a gradient
+
+
+def test_shared_partition_is_the_released_one_and_serves_every_term():
+    # Released (criterions/nce.py): one Z, the mean exp(negative score) of the first term's first batch, used by
+    # every term afterwards: P(data) = exp(s) / (exp(s) + K Z).
+    torch.manual_seed(0)
+    n, d, k = 30, 8, 6
+    cfg = LossConfig(form="nce", num_negatives=k, xmodal=1, wmodal=1, nce_partition="shared")
+    loss_fn = AVIDLoss(n, d, cfg)
+    v, a, index = _unit(4, d), _unit(4, d), torch.tensor([0, 5, 9, 17])
+    g = torch.Generator().manual_seed(1)
+    _, terms = loss_fn(v, a, index, g)
+    neg = sample_negatives(index, n, k, torch.Generator().manual_seed(1))
+    z = float((torch.einsum("bd,bkd->bk", v, loss_fn.memory.audio[neg]) / cfg.temperature).exp().mean())
+    assert float(loss_fn.log_z[0]) == pytest.approx(math.log(z) + math.log(n), rel=1e-5)
+    assert torch.isnan(loss_fn.log_z[1:]).all()  # the other slots are never estimated
+    for name, (emb, bank) in {"v2a": (v, loss_fn.memory.audio), "a2a": (a, loss_fn.memory.audio)}.items():
+        pos = (emb * bank[index]).sum(1) / cfg.temperature
+        negl = torch.einsum("bd,bkd->bk", emb, bank[neg]) / cfg.temperature
+        released = -(torch.log(pos.exp() / (pos.exp() + k * z))
+                     + torch.log(k * z / (negl.exp() + k * z)).sum(1)).mean()
+        assert terms[name] == pytest.approx(float(released), rel=1e-5)
+
+
+def test_cma_with_a_shared_partition_keeps_the_restored_estimate():
+    # CMA started from AVID: the within-modal positive-set terms use AVID's Z, never a fresh estimate.
+    torch.manual_seed(0)
+    n, d = 50, 8
+    cfg = LossConfig(kind="cma", form="nce", num_negatives=16, cma_form="nce", cma_negatives=8, cma_topk=4,
+                     nce_partition="shared")
+    loss_fn = CMALoss(n, d, cfg)
+    loss_fn.log_z[0] = 7.25  # as restored from the AVID checkpoint
+    loss_fn.update_positives()
+    _, terms = loss_fn(_unit(4, d), _unit(4, d), torch.tensor([1, 2, 3, 4]), torch.Generator().manual_seed(0))
+    assert {"v2v_cma", "a2a_cma"} <= set(terms)
+    assert float(loss_fn.log_z[0]) == 7.25 and torch.isnan(loss_fn.log_z[1:]).all()
