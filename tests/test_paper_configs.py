@@ -69,3 +69,16 @@ def test_several_clips_per_video_share_one_memory_slot(synth_dir, tmp_path):
     items = [ds[i] for i in (1, n + 1, 2 * n + 1)]
     assert {it["index"] for it in items} == {1}  # the same video, so the same memory slot
     assert len({round(it["start"], 6) for it in items}) == 3  # three different clips of it
+
+
+@pytest.mark.parametrize("path", sorted(PAPER))
+def test_paper_models_start_from_pytorchs_default_initialization(path):
+    # Released: no custom init. PyTorch's default for a convolution has std 1/sqrt(3 fan_in); avssl's own
+    # (kaiming, fan_out) would give sqrt(2 / fan_out): 0.0275 vs 0.0146 for the 3x7x7 stem.
+    cfg = load_config(PretrainConfig, path)
+    assert cfg.model.video.init == cfg.model.audio.init == "default"
+    torch.manual_seed(0)
+    stem = AVModel(cfg.model).video.stem[0].weight
+    assert float(stem.std()) == pytest.approx((3 * 3 * 7 * 7 * 3) ** -0.5, rel=0.05)
+    assert cfg.data.mel.normalize == "per_frequency" and cfg.data.mel.norm_stats == "avid-cma-audioset"
+    assert cfg.loss.nce_partition == "shared"

@@ -7,6 +7,7 @@ input_bn=False``; the defaults here (a batch norm on the input, strides (1, 2, 2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ class AudioEncoderConfig:
     stem_channels: int = 32
     strides: tuple[int, int, int, int] = (1, 2, 2, 2)  # of each stage's first convolution
     input_bn: bool = True  # batch norm on the input spectrogram (ours; the released model has none)
+    init: Literal["kaiming", "default"] = "kaiming"  # default: PyTorch's own initialization (the released models)
 
 
 def _conv_bn(cin: int, cout: int, k: int, s: int) -> list[nn.Module]:
@@ -42,7 +44,7 @@ class Conv2DAudio(nn.Module):
             cin = w
         self.net = nn.Sequential(*([nn.BatchNorm2d(1)] if cfg.input_bn else []), *layers)
         self.out_dim = cin
-        for m in self.modules():
+        for m in self.modules() if cfg.init == "kaiming" else ():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 

@@ -27,6 +27,7 @@ class VideoEncoderConfig:
     block: Literal["tran", "avid"] = "tran"
     stem_pool: bool = False  # 1x3x3 max-pool of stride (1, 2, 2) after the stem (released AVID model)
     pool: Literal["mean", "max"] = "mean"  # global pooling of the last feature map
+    init: Literal["kaiming", "default"] = "kaiming"  # default: PyTorch's own initialization (the released models)
 
 
 class SpatioTemporalConv(nn.Sequential):
@@ -114,7 +115,7 @@ class R2Plus1D(nn.Module):
         self._last_strided = [n for n, m in self.stages[-1][0].named_modules()
                               if isinstance(m, nn.Conv3d) and m.stride[1] > 1]  # for set_last_stride
         self.out_dim = cin
-        for m in self.modules():
+        for m in self.modules() if cfg.init == "kaiming" else ():
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm3d):
