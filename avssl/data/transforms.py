@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -14,8 +15,15 @@ __all__ = ["AudioAugConfig", "AudioTransform", "VideoAugConfig", "VideoTransform
 
 @dataclass
 class VideoAugConfig:
+    # training geometry: "resized_crop" (a random area and aspect of the frame, resized to the crop) or
+    # "resize_crop" (the frame resized to `resize`, then a random crop: the released Kinetics linear evaluation)
+    geometry: Literal["resized_crop", "resize_crop"] = "resized_crop"
     crop_scale: tuple[float, float] = (0.08, 1.0)  # random resized crop: area fraction
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    # before a crop of fixed size (resize_crop training, evaluation): the frame's short side is resized to this
+    # (None: the crop size), or with keep_aspect false both sides (the released Kinetics linear evaluation)
+    resize: int | None = None
+    keep_aspect: bool = True
     flip: float = 0.5  # probability of a horizontal flip
     jitter_prob: float = 0.8  # probability of applying colour jitter
     brightness: float = 0.4
@@ -85,23 +93,33 @@ class VideoTransform:
         h, w = x.shape[-2:]
         cfg, g = self.cfg, generator
         params = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0, -1.0, -1.0, -1.0, -1.0])
-        if self.train:
+        if self.train and cfg.geometry == "resized_crop":
             i, j, ch, cw = _crop_params(h, w, cfg.crop_scale, cfg.crop_ratio, g)
             x = TF.resized_crop(x, i, j, ch, cw, [self.crop, self.crop], antialias=True)
-            if float(torch.rand((), generator=g)) < cfg.flip:
-                x = TF.horizontal_flip(x)
-            if float(torch.rand((), generator=g)) < cfg.jitter_prob:
-                params = self._jitter_params(g)
         else:
-            if min(h, w) != self.crop:
-                x = TF.resize(x, self.crop, antialias=True)
+            x = self._resize(x)
             h, w = x.shape[-2:]
-            crops = [TF.crop(x, round(p * (h - self.crop)) if h > self.crop else 0,
-                             round(p * (w - self.crop)) if w > self.crop else 0, self.crop, self.crop)
-                     for p in self.positions]
-            crops = [c.permute(1, 0, 2, 3) for c in crops]
-            return (crops[0] if len(crops) == 1 else torch.stack(crops)).contiguous(), params
+            if not self.train:
+                crops = [TF.crop(x, round(p * (h - self.crop)) if h > self.crop else 0,
+                                 round(p * (w - self.crop)) if w > self.crop else 0, self.crop, self.crop)
+                         for p in self.positions]
+                crops = [c.permute(1, 0, 2, 3) for c in crops]
+                return (crops[0] if len(crops) == 1 else torch.stack(crops)).contiguous(), params
+            i = int(torch.randint(0, max(h - self.crop, 0) + 1, (), generator=g))
+            j = int(torch.randint(0, max(w - self.crop, 0) + 1, (), generator=g))
+            x = TF.crop(x, i, j, self.crop, self.crop)
+        if float(torch.rand((), generator=g)) < cfg.flip:
+            x = TF.horizontal_flip(x)
+        if float(torch.rand((), generator=g)) < cfg.jitter_prob:
+            params = self._jitter_params(g)
         return x.permute(1, 0, 2, 3).contiguous(), params
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Before a fixed-size crop: the short side to ``resize`` (or the crop size), or both sides."""
+        size = self.cfg.resize or self.crop
+        if not self.cfg.keep_aspect:
+            return x if tuple(x.shape[-2:]) == (size, size) else TF.resize(x, [size, size], antialias=True)
+        return x if min(x.shape[-2:]) == size else TF.resize(x, size, antialias=True)
 
     def _jitter_params(self, g: torch.Generator | None) -> torch.Tensor:
         """[applied, brightness, contrast, saturation, hue, order of the ops (ids, -1 = unused)]."""

@@ -109,3 +109,32 @@ def test_three_evaluation_crops_come_from_one_resize():
         assert torch.equal(three[k], one)
     left, right = three[1], three[2]  # resized to 40x67: the left and right crops are its two ends
     assert not torch.equal(left, right)
+
+
+def test_eval_resize_keeps_the_aspect_then_takes_the_centre():
+    # UCF-101/HMDB-51 as released: short side to 256, then the centre 224 (no second resize to 224)
+    v = _video(h=240, w=320)
+    tf = VideoTransform(crop=224, train=False, cfg=VideoAugConfig(resize=256))
+    x, _ = tf.geometry(v)
+    ref = TF.resize(v.permute(0, 3, 1, 2), 256, antialias=True)  # (T, C, 256, 341)
+    assert ref.shape[-2:] == (256, 341)
+    assert torch.equal(x, TF.center_crop(ref, [224, 224]).permute(1, 0, 2, 3))
+
+
+def test_resize_then_random_crop_on_a_wide_frame():
+    # The released Kinetics linear evaluation: every frame to 256x256 (aspect not kept), a random 224 crop, flip,
+    # colour jitter; at test time the centre 224 of the same resize. Works on any aspect (here 2.35:1).
+    v = _video(h=102, w=240)
+    cfg = VideoAugConfig(geometry="resize_crop", resize=64, keep_aspect=False, flip=0.0, jitter_prob=1.0)
+    square = TF.resize(v.permute(0, 3, 1, 2), [64, 64], antialias=True)
+    corners = set()
+    for seed in range(8):
+        x, params = VideoTransform(crop=48, train=True, cfg=cfg).geometry(v, torch.Generator().manual_seed(seed))
+        assert x.shape == (3, 8, 48, 48) and params[0] == 1.0  # jitter drawn
+        found = [(i, j) for i in range(17) for j in range(17)
+                 if torch.equal(x, square[..., i:i + 48, j:j + 48].permute(1, 0, 2, 3))]
+        assert len(found) >= 1
+        corners.add(found[0])
+    assert len(corners) > 4  # the crop moves
+    x, _ = VideoTransform(crop=48, train=False, cfg=cfg).geometry(v)
+    assert torch.equal(x, square[..., 8:56, 8:56].permute(1, 0, 2, 3))
