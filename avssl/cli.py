@@ -169,7 +169,7 @@ def _evaluate_action(args: argparse.Namespace) -> int:
         if test_classes != classes:
             raise SystemExit(f"avssl evaluate action: {ckpt}: the test split's classes differ from the checkpoint's")
         r = evaluate_action(model, entries, cfg.data, classes, args.clips or cfg.data.test_clips, device, fold_out,
-                            crops=args.crops)
+                            crops=args.crops, clip_clips=cfg.data.clip_test_clips)
         results.append({"checkpoint": str(ckpt), "split": cfg.data.split, **r, "data": report})
     if args.folds:
         splits = [r["split"] for r in results]

@@ -53,7 +53,8 @@ class DataConfig:
 
 class AVClipDataset(Dataset):
     """Clips of the videos of a manifest: one random clip per video (``train``), or
-    ``clips_per_video`` uniformly spaced clips per video (evaluation; item = video * n + clip).
+    ``clips_per_video`` uniformly spaced clips per video (evaluation; item = video * n + clip; with
+    ``random_times``, clips at random times instead, still with the evaluation transform).
 
     Training draws ``cfg.clips_per_video`` random clips per video per epoch (item = clip * videos + video);
     every item of a video carries the same ``index``, so a memory bank keeps one slot per video."""
@@ -67,6 +68,7 @@ class AVClipDataset(Dataset):
         seed: int | None = None,
         defer: bool = False,
         crop_positions: tuple[float, ...] = (0.5,),
+        random_times: bool = False,
     ) -> None:
         self.entries = read_manifest(manifest) if not isinstance(manifest, list) else manifest
         if not self.entries:
@@ -88,6 +90,7 @@ class AVClipDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.defer = defer
+        self.random_times = random_times
 
     def set_epoch(self, epoch: int) -> None:
         """With a ``seed``, an item's random choices depend only on (seed, epoch, index)."""
@@ -103,7 +106,7 @@ class AVClipDataset(Dataset):
 
     def _spec(self, video: int, clip: int, g: torch.Generator | None) -> ClipSpec:
         duration = float(self.entries[video]["duration"])
-        if self.train:
+        if self.train or self.random_times:
             return self.random_sampler(duration, g)
         return self.uniform_sampler(duration)[clip]
 

@@ -61,7 +61,8 @@ class LabeledDataConfig:
     video_aug: VideoAugConfig = field(default_factory=VideoAugConfig)
     clips_per_video: int = 5  # training clips per video per epoch
     test_clips: int = 10  # uniformly spaced clips per test video, softmax averaged
-    test_size: int | None = None  # short side test clips are decoded at before the centre crop; None: clip.size
+    test_size: int | None = None  # test: short side decoded at and resized to before the centre crop; None: crop
+    clip_test_clips: int = 25  # clip-level accuracy: random-time clips per test video (released: 25); 0: none
     num_workers: int = 2
     on_error: Literal["skip", "raise"] = "skip"
     preprocess: Literal["auto", "worker", "device"] = "auto"
@@ -80,8 +81,13 @@ class FinetuneSection:
     # stage on its max-pooled map (the released Kinetics linear protocol), each reported
     mode: Literal["full", "linear", "stages"] = "full"
     stage_grids: list[int] = field(default_factory=lambda: [12, 8, 6, 4])  # stages: max-pool grid over space
+    # linear, stages: the frozen encoder's batch norm while the classifier trains: "eval" (running statistics) or
+    # "train" (batch statistics, running ones updated: the released linear evaluation's model.train(True))
+    encoder_bn: Literal["eval", "train"] = "eval"
     dropout: float = 0.5  # on the pooled feature
-    classifier_warmup_epochs: float = 0.0  # full mode: train the classifier alone first
+    # full mode: train the classifier alone first, with its own optimizer at the base lr (released: 5 epochs);
+    # the main optimizer starts fresh after it
+    classifier_warmup_epochs: float = 0.0
 
 
 @dataclass
@@ -96,8 +102,10 @@ class FinetuneConfig:
 def _data_config(d: LabeledDataConfig, train: bool) -> DataConfig:
     """The clip pipeline of AVClipDataset, video only (a file without audio is normal here); test clips are
     decoded at ``test_size`` when it is set."""
-    clip = d.clip if train or d.test_size is None else replace(d.clip, size=d.test_size)
-    return DataConfig(clip=clip, video_aug=d.video_aug, missing_audio="silence", on_error=d.on_error,
+    clip, aug = d.clip, d.video_aug
+    if not train and d.test_size is not None:
+        clip, aug = replace(clip, size=d.test_size), replace(aug, resize=d.test_size)
+    return DataConfig(clip=clip, video_aug=aug, missing_audio="silence", on_error=d.on_error,
                       clips_per_video=d.clips_per_video if train else 1, num_workers=d.num_workers,
                       preprocess=d.preprocess)
 
@@ -133,13 +141,15 @@ def labeled_entries(d: LabeledDataConfig, subset: str, work_dir: Path, progress:
 
 class VideoClassifier(nn.Module):
     """A video encoder, dropout and a linear classifier on its pooled feature. With ``frozen`` the encoder
-    is not trained and its batch norm stays in eval mode, and the classifier is batch-normalized (a linear
-    probe on standardized features, as the released linear evaluations do)."""
+    is not trained (its batch norm in eval mode, unless ``encoder_bn`` is "train"), and the classifier is
+    batch-normalized (a linear probe on standardized features, as the released linear evaluations do)."""
 
-    def __init__(self, encoder: R2Plus1D, num_classes: int, dropout: float = 0.5, frozen: bool = False) -> None:
+    def __init__(self, encoder: R2Plus1D, num_classes: int, dropout: float = 0.5, frozen: bool = False,
+                 encoder_bn: str = "eval") -> None:
         super().__init__()
         self.encoder = encoder
         self.frozen = frozen
+        self.encoder_bn = encoder_bn
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(encoder.out_dim, num_classes)
         self.norm = nn.BatchNorm1d(encoder.out_dim, affine=False) if frozen else nn.Identity()
@@ -148,7 +158,7 @@ class VideoClassifier(nn.Module):
 
     def train(self, mode: bool = True) -> VideoClassifier:
         super().train(mode)
-        if self.frozen:
+        if self.frozen and self.encoder_bn == "eval":
             self.encoder.eval()
         return self
 
@@ -165,9 +175,10 @@ class StageProbe(nn.Module):
     """Frozen encoder; for each stage, max-pooling to ``grid x grid`` over space (and all of time), batch
     norm and a linear classifier. Returns one logit tensor per stage."""
 
-    def __init__(self, encoder: R2Plus1D, num_classes: int, grids: list[int]) -> None:
+    def __init__(self, encoder: R2Plus1D, num_classes: int, grids: list[int], encoder_bn: str = "eval") -> None:
         super().__init__()
         self.encoder = encoder.requires_grad_(False)
+        self.encoder_bn = encoder_bn
         widths = list(encoder.cfg.widths)
         if len(grids) != len(widths):
             raise ValueError(f"finetune.stage_grids needs {len(widths)} values, got {grids}")
@@ -178,7 +189,8 @@ class StageProbe(nn.Module):
 
     def train(self, mode: bool = True) -> StageProbe:
         super().train(mode)
-        self.encoder.eval()
+        if self.encoder_bn == "eval":
+            self.encoder.eval()
         return self
 
     def forward(self, video: torch.Tensor) -> list[torch.Tensor]:
@@ -192,9 +204,10 @@ class StageProbe(nn.Module):
 
 
 def _make_model(cfg: FinetuneConfig, encoder: R2Plus1D, num_classes: int) -> nn.Module:
-    if cfg.finetune.mode == "stages":
-        return StageProbe(encoder, num_classes, cfg.finetune.stage_grids)
-    return VideoClassifier(encoder, num_classes, cfg.finetune.dropout, cfg.finetune.mode == "linear")
+    f = cfg.finetune
+    if f.mode == "stages":
+        return StageProbe(encoder, num_classes, f.stage_grids, f.encoder_bn)
+    return VideoClassifier(encoder, num_classes, f.dropout, f.mode == "linear", f.encoder_bn)
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[VideoClassifier, FinetuneConfig,
@@ -263,6 +276,9 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
     if cfg.finetune.mode == "full":
         groups.insert(0, {"params": list(model.encoder.parameters()), "name": "encoder"})
     optimizer = make_optimizer(groups, opt_cfg)
+    # the classifier's warm-up: its own optimizer at the base lr; the main one starts fresh after it (released)
+    warmup_steps = round(cfg.finetune.classifier_warmup_epochs * steps_per_epoch) if cfg.finetune.mode == "full" else 0
+    warmup_opt = make_optimizer(list(head.parameters()), opt_cfg) if warmup_steps else None
     scaler = rt.grad_scaler()
 
     step, skipped_total = 0, 0
@@ -271,6 +287,8 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
         ck = load_checkpoint(last)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
+        if warmup_opt is not None:
+            warmup_opt.load_state_dict(ck["warmup_optimizer"])
         scaler.load_state_dict(ck["scaler"])
         step, skipped_total = int(ck["step"]), int(ck["skipped_total"])
         torch.set_rng_state(ck["rng_torch"])
@@ -285,7 +303,8 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
         return {"config": to_dict(cfg), "video_config": to_dict(video_cfg), "classes": classes,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "step": step, "epoch": step // steps_per_epoch, "skipped_total": skipped_total,
-                "rng_torch": torch.get_rng_state()}
+                "rng_torch": torch.get_rng_state(),
+                **({"warmup_optimizer": warmup_opt.state_dict()} if warmup_opt is not None else {})}
 
     ckpt = Checkpointer(out, state, run.keep, step)
     log = RunLog(out, run.tensorboard, "finetune")
@@ -299,10 +318,11 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
     model.train()
     for epoch, batch in train_batches(dataset, run, opt_cfg.batch_size, dcfg.num_workers, rt, step, steps_per_epoch,
                                       total_steps):
-        lr = lr_at(opt_cfg, step, steps_per_epoch)
-        warm = step < cfg.finetune.classifier_warmup_epochs * steps_per_epoch
-        for group in optimizer.param_groups:
-            group["lr"] = 0.0 if (warm and group["name"] == "encoder") else lr
+        warm = step < warmup_steps
+        lr = opt_cfg.lr if warm else lr_at(opt_cfg, step, steps_per_epoch)
+        opt = warmup_opt if warm else optimizer
+        for group in opt.param_groups:
+            group["lr"] = lr
         if preprocess is not None:
             video, _ = preprocess(batch, device)
         else:
@@ -315,7 +335,7 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
         heads = outputs if isinstance(outputs, list) else [outputs]
         loss = sum(F.cross_entropy(o.float(), label) for o in heads)  # stages: one classifier per stage
         logits = heads[-1]
-        optimizer_step(loss, optimizer, scaler)
+        optimizer_step(loss, opt, scaler)
         step += 1
         clips_done += len(label) * world
         last_loss = float(loss.detach())
@@ -337,7 +357,8 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
     test_entries, test_classes, test_report = labeled_entries(cfg.data, "test", out, run.progress)
     if test_classes != classes:
         raise ValueError("the test split's classes differ from the training split's")
-    result = evaluate_action(model, test_entries, cfg.data, classes, cfg.data.test_clips, device, out)
+    result = evaluate_action(model, test_entries, cfg.data, classes, cfg.data.test_clips, device, out,
+                             clip_clips=cfg.data.clip_test_clips)
     result["data"] = {"train": report, "test": test_report}
     summary = {"steps": step, "final_loss": last_loss, "skipped_files": skipped_total, "output_dir": str(out),
                "top1": result.get("top1"), "clip_top1": result.get("clip_top1")}
@@ -348,14 +369,37 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
+def _clip_probs(model: nn.Module, entries: list[dict[str, Any]], dcfg: DataConfig, clips: int,
+                positions: tuple[float, ...], random_times: bool, device: torch.device, batch_size: int
+                ) -> list[torch.Tensor]:
+    """Per classifier head: softmax ``(videos, clips, crops, classes)`` of ``clips`` clips per video (uniformly
+    spaced, or at seeded random times), each at the crop ``positions`` of one decode."""
+    ds = AVClipDataset(entries, dcfg, train=False, clips_per_video=clips, crop_positions=positions,
+                       random_times=random_times, seed=0 if random_times else None)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=dcfg.num_workers, collate_fn=av_collate)
+    per_head: list[list[torch.Tensor]] = []
+    for batch in loader:
+        if batch["failures"]:
+            raise RuntimeError(f"test clips failed to decode: {batch['failures'][:3]}")
+        video = batch["video"].to(device)  # (B, C, T, H, W), or (B, crops, C, T, H, W): one decode per clip
+        outputs = model(video.flatten(0, 1) if len(positions) > 1 else video)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        per_head = per_head or [[] for _ in outputs]
+        for h, o in enumerate(outputs):
+            per_head[h].append(F.softmax(o.float(), dim=1).cpu().view(len(batch["label"]), len(positions), -1))
+    return [torch.cat(p).view(len(entries), clips, len(positions), -1) for p in per_head]
+
+
+@torch.no_grad()
 def evaluate_action(model: nn.Module, entries: list[dict[str, Any]], data: LabeledDataConfig,
                     classes: list[str], clips: int, device: torch.device, out: Path | None = None,
-                    batch_size: int = 16, crops: int = 1) -> dict[str, Any]:
+                    batch_size: int = 16, crops: int = 1, clip_clips: int = 0) -> dict[str, Any]:
     """Video-level top-1/top-5 with softmax averaged over ``clips`` uniformly spaced clips per video (and
-    ``crops`` 3: left, centre and right crops of each), and clip-level top-1 (centre crops). Under DDP each
-    process takes every world-th video (none counted twice) and rank 0 gathers the results; with ``out``
-    it writes the per-class CSV and the confusion-matrix PNG there. A model with one classifier per stage
-    (:class:`StageProbe`) is scored per stage, the last stage's figures at the top level."""
+    ``crops`` 3: left, centre and right crops of each), and clip-level top-1/top-5 of ``clip_clips`` clips per
+    video at random times, centre crop (the released Clip@1; with 0, of the uniform clips' centre crops). Under
+    DDP each process takes every world-th video (none counted twice) and rank 0 gathers the results; with
+    ``out`` it writes the per-class CSV and the confusion-matrix PNG there. A model with one classifier per
+    stage (:class:`StageProbe`) is scored per stage, the last stage's figures at the top level."""
     if crops not in (1, 3):
         raise ValueError(f"crops must be 1 or 3, got {crops}")
     model.eval()
@@ -365,35 +409,30 @@ def evaluate_action(model: nn.Module, entries: list[dict[str, Any]], data: Label
     probs: list[list] = []  # per head: per video class probabilities
     labels, clip_hits = [], []
     if mine:
-        positions = (0.5,) if crops == 1 else (0.5, 0.0, 1.0)  # centre first: clip-level scores use it
-        ds = AVClipDataset(mine, dcfg, train=False, clips_per_video=clips, crop_positions=positions)
-        loader = DataLoader(ds, batch_size=batch_size, num_workers=dcfg.num_workers, collate_fn=av_collate)
-        clip_probs: list[list[torch.Tensor]] = []  # per head: (clips of the batch, crops, classes)
-        for batch in loader:
-            if batch["failures"]:
-                raise RuntimeError(f"test clips failed to decode: {batch['failures'][:3]}")
-            video = batch["video"].to(device)  # (B, C, T, H, W), or (B, crops, C, T, H, W): one decode per clip
-            outputs = model(video.flatten(0, 1) if crops > 1 else video)
-            outputs = outputs if isinstance(outputs, list) else [outputs]
-            if not clip_probs:
-                clip_probs, clip_hits = [[] for _ in outputs], [0] * len(outputs)
-            for h, o in enumerate(outputs):
-                p = F.softmax(o.float(), dim=1).cpu().view(len(batch["label"]), crops, -1)
-                clip_hits[h] += int((p[:, 0].argmax(1) == batch["label"]).sum())
-                clip_probs[h].append(p)
-        # a video's probabilities: the mean over its clips and crops
-        probs = [torch.cat(c).view(len(mine), clips * crops, -1).mean(1).tolist() for c in clip_probs]
+        positions = (0.5,) if crops == 1 else (0.5, 0.0, 1.0)  # centre first: clip-level scores may use it
+        video_probs = _clip_probs(model, mine, dcfg, clips, positions, False, device, batch_size)
+        probs = [p.flatten(1, 2).mean(1).tolist() for p in video_probs]  # the mean over clips and crops
+        clip_level = (_clip_probs(model, mine, dcfg, clip_clips, (0.5,), True, device, batch_size) if clip_clips
+                      else [p[:, :, :1] for p in video_probs])
         labels = [int(e["label"]) for e in mine]
+        truth = torch.tensor(labels)[:, None, None]
+        k = min(5, len(classes))
+        clip_hits = [[int((p.argmax(-1) == truth).sum()), int((p.topk(k, -1).indices == truth[..., None]).any(-1).sum())]
+                     for p in clip_level]
     gathered = dist.gather_lists([(probs, labels, clip_hits)])
     gathered = [g for g in gathered if g[1]]  # processes with no video hold nothing
     all_labels = torch.tensor([lbl for g in gathered for lbl in g[1]])
     n_heads = len(gathered[0][0])
+    per_clip = clip_clips or clips
     heads = []
     for h in range(n_heads):
         all_probs = torch.tensor([p for g in gathered for p in g[0][h]])
-        heads.append(_action_scores(all_probs, all_labels, sum(g[2][h] for g in gathered), clips, len(classes)))
+        hits = [sum(g[2][h][j] for g in gathered) for j in (0, 1)]
+        heads.append(_action_scores(all_probs, all_labels, hits, per_clip, len(classes)))
     confusion = heads[-1].pop("confusion")
-    result = {"num_videos": len(all_labels), "clips_per_video": clips, "crops": crops, **heads[-1]}
+    result = {"num_videos": len(all_labels), "clips_per_video": clips, "crops": crops,
+              "clip_level": {"clips_per_video": per_clip, "times": "random" if clip_clips else "uniform",
+                             "crop": "centre"}, **heads[-1]}
     if n_heads > 1:
         names = [f"stage{i + 1}" for i in range(n_heads)]
         result["stages"] = {nm: {k: v for k, v in hd.items() if k != "confusion"} for nm, hd in zip(names, heads)}
@@ -410,14 +449,16 @@ def evaluate_action(model: nn.Module, entries: list[dict[str, Any]], data: Label
     return result
 
 
-def _action_scores(probs: torch.Tensor, labels: torch.Tensor, clip_hits: int, clips: int, k: int) -> dict[str, Any]:
+def _action_scores(probs: torch.Tensor, labels: torch.Tensor, clip_hits: list[int], clips: int, k: int
+                   ) -> dict[str, Any]:
     n = len(labels)
     top5 = probs.topk(min(5, k), dim=1).indices
     pred = top5[:, 0]
     confusion = torch.zeros(k, k, dtype=torch.long)
     confusion.index_put_((labels, pred), torch.ones(n, dtype=torch.long), accumulate=True)
     return {"top1": float((pred == labels).float().mean()),
-            "top5": float((top5 == labels[:, None]).any(1).float().mean()), "clip_top1": clip_hits / (n * clips),
+            "top5": float((top5 == labels[:, None]).any(1).float().mean()),
+            "clip_top1": clip_hits[0] / (n * clips), "clip_top5": clip_hits[1] / (n * clips),
             "chance": float(torch.bincount(labels, minlength=k).max()) / n, "num_classes": k, "confusion": confusion}
 
 

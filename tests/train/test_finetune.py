@@ -50,7 +50,7 @@ def ucf(tmp_path_factory) -> Path:
 def _cfg(ucf: Path, *extra: str) -> FinetuneConfig:
     return load_config(FinetuneConfig, FT_SMALL, [
         f"data.root={ucf / 'UCF-101'}", f"data.annotations={ucf / 'ucfTrainTestlist'}", "data.num_workers=0",
-        "data.clips_per_video=2", "data.test_clips=3", "optim.batch_size=4", "optim.epochs=2", "run.progress=false",
+        "data.clips_per_video=2", "data.test_clips=3", "data.clip_test_clips=3", "optim.batch_size=4", "optim.epochs=2", "run.progress=false",
         "run.log_every=1", "run.device=cpu", *extra])
 
 
@@ -92,18 +92,21 @@ def test_linear_mode_keeps_the_pretrained_encoder_and_evaluate_action_reproduces
     assert printed["top1"] == pytest.approx(json.loads((out / "eval.json").read_text())["top1"])
 
 
-@pytest.mark.parametrize("name, fmt, clips, epochs, milestones, jitter", [
-    ("ucf101_r2plus1d18_full.yaml", "ucf101", 5, 21, [11, 15, 19], 0.4),
-    ("hmdb51_r2plus1d18_full.yaml", "hmdb51", 10, 15, [8, 11, 13], 1.0),
+@pytest.mark.parametrize("name, fmt, frames, batch, clips, epochs, milestones, jitter", [
+    ("ucf101_r2plus1d18_full.yaml", "ucf101", 32, 32, 5, 21, [11, 15, 19], 0.4),
+    ("hmdb51_r2plus1d18_full.yaml", "hmdb51", 32, 32, 10, 15, [8, 11, 13], 1.0),
+    ("ucf101_r2plus1d18_8f_full.yaml", "ucf101", 8, 64, 10, 21, [11, 15, 19], 0.4),  # released 8at16
+    ("hmdb51_r2plus1d18_8f_full.yaml", "hmdb51", 8, 64, 25, 15, [8, 11, 13], 1.0),
 ])
-def test_benchmark_configs_carry_the_released_values(name, fmt, clips, epochs, milestones, jitter):
+def test_benchmark_configs_carry_the_released_values(name, fmt, frames, batch, clips, epochs, milestones, jitter):
     cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / name)
     d, o = cfg.data, cfg.optim
     assert (d.format, d.clip.video_duration * d.clip.fps, d.clip.crop, d.clips_per_video, d.test_clips) == (
-        fmt, 32, 224, clips, 10)
+        fmt, frames, 224, clips, 10)
+    assert d.clip_test_clips == 25  # Clip@1 as released: 25 clips at random times
     assert (d.video_aug.crop_scale, d.video_aug.brightness, d.video_aug.hue) == ((0.08, 1.0), jitter, 0.2)
     assert (o.name, o.lr, o.weight_decay, o.batch_size * 8, o.epochs, o.lr_milestones, o.lr_gamma) == (
-        "adam", 1e-4, 0.0, 32, epochs, milestones, 0.3)
+        "adam", 1e-4, 0.0, batch, epochs, milestones, 0.3)
     assert (cfg.finetune.mode, cfg.finetune.dropout, cfg.finetune.classifier_warmup_epochs) == ("full", 0.5, 5)
     # released test transform: resize the short side to 224 / 0.875 = 256, centre crop 224; training crops
     # come from the native frames
@@ -140,9 +143,72 @@ def test_per_stage_linear_probes(ucf, tmp_path):
     cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / "kinetics400_r2plus1d18_linear.yaml")
     assert (cfg.finetune.mode, cfg.finetune.stage_grids, cfg.optim.lr, cfg.optim.epochs, cfg.optim.lr_milestones,
             cfg.optim.batch_size * 8, cfg.data.test_clips) == ("stages", [12, 8, 6, 4], 1e-4, 12, [6, 9], 128, 10)
+    # released transforms: 256x256 (aspect not kept), random crop 224, flip, jitter (0.4, 0.4, 0.4, 0.2); test
+    # the centre 224 of the same resize; the encoder's batch norm in training mode while the probes train
+    a = cfg.data.video_aug
+    assert (a.geometry, a.resize, a.keep_aspect, a.flip, a.jitter_prob) == ("resize_crop", 256, False, 0.5, 1.0)
+    assert (a.brightness, a.contrast, a.saturation, a.hue, cfg.finetune.encoder_bn) == (0.4, 0.4, 0.4, 0.2, "train")
+    assert _data_config(cfg.data, train=False).video_aug.resize == 256
     from avssl.models.video import R2Plus1D, VideoEncoderConfig
     from avssl.train.finetune import StageProbe
 
     probe = StageProbe(R2Plus1D(VideoEncoderConfig(block="avid", stem_pool=True, pool="max")), 400, [12, 8, 6, 4])
     dims = [head[1].in_features for head in probe.heads]
     assert dims == [9216, 8192, 9216, 8192]  # the released feature sizes
+
+
+def test_test_clips_are_resized_to_test_size_then_centre_cropped(ucf):
+    # released UCF-101/HMDB-51 test transform on non-square (4:3) frames: short side 256, centre 224
+    cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / "ucf101_r2plus1d18_full.yaml")
+    d = _data_config(cfg.data, train=False)
+    assert (d.clip.size, d.video_aug.resize, d.clip.crop) == (256, 256, 224)
+    from avssl.data.transforms import VideoTransform
+
+    frames = torch.randint(0, 256, (2, 256, 341, 3), dtype=torch.uint8)  # decoded at short side 256
+    x, _ = VideoTransform(224, False, d.video_aug).geometry(frames)
+    assert torch.equal(x, frames[:, 16:240, 58:282].permute(3, 0, 1, 2))
+
+
+def test_classifier_warmup_has_its_own_optimizer_and_the_main_one_starts_fresh(ucf, tmp_path):
+    from avssl.train.finetune import build_classifier
+
+    cfg = _cfg(ucf, "run.max_steps=1", "finetune.classifier_warmup_epochs=1")
+    torch.manual_seed(cfg.run.seed)
+    initial = build_classifier(cfg, 6)[0].state_dict()
+    out = tmp_path / "wu"
+    assert finetune(cfg, out)["steps"] == 1
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["optimizer"]["state"] == {}  # the main Adam has not stepped
+    assert len(ck["warmup_optimizer"]["state"]) == 2  # the classifier's weight and bias
+    weights = [k for k in initial if k.startswith("encoder.") and "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(ck["model"][k], initial[k]) for k in weights)  # the encoder waits
+    assert not torch.equal(ck["model"]["fc.weight"], initial["fc.weight"])
+    done = finetune(_cfg(ucf, "finetune.classifier_warmup_epochs=1"), out)  # resumes, then the main optimizer
+    ck = load_checkpoint(out / "last.pt")
+    assert done["steps"] > 1 and len(ck["optimizer"]["state"]) == len(weights) + 2
+
+
+def test_linear_probe_batch_norm_mode(ucf, tmp_path):
+    # encoder_bn: train (the released linear evaluation) lets the frozen encoder's batch-norm statistics follow
+    # the data while the probe trains; eval keeps them
+    stats = {}
+    for mode in ("eval", "train"):
+        finetune(_cfg(ucf, "finetune.mode=linear", f"finetune.encoder_bn={mode}", "run.max_steps=2"), tmp_path / mode)
+        stats[mode] = load_checkpoint(tmp_path / mode / "last.pt")["model"]["encoder.stem.1.running_mean"]
+    assert torch.equal(stats["eval"], torch.zeros_like(stats["eval"]))
+    assert not torch.equal(stats["train"], torch.zeros_like(stats["train"]))
+
+
+def test_clip_level_accuracy_uses_random_times(ucf, tmp_path):
+    out = tmp_path / "clip"
+    finetune(_cfg(ucf, "run.max_steps=1", "data.clip_test_clips=7"), out)
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["clip_level"] == {"clips_per_video": 7, "times": "random", "crop": "centre"}
+    assert 0 <= ev["clip_top1"] <= ev["clip_top5"] <= 1
+    from avssl.data.datasets import AVClipDataset
+
+    entries = [json.loads(line) for line in (out / "test_manifest.jsonl").read_text().splitlines()]
+    d = _data_config(_cfg(ucf).data, train=False)
+    ds = AVClipDataset(entries[:1], d, train=False, clips_per_video=7, random_times=True, seed=0)
+    starts = [ds[i]["start"] for i in range(7)]
+    assert len(set(starts)) == 7 and starts == [ds[i]["start"] for i in range(7)]  # random, and repeatable
