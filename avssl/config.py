@@ -14,7 +14,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-__all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides", "from_dict", "load_config", "load_yaml", "to_dict"]
+__all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides", "check_overrides", "from_dict", "load_config", "load_yaml",
+           "to_dict"]
 
 T = TypeVar("T")
 
@@ -37,14 +38,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(arg, value, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -89,8 +89,34 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")
 
 
+def _apply_renames(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Keys a schema renamed or moved (``__renamed__ = {"old.dotted": "new.dotted"}`` on the dataclass), still
+    read from older configs and checkpoints; the old and the new key at once is an error."""
+    renamed = getattr(cls, "__renamed__", {})
+    if not renamed:
+        return data
+    data = _merge({}, data)
+    for old, new in renamed.items():
+        *old_path, old_key = old.split(".")
+        node = data
+        for part in old_path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or old_key not in node:
+            continue
+        value = node.pop(old_key)
+        *new_path, new_key = new.split(".")
+        target = data
+        for part in new_path:
+            target = target.setdefault(part, {})
+        if target.get(new_key) not in (None, value):
+            raise ConfigError(f"'{prefix}{old}' is the old name of '{prefix}{new}': give one of them")
+        target[new_key] = value
+    return data
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise :class:`ConfigError`."""
+    data = _apply_renames(cls, data, prefix)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
@@ -172,6 +198,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = nxt
         node[parts[-1]] = value
     return data
+
+
+def check_overrides(overrides: list[str], allowed: tuple[str, ...], command: str) -> None:
+    """A command that takes its model from a checkpoint acts on some keys only (e.g. ``data.``): any other
+    ``--set`` key is a :class:`ConfigError` naming it, instead of being silently ignored."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not any(key == a.rstrip(".") or key.startswith(a) for a in allowed):
+            raise ConfigError(f"{command}: --set {key} has no effect here (the model comes from the checkpoint); "
+                              f"keys that act: {', '.join(a + '*' if a.endswith('.') else a for a in allowed)}")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:

@@ -22,8 +22,10 @@ from .localize.evaluate import score_samples
 from .localize.heatmap import Localizer, MapConfig
 from .localize.render import write_index, write_video_outputs
 from .models.avmodel import AVModel
-from .train.evaluate import extract, linear_probe, retrieval_recall
-from .train.pretrain import PretrainConfig, load_pretrained, pretrain
+from .evaluation.features import extract, linear_probe
+from .evaluation.retrieval import rank_metrics
+from .train.configs import PretrainConfig
+from .train.pretrain import load_pretrained, pretrain
 
 __all__ = ["run_demo"]
 
@@ -32,13 +34,14 @@ DEFAULT_CONFIG = CONFIG_DIR / "pretrain" / "avid_small_cpu.yaml"
 
 def _scores(model: AVModel, train_ds: AVClipDataset, test_ds: AVClipDataset) -> dict[str, Any]:
     tr, te = extract(model, train_ds), extract(model, test_ds)
-    v2a = retrieval_recall(te["video_emb"], te["audio_emb"])
-    a2v = retrieval_recall(te["audio_emb"], te["video_emb"])
+    v2a, a2v = ({k: m[k] for k in ("R@1", "R@5")} for m in (rank_metrics(te["video_emb"], te["audio_emb"], (1, 5)),
+                                                            rank_metrics(te["audio_emb"], te["video_emb"], (1, 5))))
     probe = linear_probe(tr["video_feat"], tr["label"], te["video_feat"], te["label"])
     return {"video_to_audio": v2a, "audio_to_video": a2v, "linear_probe": probe}
 
 
-def _localization(out: Path, rows: list[dict[str, Any]], cfg: PretrainConfig, pages: int = 4) -> dict[str, Any]:
+def _localization(out: Path, rows: list[dict[str, Any]], model: AVModel, cfg: PretrainConfig, pages: int = 4
+                  ) -> dict[str, Any]:
     """Score the pretrained model's maps on the held-out clips (the sounding object's box on the middle frame,
     from the synthetic ground truth) beside the centre prior, and render a few of them."""
     loc_dir = out / "localize"
@@ -52,7 +55,7 @@ def _localization(out: Path, rows: list[dict[str, Any]], cfg: PretrainConfig, pa
                                                                                             y1 / h]]})
     (loc_dir / "heldout_vggss.json").write_text(json.dumps(boxes, indent=1))
     data = read_vggss(loc_dir / "heldout_vggss.json", Path(rows[0]["path"]).parent)
-    localizer = Localizer(load_pretrained(out / "run" / "last.pt"), cfg.data, MapConfig())
+    localizer = Localizer(model, cfg.data, MapConfig())
     scores = score_samples(localizer, data, ["median", "adaptive"], loc_dir / "per_sample.csv")
     shown = {}
     for r in rows[:pages]:
@@ -96,13 +99,15 @@ def run_demo(output_dir: str | Path, num_clips: int = 240, held_out: int = 48, s
     train_ds = AVClipDataset(train_rows, cfg.data, train=False)
     test_ds = AVClipDataset(test_rows, cfg.data, train=False)
     torch.manual_seed(seed)  # the same initialization pretraining started from
+    random_init = AVModel(cfg.model)
+    pretrained = load_pretrained(out / "run" / "last.pt")
     results = {
         "train_clips": len(train_rows),
         "heldout_clips": len(test_rows),
-        "random_init": _scores(AVModel(cfg.model), train_ds, test_ds),
-        "pretrained": _scores(load_pretrained(out / "run" / "last.pt"), train_ds, test_ds),
+        "random_init": _scores(random_init, train_ds, test_ds),
+        "pretrained": _scores(pretrained, train_ds, test_ds),
         "pretrain": summary,
-        "localization": _localization(out, test_rows, cfg),
+        "localization": _localization(out, test_rows, pretrained, cfg),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "demo_results.json").write_text(json.dumps(results, indent=1))

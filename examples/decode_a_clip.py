@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from avssl.data.audio import LogMelSpectrogram, MelConfig
+from avssl.data.audio import Spectrogram, SpectrogramConfig
 from avssl.data.decode import decode_clip, probe
 from avssl.data.synthetic import synthesize
 
@@ -31,5 +31,5 @@ print("waveform", clip.waveform.shape, "starting at", round(clip.audio_start, 4)
 print("notes:", clip.notes or "none")
 
 # 3. Log-mel spectrogram: 100 frames per second, 80 mel bands.
-spec = LogMelSpectrogram(MelConfig(sample_rate=16000))(torch.from_numpy(clip.waveform))
+spec = Spectrogram(SpectrogramConfig(sample_rate=16000))(torch.from_numpy(clip.waveform))
 print("log-mel", tuple(spec.shape))

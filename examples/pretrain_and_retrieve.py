@@ -11,7 +11,8 @@ from avssl.config import load_config
 from avssl.data.collection import build_manifest
 from avssl.data.datasets import AVClipDataset
 from avssl.data.synthetic import SynthSpec, synthesize
-from avssl.train.evaluate import extract, retrieval_recall
+from avssl.evaluation.features import extract
+from avssl.evaluation.retrieval import rank_metrics
 from avssl.train.pretrain import PretrainConfig, load_pretrained, pretrain
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp())
@@ -32,5 +33,5 @@ print(summary)
 # 3. Embed the centre clip of every video and retrieve each video's own sound among all sounds.
 model = load_pretrained(out / "run" / "last.pt")
 feats = extract(model, AVClipDataset(out / "manifest.jsonl", cfg.data, train=False))
-print("video -> audio", retrieval_recall(feats["video_emb"], feats["audio_emb"]))
-print("audio -> video", retrieval_recall(feats["audio_emb"], feats["video_emb"]))
+print("video -> audio", rank_metrics(feats["video_emb"], feats["audio_emb"]))
+print("audio -> video", rank_metrics(feats["audio_emb"], feats["video_emb"]))

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avssl.data.synthetic import SynthSpec, synthesize, write_av
+from avssl.data.synthetic import SynthSpec, synthesize
+from avssl.data.encode import write_av
 
 EVENT_TIME = 2.0  # the flash and the click of `event_video`
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avssl.config import load_config
-from avssl.data.audio import LogMelSpectrogram
+from avssl.data.audio import Spectrogram
 from avssl.data.datasets import AVClipDataset
 from avssl.losses.cma import CMALoss, build_loss
 from avssl.models.avmodel import AVModel, count_parameters
@@ -33,8 +33,8 @@ def test_paper_config_defines_the_released_protocol(path):
     assert (aug.brightness, aug.contrast, aug.saturation, aug.hue) == (0.4, 0.4, 0.4, 0.2)
     assert aug.mean == (0.485, 0.456, 0.406) and aug.std == (0.229, 0.224, 0.225)
     # log linear-frequency spectrogram, 257 bins x 200 frames for 2 s at 24 kHz
-    spec = LogMelSpectrogram(d.mel)(torch.randn(1, 48000))
-    assert spec.shape == (1, 257, 200) and d.mel.kind == "linear"
+    spec = Spectrogram(d.spectrogram)(torch.randn(1, 48000))
+    assert spec.shape == (1, 257, 200) and d.spectrogram.kind == "linear"
     # model: R(2+1)D-18 and Conv2D depth 10 as released, heads 512-512-128
     model = AVModel(cfg.model)
     assert (count_parameters(model.video), count_parameters(model.audio)) == (15_379_136, 4_725_696)
@@ -80,5 +80,5 @@ def test_paper_models_start_from_pytorchs_default_initialization(path):
     torch.manual_seed(0)
     stem = AVModel(cfg.model).video.stem[0].weight
     assert float(stem.detach().std()) == pytest.approx((3 * 3 * 7 * 7 * 3) ** -0.5, rel=0.05)
-    assert cfg.data.mel.normalize == "per_frequency" and cfg.data.mel.norm_stats == "avid-cma-audioset"
+    assert cfg.data.spectrogram.normalize == "per_frequency" and cfg.data.spectrogram.norm_stats == "avid-cma-audioset"
     assert cfg.loss.nce_partition == "shared"

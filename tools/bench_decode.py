@@ -22,17 +22,15 @@ import random
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import av
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avssl.data.audio import LogMelSpectrogram  # noqa: E402
-from avssl.data.decode import decode_clip, probe  # noqa: E402
-from avssl.data.synthetic import write_av  # noqa: E402
+from avssl.data.audio import Spectrogram
+from avssl.data.decode import decode_clip, probe
+from avssl.data.encode import write_av
 
 VIDEO_DUR, FPS, SIZE, AUDIO_DUR, SR = 0.5, 16.0, 112, 2.0, 16000
 
@@ -79,7 +77,7 @@ def floor(path: str, start: float, threads: int) -> None:
                 break
 
 
-def ours(path: str, start: float, threads: int, mel: LogMelSpectrogram) -> None:
+def ours(path: str, start: float, threads: int, mel: Spectrogram) -> None:
     clip = decode_clip(path, start, VIDEO_DUR, FPS, SIZE, AUDIO_DUR, SR, threads=threads)
     h, w = clip.frames.shape[1:3]
     i, j = (h - SIZE) // 2, (w - SIZE) // 2
@@ -107,7 +105,7 @@ def bench(path: str, clips: int, threads: int, skip_tv: bool) -> dict[str, float
     rng = random.Random(0)
     lo, hi = AUDIO_DUR / 2, info.duration - AUDIO_DUR / 2 - VIDEO_DUR
     starts = [rng.uniform(lo, hi) for _ in range(clips)]
-    mel = LogMelSpectrogram()
+    mel = Spectrogram()
     methods = {"floor": lambda s: floor(path, s, threads), "avssl": lambda s: ours(path, s, threads, mel)}
     if not skip_tv:
         methods["torchvision"] = lambda s: tv(path, s)

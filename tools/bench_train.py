@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from avssl.config import load_config  # noqa: E402
-from avssl.data.audio import LogMelSpectrogram  # noqa: E402
+from avssl.data.audio import Spectrogram  # noqa: E402
 from avssl.data.collection import build_manifest, read_manifest, write_jsonl  # noqa: E402
 from avssl.data.reencode import ReencodeConfig, reencode_many  # noqa: E402
 from avssl.data.synthetic import SynthSpec, synthesize  # noqa: E402
@@ -50,10 +50,10 @@ from avssl.train.pretrain import PretrainConfig, pretrain  # noqa: E402
 def _inputs(cfg: PretrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     c, b = cfg.data.clip, cfg.optim.batch_size
     t = max(1, round(c.video_duration * c.fps))
-    n_frames = LogMelSpectrogram(cfg.data.mel).num_frames(round(c.audio_duration * c.sample_rate))
+    n_frames = Spectrogram(cfg.data.spectrogram).num_frames(round(c.audio_duration * c.sample_rate))
     g = torch.Generator().manual_seed(0)
     video = torch.randn(b, 3, t, c.crop, c.crop, generator=g).to(device)
-    audio = torch.randn(b, 1, LogMelSpectrogram(cfg.data.mel).num_bins, n_frames, generator=g).to(device)
+    audio = torch.randn(b, 1, Spectrogram(cfg.data.spectrogram).num_bins, n_frames, generator=g).to(device)
     return video, audio
 
 

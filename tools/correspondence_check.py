@@ -25,17 +25,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from avssl.config import from_dict  # noqa: E402
-from avssl.data.collection import read_manifest  # noqa: E402
-from avssl.data.datasets import AVClipDataset  # noqa: E402
-from avssl.data.formats.localization import read_vggss  # noqa: E402
-from avssl.models.avmodel import AVModel  # noqa: E402
-from avssl.train.checkpoint import load_checkpoint  # noqa: E402
-from avssl.train.evaluate import extract, linear_probe  # noqa: E402
-from avssl.train.pretrain import PretrainConfig, load_pretrained  # noqa: E402
+from avssl.config import from_dict
+from avssl.data.collection import read_manifest
+from avssl.data.datasets import AVClipDataset
+from avssl.data.formats.localization import read_vggss
+from avssl.models.avmodel import AVModel
+from avssl.train.checkpoint import load_checkpoint
+from avssl.evaluation.features import extract, linear_probe
+from avssl.train.configs import PretrainConfig
+from avssl.train.pretrain import load_pretrained
 
 CLIPS = 3
 KEYS = ("video_feat", "video_emb", "audio_emb")

@@ -23,14 +23,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from avssl.config import load_config  # noqa: E402
-from avssl.data.collection import build_manifest  # noqa: E402
-from avssl.data.synthetic_actions import synthesize_actions  # noqa: E402
-from avssl.train.finetune import FinetuneConfig, finetune  # noqa: E402
-from avssl.train.pretrain import PretrainConfig, pretrain  # noqa: E402
+from avssl.config import CONFIG_DIR, load_config
+from avssl.data.collection import build_manifest
+from avssl.data.synthetic.actions import synthesize_actions
+from avssl.train.finetune import FinetuneConfig, finetune
+from avssl.train.configs import PretrainConfig
+from avssl.train.pretrain import pretrain
 
 
 def main() -> int:
@@ -57,7 +56,7 @@ def main() -> int:
     for seed in args.seeds:
         ckpt = work / f"pretrain_{args.pretrain_form}_e{args.pretrain_epochs}_s{seed}" / "last.pt"
         if not ckpt.exists():
-            pretrain(load_config(PretrainConfig, ROOT / "configs/pretrain/avid_small_cpu.yaml", [
+            pretrain(load_config(PretrainConfig, CONFIG_DIR / "pretrain/avid_small_cpu.yaml", [
                 *common, f"data.manifest={work / 'train_manifest.jsonl'}", "data.clips_per_video=4",
                 "data.video_aug.flip=0.0",  # a mirrored clip would swap SlideLeft and SlideRight
                 f"optim.epochs={args.pretrain_epochs}", f"run.seed={seed}", "loss.num_negatives=32",
@@ -73,7 +72,7 @@ def main() -> int:
                         f"finetune.mode={mode}", f"model.checkpoint={ckpt if init == 'pretrained' else ''}"]
                 if mode == "linear":
                     over += ["optim.lr=0.01", "finetune.classifier_warmup_epochs=0"]
-                finetune(load_config(FinetuneConfig, ROOT / "configs/finetune/ucf101_small_cpu.yaml", over), run)
+                finetune(load_config(FinetuneConfig, CONFIG_DIR / "finetune/ucf101_small_cpu.yaml", over), run)
                 top1 = json.loads((run / "eval.json").read_text())["top1"]
                 results.setdefault(f"{mode} {init}", []).append(top1)
                 print(f"seed {seed}: {mode:6s} from {init:10s} top-1 {top1:.3f}", flush=True)

@@ -43,20 +43,19 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from avssl.config import load_config  # noqa: E402
-from avssl.data.collection import build_manifest  # noqa: E402
-from avssl.data.compose import ComposeSpec, compose  # noqa: E402
-from avssl.data.formats.localization import read_vggss  # noqa: E402
-from avssl.localize.evaluate import score_samples  # noqa: E402
-from avssl.localize.heatmap import Localizer, MapConfig  # noqa: E402
-from avssl.localize.render import contact_sheet, overlay  # noqa: E402
-from avssl.train.finetune import FinetuneConfig, finetune  # noqa: E402
-from avssl.train.pretrain import PretrainConfig, load_pretrained, pretrain  # noqa: E402
+from avssl.config import CONFIG_DIR, load_config
+from avssl.data.collection import build_manifest
+from avssl.data.synthetic.compose import ComposeSpec, compose
+from avssl.data.formats.localization import read_vggss
+from avssl.localize.evaluate import score_samples
+from avssl.localize.heatmap import Localizer, MapConfig
+from avssl.localize.render import contact_sheet, overlay
+from avssl.train.finetune import FinetuneConfig, finetune
+from avssl.train.configs import PretrainConfig
+from avssl.train.pretrain import load_pretrained, pretrain
 
-CONFIG = ROOT / "configs" / "pretrain" / "avid_localize_small_cpu.yaml"
+CONFIG = CONFIG_DIR / "pretrain" / "avid_localize_small_cpu.yaml"
 B32 = ["optim.batch_size=32", "optim.epochs=30"]  # the schedule the earlier variants were measured with
 VARIANTS = {
     "mean": [*B32, "loss.av_pool=mean", "loss.kind=avid"],
@@ -115,7 +114,7 @@ def _supervised(work: Path, epochs: int) -> dict:
     if not (run / "eval.json").exists():
         root, lists = _ucf_layout(work)
         clip = load_config(PretrainConfig, CONFIG).data.clip
-        finetune(load_config(FinetuneConfig, ROOT / "configs/finetune/ucf101_small_cpu.yaml", [
+        finetune(load_config(FinetuneConfig, CONFIG_DIR / "finetune/ucf101_small_cpu.yaml", [
             f"data.root={root}", f"data.annotations={lists}", f"data.clip.size={clip.size}",
             f"data.clip.crop={clip.crop}", "data.video_aug.crop_scale=[0.5,1.0]", "data.clips_per_video=1",
             f"optim.epochs={epochs}", f"optim.lr_milestones=[{round(epochs * 2 / 3)},{round(epochs * 0.87)}]",

@@ -10,7 +10,7 @@ solves the affine map per bin by least squares, then writes the statistics as JS
 
 This is how ``avssl/data/assets/avid_cma_spectdb_24k_257_stats.json`` was made (the published ``.npz`` could not
 be downloaded where avssl is developed); a user with the published file can pass it instead with
-``data.mel.norm_stats=PATH.npz``.
+``data.spectrogram.norm_stats=PATH.npz``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torchaudio
 
-__all__ = ["BUILTIN_NORM_STATS", "LogMelSpectrogram", "MelConfig", "load_norm_stats"]
+__all__ = ["BUILTIN_NORM_STATS", "Spectrogram", "SpectrogramConfig", "load_norm_stats"]
 
 _ASSETS = Path(__file__).resolve().parent / "assets"
 # statistics carried with avssl, by name (source and licence inside each file)
@@ -29,7 +29,7 @@ BUILTIN_NORM_STATS = {"avid-cma-audioset": _ASSETS / "avid_cma_spectdb_24k_257_s
 
 
 @dataclass
-class MelConfig:
+class SpectrogramConfig:
     """Spectrogram parameters. Defaults: 16 kHz, 100 frames per second, librosa-compatible mel bank."""
 
     sample_rate: int = 16000
@@ -61,7 +61,7 @@ class MelConfig:
         if (self.normalize == "per_frequency") != (self.norm_stats is not None):
             from ..config import ConfigError
 
-            raise ConfigError("mel.norm_stats is needed by, and only by, mel.normalize: per_frequency "
+            raise ConfigError("spectrogram.norm_stats is needed by, and only by, spectrogram.normalize: per_frequency "
                               f"(got normalize={self.normalize!r}, norm_stats={self.norm_stats!r})")
 
 
@@ -70,7 +70,7 @@ def load_norm_stats(name: str) -> tuple[np.ndarray, np.ndarray]:
     with ``mean`` and ``std`` (e.g. the authors' ``audio-spectDB-24k-513-norm-stats.npz``)."""
     path = BUILTIN_NORM_STATS.get(name, Path(name))
     if not path.is_file():
-        raise FileNotFoundError(f"mel.norm_stats: {name!r} is neither {sorted(BUILTIN_NORM_STATS)} nor a file")
+        raise FileNotFoundError(f"spectrogram.norm_stats: {name!r} is neither {sorted(BUILTIN_NORM_STATS)} nor a file")
     if path.suffix == ".json":
         data = json.loads(path.read_text())
     else:
@@ -82,20 +82,20 @@ def load_norm_stats(name: str) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-class LogMelSpectrogram(torch.nn.Module):
+class Spectrogram(torch.nn.Module):
     """``(..., samples)`` float waveform -> ``(..., bins, frames)`` log spectrogram (mel or linear, by config).
 
     Its buffers (window, filter bank, statistics) follow the module to a device but are not part of a state
     dict: they are functions of the config."""
 
-    def __init__(self, cfg: MelConfig | None = None) -> None:
+    def __init__(self, cfg: SpectrogramConfig | None = None) -> None:
         super().__init__()
-        self.cfg = cfg = cfg or MelConfig()
-        self.mel = self._transform(cfg)
+        self.cfg = cfg = cfg or SpectrogramConfig()
+        self.spec = self._transform(cfg)
         if cfg.normalize == "per_frequency":
             mean, std = load_norm_stats(cfg.norm_stats)
             if len(mean) != self.num_bins:
-                raise ValueError(f"mel.norm_stats {cfg.norm_stats!r} has {len(mean)} bins, the spectrogram {self.num_bins}")
+                raise ValueError(f"spectrogram.norm_stats {cfg.norm_stats!r} has {len(mean)} bins, the spectrogram {self.num_bins}")
             self.register_buffer("stats_mean", torch.from_numpy(mean)[:, None])
             self.register_buffer("stats_scale", torch.from_numpy(std)[:, None] + 1e-5)
         for module in self.modules():
@@ -103,7 +103,7 @@ class LogMelSpectrogram(torch.nn.Module):
                 module.register_buffer(name, buf, persistent=False)
 
     @staticmethod
-    def _transform(cfg: MelConfig) -> torch.nn.Module:
+    def _transform(cfg: SpectrogramConfig) -> torch.nn.Module:
         if cfg.kind == "linear":
             n = cfg.n_fft * cfg.fft_oversample
             return torchaudio.transforms.Spectrogram(
@@ -141,7 +141,7 @@ class LogMelSpectrogram(torch.nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        power = self.mel(waveform.float())
+        power = self.spec(waveform.float())
         if cfg.kind == "linear" and cfg.fft_oversample > 1:
             k = cfg.fft_oversample
             rest = power[..., 1:, :]

@@ -13,30 +13,37 @@ from typing import Any
 
 from ..fileio import atomic_write
 from .decode import DecodeError, probe
+from ..progress import track
 
 __all__ = [
-    "MEDIA_EXTENSIONS",
+    "AUDIO_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
     "ManifestResult",
     "build_manifest",
     "list_media",
     "read_jsonl",
     "read_manifest",
     "rejected_path",
+    "resolve_media",
     "write_jsonl",
 ]
 
-MEDIA_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv", ".wmv"}
-)
+# The file names avssl looks for, each list in order of preference where one stem has several.
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".flv", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv",
+                    ".wmv")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
 def list_media(source: str | os.PathLike) -> list[str]:
-    """Absolute paths of media files under a folder (recursive, sorted), or listed in a text file
+    """Absolute paths of video files under a folder (recursive, sorted), or listed in a text file
     (one path per line, relative paths are relative to the list file; ``#`` starts a comment)."""
     src = Path(source)
     if src.is_dir():
         return sorted(
-            str(p.resolve()) for p in src.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
+            str(p.resolve()) for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
         )
     if src.is_file():
         out = []
@@ -47,6 +54,18 @@ def list_media(source: str | os.PathLike) -> list[str]:
                 out.append(str((p if p.is_absolute() else src.parent / p).resolve()))
         return out
     raise FileNotFoundError(f"no such folder or list file: {source}")
+
+
+def resolve_media(source: str | os.PathLike) -> list[str]:
+    """The videos a command is given, in one way for every command: a folder (its videos, recursive), a
+    manifest (``.jsonl``: its entries), a list file (``.txt``, ``.lst``, ``.list``: one path per line), or a
+    single media file."""
+    src = Path(source)
+    if src.is_file() and src.suffix == ".jsonl":
+        return [r["path"] for r in read_manifest(src)]
+    if src.is_file() and src.suffix.lower() not in _LIST_SUFFIXES:
+        return [str(src.resolve())]
+    return list_media(src)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -130,8 +149,6 @@ def build_manifest(
 
     Files already in either list with the same size and modification time are not probed again.
     """
-    from tqdm import tqdm
-
     paths = list(source) if isinstance(source, list) else list_media(source)
     output = Path(output)
     rej_file = rejected_path(output)
@@ -155,7 +172,7 @@ def build_manifest(
     result = ManifestResult(output, rej_file, kept=len(ok))
     with ThreadPoolExecutor(max(1, workers)) as ex:
         jobs = ex.map(lambda p: _check(p, require_audio, min_duration, verify), todo)
-        for row in tqdm(jobs, total=len(todo), desc="probe", unit="file", disable=not progress):
+        for row in track(jobs, total=len(todo), desc="probe", unit="file", enabled=progress):
             if row.pop("rejected", False):
                 bad.append(row)
                 result.rejected.append(row)

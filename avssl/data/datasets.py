@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from .audio import LogMelSpectrogram, MelConfig
+from .audio import Spectrogram, SpectrogramConfig
 from .clips import ClipConfig, ClipSpec, RandomClipSampler, UniformClipSampler
 from .collection import read_manifest
 from .decode import DecodeError, decode_clip
@@ -34,10 +34,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DataConfig:
+    __renamed__ = {"mel": "spectrogram"}  # the key's name before it also described linear-frequency spectrograms
+
     manifest: str | None = None  # JSONL from `avssl data manifest`
     root: str | None = None  # or a folder, scanned into a manifest in the run folder
     clip: ClipConfig = field(default_factory=ClipConfig)
-    mel: MelConfig = field(default_factory=MelConfig)
+    spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     video_aug: VideoAugConfig = field(default_factory=VideoAugConfig)
     audio_aug: AudioAugConfig = field(default_factory=AudioAugConfig)
     missing_audio: Literal["error", "silence"] = "error"
@@ -73,9 +75,9 @@ class AVClipDataset(Dataset):
         self.entries = read_manifest(manifest) if not isinstance(manifest, list) else manifest
         if not self.entries:
             raise ValueError(f"manifest {manifest} has no usable files")
-        if cfg.mel.sample_rate != cfg.clip.sample_rate:
+        if cfg.spectrogram.sample_rate != cfg.clip.sample_rate:
             raise ValueError(
-                f"mel.sample_rate ({cfg.mel.sample_rate}) must equal clip.sample_rate ({cfg.clip.sample_rate})"
+                f"spectrogram.sample_rate ({cfg.spectrogram.sample_rate}) must equal clip.sample_rate ({cfg.clip.sample_rate})"
             )
         self.cfg = cfg
         self.train = train
@@ -86,7 +88,7 @@ class AVClipDataset(Dataset):
             raise ValueError("several evaluation crops are finished per item: use defer=False")
         self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug, crop_positions)
         self.audio_tf = AudioTransform(train, cfg.audio_aug)
-        self.mel = LogMelSpectrogram(cfg.mel) if cfg.clip.audio_duration else None
+        self.spec = Spectrogram(cfg.spectrogram) if cfg.clip.audio_duration else None
         self.seed = seed
         self.epoch = 0
         self.defer = defer
@@ -142,14 +144,14 @@ class AVClipDataset(Dataset):
             item["video"] = self.video_tf.finish(frames, video_params.expand(len(frames), -1))
         else:
             item["video"] = self.video_tf.finish(frames[None], video_params[None])[0]
-        if self.mel is not None:
+        if self.spec is not None:
             wave = self.audio_tf.waveform(torch.from_numpy(decoded.waveform), g)
-            masks = self.audio_tf.mask_params(self.mel.num_bins, self.mel.num_frames(len(wave)), g)
+            masks = self.audio_tf.mask_params(self.spec.num_bins, self.spec.num_frames(len(wave)), g)
             if self.defer:
                 item["waveform"], item["audio_params"] = wave, masks
             else:
                 with torch.no_grad():
-                    spec_ = self.audio_tf.apply_masks(self.mel(wave)[None], masks[None])
+                    spec_ = self.audio_tf.apply_masks(self.spec(wave)[None], masks[None])
                 item["audio"] = spec_  # (1, F, T)
             item["has_audio"] = decoded.has_audio
         if "label" in entry:
@@ -197,14 +199,14 @@ class BatchPreprocess(torch.nn.Module):
         super().__init__()
         self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug)
         self.audio_tf = AudioTransform(train, cfg.audio_aug)
-        self.mel = LogMelSpectrogram(cfg.mel) if cfg.clip.audio_duration else None
+        self.spec = Spectrogram(cfg.spectrogram) if cfg.clip.audio_duration else None
 
     @torch.no_grad()
     def forward(self, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
         video = batch["video"].to(device, non_blocking=True)
         video = self.video_tf.finish(video, batch["video_params"])
         audio = None
-        if self.mel is not None:
-            spec = self.mel(batch["waveform"].to(device, non_blocking=True))
+        if self.spec is not None:
+            spec = self.spec(batch["waveform"].to(device, non_blocking=True))
             audio = self.audio_tf.apply_masks(spec, batch["audio_params"]).unsqueeze(1)
         return video, audio

@@ -15,6 +15,7 @@ import av
 from av.video.reformatter import VideoReformatter
 
 from .decode import DecodeError, output_size
+from ..progress import track
 
 __all__ = ["ReencodeConfig", "reencode_file", "reencode_many"]
 
@@ -109,8 +110,6 @@ def reencode_many(
 
     Returns ``{source: reason}`` for the files that failed.
     """
-    from tqdm import tqdm
-
     out = Path(output_dir)
     jobs = []
     for s in sources:
@@ -120,7 +119,7 @@ def reencode_many(
             jobs.append((s, str(dst), cfg))
     failed: dict[str, str] = {}
     with ProcessPoolExecutor(max(1, workers)) as ex:
-        for src, reason in tqdm(ex.map(_job, jobs), total=len(jobs), desc="reencode", disable=not progress):
+        for src, reason in track(ex.map(_job, jobs), total=len(jobs), desc="reencode", enabled=progress):
             if reason:
                 failed[src] = reason
     return failed

@@ -4,6 +4,7 @@ centred prior and the oracle under the same binarization; one row per sample in 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,11 @@ import numpy as np
 
 from ..data.decode import DecodeError, probe
 from ..data.formats.localization import LocalizationSample, LocalizationSet
+from ..progress import track
 from .heatmap import Localizer
 from .metrics import Binarize, binarize, box_map, centre_prior, ciou, consensus_map, summarize
 
-__all__ = ["ground_truth", "score_samples"]
+__all__ = ["evaluate_localization", "ground_truth", "score_samples"]
 
 _BASELINES = ("centre", "oracle")
 
@@ -47,10 +49,8 @@ def score_samples(
 ) -> dict[str, Any]:
     """Per-sample cIoU of the model, the centred prior and the oracle under each binarization in ``modes``;
     writes the CSV and returns ``{mode: {"model": summary, "centre": ..., "oracle": ...}}`` plus ``skipped``."""
-    from tqdm import tqdm
-
     rows, skipped = [], []
-    for s in tqdm(data.samples, disable=not progress, desc="localization", unit="sample"):
+    for s in track(data.samples, enabled=progress, desc="localization", unit="sample"):
         try:
             t, offset = _when(s)
             res = localizer(s.video, [t], audio=None if s.audio == s.video else s.audio, audio_offset=offset)
@@ -78,3 +78,20 @@ def score_samples(
         out[mode] = {name: summarize([r[f"{name}_{mode}"] for r in rows]) for name in ("model", *_BASELINES)}
     out["skipped"] = skipped
     return out
+
+
+def evaluate_localization(localizer: Localizer, data: LocalizationSet, modes: list[Binarize],
+                          out_dir: str | os.PathLike, progress: bool = False, **about: Any) -> dict[str, Any]:
+    """:func:`score_samples` into ``OUT/per_sample.csv``, and the result (the first binarization's figures
+    at the top level, every one under ``by_binarization``, the map settings, ``about``) into
+    ``OUT/localization.json``; returns the result."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = score_samples(localizer, data, modes, out / "per_sample.csv", progress=progress)
+    first, c = scores[modes[0]], localizer.cfg
+    result = {**first["model"], "binarize": modes[0], "centre": first["centre"], "oracle": first["oracle"],
+              "by_binarization": {m: scores[m] for m in modes}, "norm": c.norm, "size": localizer.size,
+              "last_stride": c.last_stride, "pad": c.pad, "missing_media": len(data.missing),
+              "skipped": scores["skipped"], **about}
+    (out / "localization.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.audio import LogMelSpectrogram
+from ..data.audio import Spectrogram
 from ..data.datasets import DataConfig
 from ..data.decode import DecodeError, decode_audio, decode_frames, probe
 from ..models.avmodel import AVModel
+from ..progress import track
 
 __all__ = ["Localizer", "MapConfig", "VideoMaps", "normalize_maps"]
 
@@ -81,7 +82,7 @@ class Localizer:
         self.model = model.to(self.device).eval()
         self.model.video.set_last_stride(cfg.last_stride)
         self.size = cfg.size or 2 * data.clip.crop
-        self.mel = LogMelSpectrogram(data.mel).to(self.device)
+        self.spec = Spectrogram(data.spectrogram).to(self.device)
         self.mean = torch.tensor(data.video_aug.mean, device=self.device).view(1, 3, 1, 1, 1)
         self.std = torch.tensor(data.video_aug.std, device=self.device).view(1, 3, 1, 1, 1)
 
@@ -94,7 +95,7 @@ class Localizer:
         p = int(round(self.cfg.pad * min(h, w)))
         if p:
             x = F.pad(x, (p, p, p, p, 0, 0), mode="reflect")
-        spec = self.mel(waveform.to(self.device)).unsqueeze(1)
+        spec = self.spec(waveform.to(self.device)).unsqueeze(1)
         v = self.model.spatial_video(x)
         a = self.model.embed_audio(spec)
         sim = torch.einsum("bdhw,bd->bhw", v, a).float()
@@ -137,14 +138,12 @@ class Localizer:
         # Audio over the whole span the windows touch, decoded once.
         a0 = float(times[0]) + audio_offset - ad / 2
         span = float(times[-1] - times[0]) + ad
-        track = decode_audio(source, a0, span, sr)
-        if track.padded_samples:
-            notes.append(f"{track.padded_samples} audio samples outside {source} compared as silence")
-        wave_all = F.pad(torch.from_numpy(track.waveform), (0, n_audio))  # room for rounding at the end
+        audio_track = decode_audio(source, a0, span, sr)
+        if audio_track.padded_samples:
+            notes.append(f"{audio_track.padded_samples} audio samples outside {source} compared as silence")
+        wave_all = F.pad(torch.from_numpy(audio_track.waveform), (0, n_audio))  # room for rounding at the end
         maps, sims, shown = [], [], []
-        from tqdm import tqdm
-
-        for s in tqdm(range(0, len(times), cfg.chunk), disable=not progress, desc="maps", unit="chunk"):
+        for s in track(range(0, len(times), cfg.chunk), enabled=progress, desc="maps", unit="chunk"):
             ts = times[s : s + cfg.chunk]
             want = (ts[:, None] + rel[None, :]).ravel()
             uniq, inverse = np.unique(want, return_inverse=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,11 @@ import torch
 import torch.nn.functional as F
 import torchvision.io as tvio
 
-from ..data.synthetic import write_av
-from .heatmap import VideoMaps
+from ..data.decode import DecodeError
+from ..data.encode import write_av
+from .heatmap import Localizer, VideoMaps
 
-__all__ = ["contact_sheet", "jet", "overlay", "write_index", "write_video_outputs"]
+__all__ = ["contact_sheet", "jet", "localize_videos", "overlay", "write_index", "write_video_outputs"]
 
 
 def jet(x: np.ndarray) -> np.ndarray:
@@ -181,3 +183,32 @@ def write_index(out_dir: str | os.PathLike, videos: dict[str, dict[str, Any]], t
     path = Path(out_dir) / "index.html"
     path.write_text(page)
     return path
+
+
+def localize_videos(localizer: Localizer, paths: list[str], out_dir: str | os.PathLike, *, audio: str | None = None,
+                    audio_offset: float = 0.0, gif: bool = False, model_name: str = "", progress: bool = False
+                    ) -> dict[str, Any]:
+    """Maps and their files for each video (``OUT/<stem>/``; a stem seen twice gets ``_`` appended), and
+    ``OUT/index.html`` (saying how the maps were made, and from ``model_name``). A file that fails to decode
+    is skipped and listed with its reason."""
+    out = Path(out_dir)
+    videos: dict[str, dict[str, Any]] = {}
+    failed = []
+    for i, path in enumerate(paths, 1):
+        stem = Path(path).stem
+        while stem in videos:  # same name in two folders
+            stem += "_"
+        try:
+            result = localizer(path, audio=audio, audio_offset=audio_offset, progress=progress)
+        except DecodeError as e:
+            failed.append({"path": e.path, "reason": e.reason})
+            print(f"avssl localize: skipped {e.path}: {e.reason}", file=sys.stderr)
+            continue
+        videos[stem] = write_video_outputs(result, out / stem, localizer.cfg.fps, gif=gif)
+        print(f"[{i}/{len(paths)}] {path} -> {out / stem}", file=sys.stderr)
+    c = localizer.cfg
+    about = (f"{model_name}; frames given whole to the video encoder at short side {localizer.size} (reflect-padded "
+             f"by {c.pad:g} of it), last stage stride {c.last_stride}; {c.fps:g} maps per second; maps normalized by "
+             f"{c.norm}")
+    index = write_index(out, videos, "avssl localize: where the sound comes from", about)
+    return {"videos": len(videos), "failed": failed, "index": str(index), "output_dir": str(out)}

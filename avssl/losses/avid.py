@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError
 from ..distributed import all_reduce_mean
 from .memory import MemoryBank, sample_negatives
 
@@ -54,6 +55,11 @@ class LossConfig:
     # positive and negative scores) or "shared" (released: the mean exp(negative score) of the first term's first
     # batch, used by every term, and restored with the memory when a run starts from another, e.g. CMA from AVID)
     nce_partition: Literal["per_term", "shared"] = "per_term"
+
+    def __post_init__(self) -> None:
+        if self.cma_form == "nce" and self.form != "nce":
+            raise ConfigError("loss.cma_form: nce needs loss.form: nce (the released CMA scores its positive sets "
+                              "by NCE against the same partition estimate)")
 
 
 def nce_loss(pos: torch.Tensor, neg: torch.Tensor, log_z: torch.Tensor, size: int) -> torch.Tensor:

@@ -51,8 +51,6 @@ def positive_set_loss(
 class CMALoss(AVIDLoss):
     def __init__(self, num_instances: int, dim: int, cfg: LossConfig | None = None, seed: int = 0) -> None:
         cfg = cfg or LossConfig(kind="cma")
-        if cfg.cma_form == "nce" and cfg.form != "nce":
-            raise ValueError("loss.cma_form=nce needs loss.form=nce")
         super().__init__(num_instances, dim, cfg, seed)
         k = min(cfg.cma_topk, num_instances - 1)
         self.register_buffer("positives", torch.full((num_instances, k), -1, dtype=torch.long))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
-from ..data.audio import LogMelSpectrogram, MelConfig
+from ..data.audio import Spectrogram, SpectrogramConfig
 from .audio import AudioEncoderConfig, Conv2DAudio
 from .heads import ProjectionHead
 from .video import R2Plus1D, VideoEncoderConfig
@@ -35,17 +35,17 @@ def count_parameters(module: nn.Module) -> int:
 
 
 class AVModel(nn.Module):
-    """``audio_frontend``: the spectrogram the audio encoder was trained on (a checkpoint's ``data.mel``);
+    """``audio_frontend``: the spectrogram the audio encoder was trained on (a checkpoint's ``data.spectrogram``);
     it holds no weights, and :meth:`spectrogram` needs it."""
 
-    def __init__(self, cfg: ModelConfig | None = None, audio_frontend: MelConfig | None = None) -> None:
+    def __init__(self, cfg: ModelConfig | None = None, audio_frontend: SpectrogramConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
         self.video = R2Plus1D(cfg.video)
         self.audio = Conv2DAudio(cfg.audio)
         self.video_head = ProjectionHead(self.video.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)
         self.audio_head = ProjectionHead(self.audio.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)
-        self.frontend = LogMelSpectrogram(audio_frontend) if audio_frontend is not None else None
+        self.frontend = Spectrogram(audio_frontend) if audio_frontend is not None else None
 
     @property
     def sample_rate(self) -> int | None:
@@ -56,7 +56,7 @@ class AVModel(nn.Module):
         """``(B, samples)`` float mono audio at :attr:`sample_rate` -> ``(B, 1, F, T)``, exactly the input
         :meth:`embed_audio` takes: the model's own front end (kind, rate, window, hop, dB, normalization)."""
         if self.frontend is None:
-            raise RuntimeError("this AVModel has no audio front end: build it with audio_frontend=cfg.data.mel "
+            raise RuntimeError("this AVModel has no audio front end: build it with audio_frontend=cfg.data.spectrogram "
                                "(avssl.load_pretrained does)")
         if waveform.dim() != 2:
             raise ValueError(f"waveform must be (B, samples), got {tuple(waveform.shape)}")

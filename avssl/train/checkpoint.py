@@ -1,5 +1,5 @@
 """Checkpoints of plain types and tensors (loadable with ``torch.load(weights_only=True)``), written
-atomically."""
+atomically; and the one place a checkpoint becomes a model with its config."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from ..config import from_dict
 from ..fileio import atomic_write
+from ..models.avmodel import AVModel
+from ..models.classifier import make_classifier
+from ..models.video import R2Plus1D, VideoEncoderConfig
+from .configs import FinetuneConfig, PretrainConfig
 
-__all__ = ["keep_copy", "load_checkpoint", "prune_checkpoints", "save_atomic"]
+__all__ = ["classifier_model", "keep_copy", "load_checkpoint", "pretrained_model", "pretrained_video_encoder",
+           "prune_checkpoints", "save_atomic"]
 
 
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> None:
@@ -42,3 +49,43 @@ def prune_checkpoints(folder: str | os.PathLike, pattern: str, keep: int) -> Non
     files = sorted(Path(folder).glob(pattern))
     for f in files[: max(0, len(files) - keep)]:
         f.unlink()
+
+
+def _pretraining_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], PretrainConfig]:
+    ck = load_checkpoint(path)
+    if "config" not in ck or "model" not in ck:
+        raise ValueError(f"{path}: not an avssl checkpoint (no config and model)")
+    if "classes" in ck:
+        raise ValueError(f"{path}: a fine-tuning checkpoint; this takes pretraining (or imported) checkpoints")
+    return ck, from_dict(PretrainConfig, ck["config"])
+
+
+def pretrained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[AVModel, PretrainConfig]:
+    """(model in eval mode with its audio front end, its config) of a pretraining checkpoint: ``last.pt``,
+    ``epoch_N.pt``, or one written by ``avssl import``."""
+    ck, cfg = _pretraining_checkpoint(path)
+    model = AVModel(cfg.model, cfg.data.spectrogram)
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), cfg
+
+
+def pretrained_video_encoder(path: str | os.PathLike) -> tuple[R2Plus1D, VideoEncoderConfig]:
+    """The video encoder of a pretraining checkpoint, architecture and weights (what fine-tuning starts from)."""
+    ck, cfg = _pretraining_checkpoint(path)
+    encoder = R2Plus1D(cfg.model.video)
+    encoder.load_state_dict({k[len("video."):]: v for k, v in ck["model"].items() if k.startswith("video.")})
+    return encoder, cfg.model.video
+
+
+def classifier_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+                     ) -> tuple[nn.Module, FinetuneConfig, list[str]]:
+    """(classifier in eval mode, its fine-tuning config, class names) of a fine-tuning checkpoint."""
+    ck = load_checkpoint(path)
+    if "classes" not in ck:
+        raise ValueError(f"{path}: not a fine-tuning checkpoint (no classes)")
+    cfg = from_dict(FinetuneConfig, ck["config"])
+    f = cfg.finetune
+    encoder = R2Plus1D(from_dict(VideoEncoderConfig, ck["video_config"]))
+    model = make_classifier(encoder, len(ck["classes"]), f.mode, f.dropout, f.stage_grids, f.encoder_bn)
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), cfg, list(ck["classes"])

@@ -1,58 +1,38 @@
-"""The machinery every training loop shares (pretraining, fine-tuning): run and optimizer configs, the
-device and process group, mixed precision, optimizers and learning-rate schedules, the epoch's batches of
-each process, metrics and skipped-file logs, and the atomic ``last.pt`` with numbered copies.
+"""The one training skeleton (:class:`Trainer`) and the machinery under it: the device and process group,
+mixed precision, optimizers and learning-rate schedules, each process's batches of an epoch, metrics and
+skipped-file logs, and the atomic ``last.pt`` with numbered copies.
 
-The loops themselves stay readable top to bottom in ``pretrain.py`` and ``finetune.py``.
+A training command brings a *job* (:class:`Job`): its model, optimizers and loss, and what it does around
+a step (CMA's positive sets and memory update; the classifier's warm-up). The trainer does the rest, the
+same way for every job: the run folder and ``config.yaml``, steps per epoch, the start from
+``run.init_from`` or the resume from ``last.pt``, DDP, the per-step sequence (learning rate, batch
+preprocessing, channels-last inputs, the optimizer step, counters, skipped files, progress, metrics,
+checkpoints) and the summary. ``pretrain.py`` and ``finetune.py`` hold only what is their own.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
+import yaml
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import distributed as dist
-from ..data.datasets import av_collate
-from .checkpoint import keep_copy, prune_checkpoints, save_atomic
+from ..config import ConfigError, to_dict
+from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_collate
+from ..progress import Progress
+from .checkpoint import keep_copy, load_checkpoint, prune_checkpoints, save_atomic
+from .configs import OptimConfig, RunConfig
 
-__all__ = ["Checkpointer", "OptimConfig", "RunConfig", "RunLog", "Runtime", "epoch_indices", "lr_at",
-           "make_optimizer", "optimizer_step", "resolve_device", "setup", "train_batches"]
-
-
-@dataclass
-class OptimConfig:
-    name: Literal["sgd", "adam", "adamw"] = "sgd"  # adam: L2 weight decay in the gradient (the released AVID)
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    batch_size: int = 32  # per process
-    epochs: int = 10
-    warmup_epochs: float = 0.0
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    lr_milestones: list[int] = field(default_factory=list)  # epochs, for "step"
-    lr_gamma: float = 0.1
-
-
-@dataclass
-class RunConfig:
-    seed: int = 0
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: bool = True  # mixed precision (CUDA only)
-    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    channels_last: bool = True  # CUDA only
-    log_every: int = 10  # steps
-    checkpoint_every: int = 1  # epochs; a numbered checkpoint is kept besides last.pt
-    save_every_steps: int = 0  # also rewrite last.pt every N steps (0: at epoch ends only)
-    keep: int = 3
-    max_steps: int | None = None  # stop early (tests, smoke runs)
-    init_from: str | None = None  # start from this checkpoint's model and memory bank (e.g. CMA after AVID)
-    tensorboard: bool = False
-    progress: bool = True
+__all__ = ["Checkpointer", "Job", "RunLog", "Runtime", "Trainer", "epoch_indices", "lr_at", "make_optimizer",
+           "optimizer_step", "resolve_device", "setup", "train_batches"]
 
 
 @dataclass
@@ -226,3 +206,182 @@ class Checkpointer:
             epoch = step // steps_per_epoch
             if run.checkpoint_every and epoch % run.checkpoint_every == 0:
                 self.keep_epoch(epoch)
+
+
+class Job(Protocol):
+    """What a training command brings to the :class:`Trainer`."""
+
+    model: nn.Module  # trained (DDP-wrapped under torchrun) and saved as the checkpoint's "model"
+    optimizers: dict[str, torch.optim.Optimizer]  # saved under their names
+
+    def describe(self, trainer: Trainer) -> str:
+        """The line printed before training."""
+
+    def init_from(self, path: str) -> None:
+        """Start from another run's checkpoint (``run.init_from``), when not resuming."""
+
+    def optimizer_at(self, step: int) -> tuple[torch.optim.Optimizer, float]:
+        """The optimizer that takes this step, and its learning rate."""
+
+    def on_epoch(self, epoch: int, step: int) -> None:
+        """Before an epoch's first batch (also when resuming inside it)."""
+
+    def loss(self, model: nn.Module, video: torch.Tensor, audio: torch.Tensor | None, batch: dict[str, Any],
+             step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The step's loss and metrics (floats or 0-d tensors, read only on logging steps)."""
+
+    def after_step(self) -> None:
+        """After the optimizer step (e.g. the memory update)."""
+
+    def state(self) -> dict[str, Any]:
+        """The job's own checkpoint entries (besides model, optimizers and the trainer's)."""
+
+    def load_state(self, ck: dict[str, Any]) -> None:
+        """Restore them from a checkpoint."""
+
+
+class Trainer:
+    """The training skeleton: ``Trainer(cfg, output_dir, tag)``, then :meth:`set_data`, then :meth:`fit` a
+    job (built after :meth:`set_data`, on :attr:`device`, with the global RNG seeded by ``run.seed``)."""
+
+    def __init__(self, cfg: Any, output_dir: str | Path, tag: str) -> None:
+        self.cfg, self.tag = cfg, tag
+        self.run: RunConfig = cfg.run
+        self.optim: OptimConfig = cfg.optim
+        self.rt = setup(self.run)
+        self.out = Path(output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if dist.is_main():
+            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.dataset: AVClipDataset | None = None
+        self.preprocess: BatchPreprocess | None = None
+        self.steps_per_epoch = self.total_steps = 0
+        self.num_workers = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.rt.device
+
+    def set_data(self, entries: list[dict[str, Any]], data: DataConfig) -> AVClipDataset:
+        """The training clips of ``entries`` (with the per-pixel and spectrogram work on the device where
+        ``data.preprocess`` asks for it), and the steps per epoch and in all."""
+        on_device = data.preprocess == "device" or (data.preprocess == "auto" and self.device.type == "cuda")
+        self.dataset = AVClipDataset(entries, data, train=True, seed=self.run.seed, defer=on_device)
+        self.preprocess = BatchPreprocess(data, train=True).to(self.device) if on_device else None
+        self.num_workers = data.num_workers
+        per_step = self.optim.batch_size * self.rt.world
+        self.steps_per_epoch = len(self.dataset) // per_step
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"optim.batch_size: {len(self.dataset)} clips is fewer than one batch "
+                              f"({self.optim.batch_size} x {self.rt.world} processes)")
+        self.total_steps = self.steps_per_epoch * self.optim.epochs
+        if self.run.max_steps is not None:
+            self.total_steps = min(self.total_steps, self.run.max_steps)
+        torch.manual_seed(self.run.seed)
+        return self.dataset
+
+    def _start(self, job: Job) -> tuple[int, int]:
+        """(step, skipped files so far): from ``last.pt`` when the folder has one, else step 0 (after the job
+        starts from ``run.init_from`` when set)."""
+        last = self.out / "last.pt"
+        if not last.exists():
+            if self.run.init_from:
+                job.init_from(self.run.init_from)
+            return 0, 0
+        ck = load_checkpoint(last)
+        job.model.load_state_dict(ck["model"])
+        for name, opt in job.optimizers.items():
+            opt.load_state_dict(ck[name])
+        self.scaler.load_state_dict(ck["scaler"])
+        job.load_state(ck)
+        torch.set_rng_state(ck["rng_torch"])
+        step = int(ck["step"])
+        if dist.is_main():
+            print(f"resuming from {last} at step {step} (epoch {step // self.steps_per_epoch})", flush=True)
+        return step, int(ck["skipped_total"])
+
+    def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's video and audio on the device, finished there when preprocessing is deferred, in
+        channels-last formats where the model is."""
+        if self.preprocess is not None:  # uint8 frames and waveforms in: jitter, normalization, spectrogram here
+            video, audio = self.preprocess(batch, self.device)
+        else:
+            video = batch["video"].to(self.device, non_blocking=True)
+            audio = batch["audio"].to(self.device, non_blocking=True) if "audio" in batch else None
+        if self.channels_last:
+            video = video.contiguous(memory_format=torch.channels_last_3d)
+            audio = audio.contiguous(memory_format=torch.channels_last) if audio is not None else None
+        return video, audio
+
+    def fit(self, job: Job) -> dict[str, Any]:
+        """Train ``job`` to ``total_steps``; returns the summary (also in ``summary.json``)."""
+        run, rt = self.run, self.rt
+        self.channels_last = self.device.type == "cuda" and run.channels_last
+        if self.channels_last:
+            to_channels_last(job.model)
+        self.scaler = rt.grad_scaler()
+        step, skipped = self._start(job)
+        model: nn.Module = job.model
+        if rt.world > 1:
+            model = nn.parallel.DistributedDataParallel(
+                job.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        def state() -> dict[str, Any]:
+            return {"config": to_dict(self.cfg), "model": job.model.state_dict(),
+                    **{name: opt.state_dict() for name, opt in job.optimizers.items()},
+                    "scaler": self.scaler.state_dict(), "step": step, "epoch": step // self.steps_per_epoch,
+                    "skipped_total": skipped, "rng_torch": torch.get_rng_state(), **job.state()}
+
+        ckpt = Checkpointer(self.out, state, run.keep, step)
+        log = RunLog(self.out, run.tensorboard, self.tag)
+        if dist.is_main():
+            print(job.describe(self), flush=True)
+        bar = Progress(self.total_steps, self.tag, "step", step, run.progress and dist.is_main(), run.log_every)
+        job.model.train()
+        t_start, clips, last_loss = time.perf_counter(), 0, float("nan")
+        for epoch, batch in train_batches(self.dataset, run, self.optim.batch_size, self.num_workers, rt, step,
+                                          self.steps_per_epoch, self.total_steps, job.on_epoch):
+            opt, lr = job.optimizer_at(step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            video, audio = self._inputs(batch)
+            loss, metrics = job.loss(model, video, audio, batch, step)
+            optimizer_step(loss, opt, self.scaler)
+            job.after_step()
+            step += 1
+            clips += len(batch["index"]) * rt.world
+            last_loss = float(loss.detach())
+            skipped += log.failures(step, batch["failures"])  # from every process
+            bar.update(1, loss=f"{last_loss:.4f}")
+            if dist.is_main() and (step % run.log_every == 0 or step == self.total_steps):
+                elapsed = time.perf_counter() - t_start
+                log.row(step, {"step": step, "epoch": epoch, "loss": last_loss,
+                               **{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()},
+                               "lr": lr, "clips_per_s": clips / elapsed, "clips": clips,
+                               "seconds": round(elapsed, 3), "time": time.time(), "skipped_total": skipped})
+            ckpt.after_step(step, self.steps_per_epoch, run)
+        ckpt.save_last(step)
+        bar.close()
+        log.close()
+        elapsed = time.perf_counter() - t_start
+        summary = {"steps": step, "final_loss": last_loss, "skipped_files": skipped,
+                   "clips_per_s": clips / elapsed if elapsed > 0 and clips else None, "output_dir": str(self.out)}
+        if dist.is_main() and skipped:
+            print(f"skipped {skipped} clip(s) that failed to decode; see {self.out / 'skipped.jsonl'}", flush=True)
+        self.write_summary(summary)
+        return summary
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        if dist.is_main():
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Channels-last weights for every convolution (3D: ``channels_last_3d``, 2D: ``channels_last``); the
+    faster layout on GPUs. Inputs are converted by the trainer."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d):
+            m.to(memory_format=torch.channels_last_3d)
+        elif isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+    return model

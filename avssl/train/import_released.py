@@ -22,12 +22,11 @@ from typing import Any
 
 import torch
 
-from .. import __version__
 from ..config import CONFIG_DIR, load_config, to_dict
 from ..models.avmodel import AVModel
 from ..models.released import ReleasedLayoutError, from_released
 from .checkpoint import save_atomic
-from .pretrain import PretrainConfig
+from .configs import PretrainConfig
 
 __all__ = ["ImportFailed", "import_avid_cma", "paper_config"]
 
@@ -43,6 +42,15 @@ class ImportFailed(ValueError):
 def paper_config(method: str, dataset: str) -> Path:
     """The paper config of a released model: ``configs/pretrain/{avid|avid_cma}_r2plus1d18_{dataset}.yaml``."""
     return CONFIG_DIR / "pretrain" / f"{method.replace('-', '_')}_r2plus1d18_{dataset}.yaml"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("avssl")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _sha256(path: Path) -> str:
@@ -141,7 +149,7 @@ def import_avid_cma(src: str | os.PathLike, output: str | os.PathLike, config: s
     source = {"file": src.name, "sha256": _sha256(src), "method": method, "dataset": dataset, "detected": how,
               "epoch": int(ck["epoch"]) if isinstance(ck.get("epoch"), (int, float)) else None,
               "config": str(cfg_path), "memory_slots": int(loss["memory.video"].shape[0]) if loss else None,
-              "imported_by": f"avssl {__version__}"}
+              "imported_by": f"avssl {_version()}"}
     out = {"config": to_dict(cfg), "model": model, "step": 0, "epoch": 0, "source": source}
     if loss is not None:
         out["loss"] = loss

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torchvision.io as tvio
 
-from avssl.data.compose import ComposeSpec, compose, compose_clip, load_stamps, synthetic_assets
+from avssl.data.synthetic.compose import ComposeSpec, compose, compose_clip, load_stamps, synthetic_assets
 from avssl.data.decode import decode_clip, probe
 from avssl.data.formats.localization import read_vggss
-from avssl.data.synthetic import write_av
+from avssl.data.encode import write_av
 
 
 def _rgba_png(path, rgba: np.ndarray) -> None:

@@ -89,8 +89,8 @@ def test_failures_reach_the_main_process_through_workers(broken_manifest):
 
 def test_sample_rate_mismatch_is_a_clear_error(manifest):
     cfg = _cfg()
-    cfg.mel.sample_rate = 24000
-    with pytest.raises(ValueError, match="mel.sample_rate"):
+    cfg.spectrogram.sample_rate = 24000
+    with pytest.raises(ValueError, match="spectrogram.sample_rate"):
         AVClipDataset(manifest, cfg, train=True)
 
 

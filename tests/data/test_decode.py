@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from avssl.data.decode import DecodeError, decode_clip, output_size, probe
-from avssl.data.synthetic import write_av
+from avssl.data.encode import write_av
 from tests.conftest import EVENT_TIME, click_time, event_media, flash_time
 
 FPS_OUT = 16

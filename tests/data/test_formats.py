@@ -15,11 +15,11 @@ from avssl.data.formats import (
     read_folders,
     read_hmdb51,
     read_kinetics,
-    read_labeled,
     read_list,
     read_ucf101,
 )
-from avssl.data.synthetic import write_av
+from avssl.data.encode import write_av
+from avssl.data.labeled import read_labeled
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def test_synthesized_files_are_byte_identical_serial_or_parallel(tmp_path):
 def test_action_set_in_the_ucf101_layout(tmp_path):
     from avssl.data.decode import decode_clip
     from avssl.data.formats import read_ucf101
-    from avssl.data.synthetic_actions import ACTIONS, ActionSpec, synthesize_actions
+    from avssl.data.synthetic.actions import ACTIONS, ActionSpec, synthesize_actions
 
     videos = synthesize_actions(tmp_path, clips_per_class=6, seed=1, spec=ActionSpec(duration=2.0))
     lists = tmp_path / "ucfTrainTestlist"

@@ -18,7 +18,7 @@ import pytest
 from avssl.cli import main
 from avssl.config import load_config
 from avssl.data.collection import build_manifest
-from avssl.data.compose import ComposeSpec, compose
+from avssl.data.synthetic.compose import ComposeSpec, compose
 from avssl.localize.render import jet
 from avssl.train.pretrain import PretrainConfig, pretrain
 

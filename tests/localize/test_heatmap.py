@@ -13,7 +13,7 @@ import torchvision.io as tvio
 
 from avssl.data.datasets import DataConfig
 from avssl.data.decode import DecodeError
-from avssl.data.synthetic import write_av
+from avssl.data.encode import write_av
 from avssl.localize.heatmap import Localizer, MapConfig, normalize_maps
 from avssl.localize.metrics import binarize, ciou
 from avssl.models.audio import AudioEncoderConfig
@@ -43,7 +43,7 @@ def _model() -> AVModel:
 def _data() -> DataConfig:
     data = DataConfig()
     data.clip.video_duration, data.clip.fps, data.clip.audio_duration = 0.25, 8.0, 0.5
-    data.mel.n_mels = 20
+    data.spectrogram.n_mels = 20
     return data
 
 

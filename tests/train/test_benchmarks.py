@@ -10,8 +10,9 @@ import torch
 from avssl.cli import main
 from avssl.config import load_config
 from avssl.data.collection import build_manifest
-from avssl.data.synthetic import SynthSpec, synthesize, write_av
-from avssl.train.benchmarks import rank_metrics
+from avssl.data.synthetic import SynthSpec, synthesize
+from avssl.data.encode import write_av
+from avssl.evaluation.retrieval import rank_metrics
 from avssl.train.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,8 @@ from avssl.config import load_config
 from avssl.data.collection import build_manifest
 from avssl.data.synthetic import SynthSpec, synthesize
 from avssl.train.checkpoint import load_checkpoint
-from avssl.train.finetune import FinetuneConfig, _data_config, finetune
+from avssl.data.labeled import as_data_config
+from avssl.train.finetune import FinetuneConfig, finetune
 from avssl.train.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +111,7 @@ def test_benchmark_configs_carry_the_released_values(name, fmt, frames, batch, c
     assert (cfg.finetune.mode, cfg.finetune.dropout, cfg.finetune.classifier_warmup_epochs) == ("full", 0.5, 5)
     # released test transform: resize the short side to 224 / 0.875 = 256, centre crop 224; training crops
     # come from the native frames
-    assert (_data_config(d, train=False).clip.size, _data_config(d, train=True).clip.size) == (256, None)
+    assert (as_data_config(d, train=False).clip.size, as_data_config(d, train=True).clip.size) == (256, None)
 
 
 def test_evaluate_action_three_crops_and_folds(ucf, tmp_path, capsys):
@@ -148,9 +149,9 @@ def test_per_stage_linear_probes(ucf, tmp_path):
     a = cfg.data.video_aug
     assert (a.geometry, a.resize, a.keep_aspect, a.flip, a.jitter_prob) == ("resize_crop", 256, False, 0.5, 1.0)
     assert (a.brightness, a.contrast, a.saturation, a.hue, cfg.finetune.encoder_bn) == (0.4, 0.4, 0.4, 0.2, "train")
-    assert _data_config(cfg.data, train=False).video_aug.resize == 256
+    assert as_data_config(cfg.data, train=False).video_aug.resize == 256
     from avssl.models.video import R2Plus1D, VideoEncoderConfig
-    from avssl.train.finetune import StageProbe
+    from avssl.models.classifier import StageProbe
 
     probe = StageProbe(R2Plus1D(VideoEncoderConfig(block="avid", stem_pool=True, pool="max")), 400, [12, 8, 6, 4])
     dims = [head[1].in_features for head in probe.heads]
@@ -160,7 +161,7 @@ def test_per_stage_linear_probes(ucf, tmp_path):
 def test_test_clips_are_resized_to_test_size_then_centre_cropped(ucf):
     # released UCF-101/HMDB-51 test transform on non-square (4:3) frames: short side 256, centre 224
     cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / "ucf101_r2plus1d18_full.yaml")
-    d = _data_config(cfg.data, train=False)
+    d = as_data_config(cfg.data, train=False)
     assert (d.clip.size, d.video_aug.resize, d.clip.crop) == (256, 256, 224)
     from avssl.data.transforms import VideoTransform
 
@@ -208,7 +209,7 @@ def test_clip_level_accuracy_uses_random_times(ucf, tmp_path):
     from avssl.data.datasets import AVClipDataset
 
     entries = [json.loads(line) for line in (out / "test_manifest.jsonl").read_text().splitlines()]
-    d = _data_config(_cfg(ucf).data, train=False)
+    d = as_data_config(_cfg(ucf).data, train=False)
     ds = AVClipDataset(entries[:1], d, train=False, clips_per_video=7, random_times=True, seed=0)
     starts = [ds[i]["start"] for i in range(7)]
     assert len(set(starts)) == 7 and starts == [ds[i]["start"] for i in range(7)]  # random, and repeatable

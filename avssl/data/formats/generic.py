@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..collection import MEDIA_EXTENSIONS
+from ..collection import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from .base import LabeledSet
 
 __all__ = ["read_folders", "read_list"]
@@ -47,6 +47,6 @@ def read_folders(root: str | os.PathLike) -> LabeledSet:
     entries = []
     for label, cls in enumerate(classes):
         for p in sorted((root / cls).rglob("*")):
-            if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS | {".wav", ".flac", ".ogg", ".mp3", ".m4a"}:
+            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS + AUDIO_EXTENSIONS:
                 entries.append({"path": str(p), "label": label, "class": cls})
     return LabeledSet(entries, classes, [])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import os
 
-from ..collection import MEDIA_EXTENSIONS
+from ..collection import VIDEO_EXTENSIONS
 from .base import LabeledSet, index_files
 
 __all__ = ["clip_stem", "read_kinetics"]
@@ -28,7 +28,7 @@ def read_kinetics(csv_path: str | os.PathLike, root: str | os.PathLike) -> Label
         rows = list(reader)
     classes = sorted({r["label"] for r in rows})
     label_of = {c: i for i, c in enumerate(classes)}
-    files = index_files(root, MEDIA_EXTENSIONS)
+    files = index_files(root, VIDEO_EXTENSIONS)
     entries, missing = [], []
     for r in rows:
         stem = clip_stem(r["youtube_id"], r["time_start"], r["time_end"])

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..collection import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .base import index_files
 
 __all__ = ["LocalizationSample", "LocalizationSet", "read_flickr", "read_localization", "read_vggss"]
 
-_VIDEO = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
-_IMAGE = (".jpg", ".jpeg", ".png")
-_AUDIO = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac")
 
 
 @dataclass
@@ -58,11 +56,11 @@ def _find_media(files: dict[str, list[Path]], key: str) -> tuple[str, str] | Non
     """(video or image, audio) for an annotated id; None when absent."""
     cands = files.get(Path(key).stem, [])
     by_ext = {p.suffix.lower(): p for p in cands}
-    video = next((by_ext[e] for e in _VIDEO if e in by_ext), None)
+    video = next((by_ext[e] for e in VIDEO_EXTENSIONS if e in by_ext), None)
     if video is not None:
         return str(video), str(video)
-    image = next((by_ext[e] for e in _IMAGE if e in by_ext), None)
-    audio = next((by_ext[e] for e in _AUDIO if e in by_ext), None)
+    image = next((by_ext[e] for e in IMAGE_EXTENSIONS if e in by_ext), None)
+    audio = next((by_ext[e] for e in AUDIO_EXTENSIONS if e in by_ext), None)
     if image is not None and audio is not None:
         return str(image), str(audio)
     return None

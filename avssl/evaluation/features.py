@@ -1,4 +1,4 @@
-"""Evaluation of pretrained embeddings: feature extraction, cross-modal retrieval, linear probes."""
+"""Frozen features of a pretrained model, and the linear probe trained on them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from ..data.datasets import AVClipDataset, av_collate
 from ..models.avmodel import AVModel
 
-__all__ = ["extract", "linear_probe", "retrieval_recall"]
+__all__ = ["extract", "linear_probe"]
 
 
 @torch.no_grad()
@@ -33,14 +33,6 @@ def extract(model: AVModel, dataset: AVClipDataset, batch_size: int = 32, num_wo
         if "label" in batch:
             out["label"].append(batch["label"])
     return {k: torch.cat(v) for k, v in out.items() if v}
-
-
-def retrieval_recall(query: torch.Tensor, keys: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """Fraction of queries whose own key (same row) ranks in the top k by cosine similarity."""
-    sim = F.normalize(query, dim=1) @ F.normalize(keys, dim=1).T
-    own = sim.diagonal()[:, None]
-    rank = (sim > own).sum(dim=1)  # number of keys strictly better than the right one
-    return {f"R@{k}": float((rank < k).float().mean()) for k in ks}
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,

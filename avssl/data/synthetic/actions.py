@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .synthetic import write_av
+from ..encode import write_av
 
 __all__ = ["ACTIONS", "ActionSpec", "synthesize_actions"]
 

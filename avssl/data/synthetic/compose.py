@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 import torchvision.io as tvio
 
-from .decode import DecodeError, decode_audio, probe
-from .synthetic import CLASSES, _envelope, _mask, _sound, _texture, write_av
+from ..collection import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from ..decode import DecodeError, decode_audio, probe
+from ..encode import write_av
+from .clips import CLASSES, class_sound, envelope, object_mask, object_texture
+from ...progress import track
 
 __all__ = ["Asset", "ComposeSpec", "compose", "load_backgrounds", "load_stamps", "synthetic_assets"]
 
-_SOUND_EXTS = (".ogg", ".wav", ".flac", ".mp3")
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def load_stamps(folder: str | os.PathLike, sample_rate: int, kinds: int | None =
     a training and a test split made with different seeds share their kinds)."""
     pairs = []
     for png in sorted(Path(folder).rglob("*.png")):
-        sound = next((png.with_suffix(e) for e in _SOUND_EXTS if png.with_suffix(e).exists()), None)
+        sound = next((png.with_suffix(e) for e in AUDIO_EXTENSIONS if png.with_suffix(e).exists()), None)
         if sound is not None:
             pairs.append((png, sound))
     if not pairs:
@@ -89,7 +90,7 @@ def load_stamps(folder: str | os.PathLike, sample_rate: int, kinds: int | None =
 
 def load_backgrounds(folder: str | os.PathLike) -> list[np.ndarray]:
     """RGB uint8 photos (sorted by path)."""
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_EXTS)
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise FileNotFoundError(f"{folder}: no JPEG or PNG images")
     return [tvio.decode_image(str(p), mode=tvio.ImageReadMode.RGB).permute(1, 2, 0).numpy() for p in paths]
@@ -103,10 +104,10 @@ def synthetic_assets(sample_rate: int, size: int = 96) -> list[Asset]:
     t = np.arange(int(2.0 * sample_rate)) / sample_rate
     assets = []
     for k, cls in enumerate(CLASSES):
-        m = _mask(cls.shape, dx, dy, r)
-        rgb = np.asarray(cls.color, np.float32) * _texture(cls.texture, dx, dy, r)[..., None]
+        m = object_mask(cls.shape, dx, dy, r)
+        rgb = np.asarray(cls.color, np.float32) * object_texture(cls.texture, dx, dy, r)[..., None]
         rgba = np.concatenate([np.clip(rgb, 0, 255), 255.0 * m[..., None]], axis=2).astype(np.uint8)
-        wave = 0.5 * _envelope(t, cls.rhythm, 0.0) * _sound(cls, t, np.random.default_rng(k), 1.0)
+        wave = 0.5 * envelope(t, cls.rhythm, 0.0) * class_sound(cls, t, np.random.default_rng(k), 1.0)
         assets.append(Asset(cls.name, rgba, wave.astype(np.float32)))
     return assets
 
@@ -236,10 +237,8 @@ def compose(
     if len(assets) < 2 and spec.distractors:
         raise ValueError("distractors need at least two kinds of cut-out")
     bgs = load_backgrounds(backgrounds) if backgrounds else None
-    from tqdm import tqdm
-
     entries, paths = [], []
-    for i in tqdm(range(num_clips), disable=not progress, desc="compose"):
+    for i in track(range(num_clips), enabled=progress, desc="compose"):
         frames, audio, truth = compose_clip(i, seed, assets, bgs, spec)
         path = out / f"{truth['file']}.mp4"
         write_av(path, frames, spec.fps, audio[None], spec.sample_rate, gop=spec.gop)

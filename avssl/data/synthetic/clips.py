@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
-__all__ = ["CLASSES", "SoundClass", "SynthSpec", "generate_clip", "synthesize", "write_av"]
+from ..encode import write_av
+from ...progress import track
+
+__all__ = ["CLASSES", "SoundClass", "SynthSpec", "class_sound", "envelope", "generate_clip", "object_mask",
+           "object_texture", "synthesize"]
 
 
 @dataclass(frozen=True)
@@ -56,107 +57,17 @@ class SynthSpec:
     gop: int = 25  # keyframe spacing in frames
 
 
-def write_av(
-    path: str | os.PathLike,
-    frames: Iterable[np.ndarray] | None,
-    fps: float | Fraction,
-    audio: np.ndarray | None = None,
-    sample_rate: int = 44100,
-    *,
-    video_codec: str = "libx264",
-    audio_codec: str = "aac",
-    layout: str | None = None,
-    video_start: float = 0.0,
-    audio_start: float = 0.0,
-    gop: int | None = None,
-    crf: int = 18,
-    rotation: int = 0,
-    container_options: dict[str, str] | None = None,
-) -> None:
-    """Write RGB uint8 frames (H, W, 3) and float audio (channels, samples) to a media file.
-
-    ``frames=None`` writes an audio-only file. ``video_start``/``audio_start`` offset each stream's
-    first timestamp (the container keeps them as stream ``start_time``), which tests use to check
-    that clips are cut on the container's clock. ``rotation`` stores a display rotation (degrees).
-    """
-    with av.open(os.fspath(path), mode="w", options=container_options or {}) as c:
-        vs = None
-        if frames is not None:
-            frames = iter(frames)
-            first = next(frames)
-            h, w = first.shape[:2]
-            rate = Fraction(fps).limit_denominator(1001)
-            vs = c.add_stream(video_codec, rate=rate)
-            vs.width, vs.height = w, h
-            vs.pix_fmt = "yuv420p"
-            vs.time_base = 1 / rate
-            if video_codec == "libx264":
-                # Same frames, same bytes: one encoder thread and no rate-control lookahead (otherwise
-                # x264 gave different output run to run here; codec_context.thread_count does not
-                # reach it, the "threads" option does).
-                params = "rc-lookahead=0" + (f":keyint={gop}:min-keyint={gop}:scenecut=0" if gop else "")
-                vs.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": params}
-            elif gop:
-                vs.codec_context.gop_size = gop
-            if rotation:
-                vs.set_display_rotation(rotation)
-        aus = None
-        if audio is not None:
-            audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-            layout = layout or {1: "mono", 2: "stereo", 6: "5.1"}[audio.shape[0]]
-            aus = c.add_stream(audio_codec, rate=sample_rate, layout=layout)
-            aus.time_base = Fraction(1, sample_rate)
-            fmt = aus.codec_context.codec.audio_formats[0].name if aus.codec_context.codec.audio_formats else "fltp"
-            aus.format = fmt
-        if vs is not None:
-            v0 = int(round(video_start * rate))
-            for i, img in enumerate([first, *frames]):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-                frame.pts = v0 + i
-                frame.time_base = 1 / rate
-                c.mux(vs.encode(frame))
-            c.mux(vs.encode(None))
-        if aus is not None:
-            a0 = int(round(audio_start * sample_rate))
-            chunk = aus.codec_context.frame_size or 1024
-            for s in range(0, audio.shape[1], chunk):
-                frame = _audio_frame(audio[:, s : s + chunk], aus.format.name, layout, sample_rate)
-                frame.pts = a0 + s
-                frame.time_base = Fraction(1, sample_rate)
-                c.mux(aus.encode(frame))
-            c.mux(aus.encode(None))
-
-
-def _audio_frame(x: np.ndarray, fmt: str, layout: str, sample_rate: int) -> av.AudioFrame:
-    x = np.clip(x, -1.0, 1.0)
-    planar = fmt.endswith("p")
-    base = fmt.rstrip("p")
-    if base == "s16":
-        x = (x * 32767).astype(np.int16)
-    elif base == "s32":
-        x = (x * 2147483647).astype(np.int32)
-    elif base == "dbl":
-        x = x.astype(np.float64)
-    else:
-        x = x.astype(np.float32)
-    if not planar:
-        x = x.T.reshape(1, -1)
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format=fmt, layout=layout)
-    frame.sample_rate = sample_rate
-    return frame
-
-
 # ---------------------------------------------------------------------------------------------
 # Sounding objects
 
 
-def _envelope(t: np.ndarray, rhythm: float, phase: float, decay: float = 0.12) -> np.ndarray:
+def envelope(t: np.ndarray, rhythm: float, phase: float, decay: float = 0.12) -> np.ndarray:
     period = 1.0 / rhythm
     since = np.mod(t - phase * period, period)
     return np.exp(-since / decay) * np.minimum(1.0, since / 0.005)
 
 
-def _sound(cls: SoundClass, t: np.ndarray, rng: np.random.Generator, pitch_jitter: float) -> np.ndarray:
+def class_sound(cls: SoundClass, t: np.ndarray, rng: np.random.Generator, pitch_jitter: float) -> np.ndarray:
     f = cls.pitch * pitch_jitter
     if cls.sound == "sine":
         return np.sin(2 * np.pi * f * t)
@@ -176,7 +87,7 @@ def _sound(cls: SoundClass, t: np.ndarray, rng: np.random.Generator, pitch_jitte
     raise ValueError(f"unknown sound {cls.sound!r}")
 
 
-def _mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+def object_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     if shape == "circle":
         return dx**2 + dy**2 <= r**2
     if shape == "square":
@@ -194,7 +105,7 @@ def _mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _texture(texture: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+def object_texture(texture: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     if texture == "stripes":
         return 0.65 + 0.35 * (np.sin(dx * 6.0 / max(r, 1.0) * np.pi) > 0)
     if texture == "checker":
@@ -243,14 +154,14 @@ def generate_clip(index: int, seed: int, spec: SynthSpec = SynthSpec()) -> tuple
         t = i / fps
         img = np.broadcast_to(bg, (h, w, 3)) + bg_noise
         img = img.copy()
-        pulse = 1.0 + 0.35 * float(_envelope(np.array([t]), objs[0].cls.rhythm, phase)[0])
+        pulse = 1.0 + 0.35 * float(envelope(np.array([t]), objs[0].cls.rhythm, phase)[0])
         frame_boxes = []
         # Distractors first, the sounding object on top (its box is the visible ground truth).
         for j, o in reversed(list(enumerate(objs))):
             r = o.r * (pulse if j == 0 else 1.0)
             dx, dy = xx - o.x, yy - o.y
-            m = _mask(o.cls.shape, dx, dy, r)
-            shade = _texture(o.cls.texture, dx, dy, r)
+            m = object_mask(o.cls.shape, dx, dy, r)
+            shade = object_texture(o.cls.texture, dx, dy, r)
             img[m] = np.asarray(o.cls.color, np.float32) * shade[m][:, None]
             ys, xs = np.nonzero(m)
             box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else None
@@ -271,8 +182,8 @@ def generate_clip(index: int, seed: int, spec: SynthSpec = SynthSpec()) -> tuple
 
     sr = spec.sample_rate
     ta = np.arange(int(round(spec.duration * sr))) / sr
-    env = _envelope(ta, objs[0].cls.rhythm, phase)
-    audio = 0.5 * env * _sound(objs[0].cls, ta, rng, pitch_jitter) + 0.003 * rng.standard_normal(ta.shape)
+    env = envelope(ta, objs[0].cls.rhythm, phase)
+    audio = 0.5 * env * class_sound(objs[0].cls, ta, rng, pitch_jitter) + 0.003 * rng.standard_normal(ta.shape)
     truth = {
         "label": label,
         "class_name": objs[0].cls.name,
@@ -313,11 +224,9 @@ def synthesize(
     classes = [asdict(c) for c in CLASSES[: spec.num_classes]]
     (out / "classes.json").write_text(json.dumps({"classes": classes, "spec": asdict(spec), "seed": seed}, indent=1))
     jobs = [(str(out), i, seed, spec) for i in range(num_clips)]
-    from tqdm import tqdm
-
     if workers > 1:
         with ProcessPoolExecutor(workers) as ex:
-            paths = list(tqdm(ex.map(_write_one, jobs), total=len(jobs), disable=not progress, desc="synth"))
+            paths = list(track(ex.map(_write_one, jobs), total=len(jobs), enabled=progress, desc="synth"))
     else:
-        paths = [_write_one(j) for j in tqdm(jobs, disable=not progress, desc="synth")]
+        paths = [_write_one(j) for j in track(jobs, enabled=progress, desc="synth")]
     return paths

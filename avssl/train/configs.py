@@ -1,0 +1,102 @@
+"""The schemas of the training commands: ``avssl pretrain`` (:class:`PretrainConfig`) and ``avssl finetune``
+(:class:`FinetuneConfig`), and the optimizer and run sections they share. Every checkpoint stores its
+config as a plain dict; :func:`avssl.config.from_dict` reads it back."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config import ConfigError
+from ..data.datasets import DataConfig
+from ..data.labeled import LabeledDataConfig
+from ..losses.avid import LossConfig
+from ..models.avmodel import ModelConfig
+from ..models.video import VideoEncoderConfig
+
+__all__ = ["ClassifierModelConfig", "FinetuneConfig", "FinetuneSection", "OptimConfig", "PretrainConfig",
+           "RunConfig"]
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw"] = "sgd"  # adam: L2 weight decay in the gradient (the released AVID)
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    batch_size: int = 32  # per process
+    epochs: int = 10
+    warmup_epochs: float = 0.0
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    lr_milestones: list[int] = field(default_factory=list)  # epochs, for "step"
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: bool = True  # mixed precision (CUDA only)
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    channels_last: bool = True  # CUDA only
+    log_every: int = 10  # steps (also the plain progress lines when the output is not a terminal)
+    checkpoint_every: int = 1  # epochs; a numbered checkpoint is kept besides last.pt
+    save_every_steps: int = 0  # also rewrite last.pt every N steps (0: at epoch ends only)
+    keep: int = 3
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+    # where the weights start from: an avssl pretraining checkpoint (or one written by `avssl import`).
+    # Pretraining takes its model, memory bank and NCE estimate (e.g. CMA after AVID); fine-tuning its video
+    # encoder (architecture and weights). Empty: random initialization.
+    init_from: str | None = None
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class ClassifierModelConfig:
+    video: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)  # without run.init_from
+
+
+@dataclass
+class FinetuneSection:
+    # full: train everything; linear: frozen encoder, batch-normalized linear classifier on the pooled feature;
+    # stages: frozen encoder, one batch-normalized linear classifier per stage on its max-pooled map (the
+    # released Kinetics linear protocol), each reported
+    mode: Literal["full", "linear", "stages"] = "full"
+    stage_grids: list[int] = field(default_factory=lambda: [12, 8, 6, 4])  # stages: max-pool grid over space
+    # linear, stages: the frozen encoder's batch norm while the classifier trains: "eval" (running statistics) or
+    # "train" (batch statistics, running ones updated: the released linear evaluation's model.train(True))
+    encoder_bn: Literal["eval", "train"] = "eval"
+    dropout: float = 0.5  # on the pooled feature
+    # full mode: train the classifier alone first, with its own optimizer at the base lr (released: 5 epochs);
+    # the main optimizer starts fresh after it
+    classifier_warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.stage_grids) != 4 or any(g < 1 for g in self.stage_grids):
+            raise ConfigError(f"finetune.stage_grids: one positive grid size per encoder stage (4), got "
+                              f"{self.stage_grids}")
+        if self.classifier_warmup_epochs < 0 or not math.isfinite(self.classifier_warmup_epochs):
+            raise ConfigError(f"finetune.classifier_warmup_epochs: must be >= 0, got {self.classifier_warmup_epochs}")
+
+
+@dataclass
+class FinetuneConfig:
+    # model.checkpoint was the fine-tuning key of run.init_from; older configs and checkpoints still read
+    __renamed__ = {"model.checkpoint": "run.init_from"}
+
+    data: LabeledDataConfig = field(default_factory=LabeledDataConfig)
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
