@@ -18,9 +18,11 @@ demo: $(STAMP)
 	$(BIN)/avssl demo --output-dir $(DEMO_DIR)
 
 test: $(STAMP)
+	$(BIN)/ruff check avssl tests tools examples
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-all: $(STAMP)
+	$(BIN)/ruff check avssl tests tools examples
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -310,11 +310,11 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
     from .data.formats.localization import read_localization
     from .localize.evaluate import evaluate_localization
 
+    localizer = _localizer(args, "avssl evaluate localization")
     data = read_localization(args.format, args.annotations, args.media)
     if not data.samples:
         raise SystemExit(f"avssl evaluate localization: no annotated sample has media: {data.summary()}")
     print(data.summary(), file=sys.stderr)
-    localizer = _localizer(args, "avssl evaluate localization")
     result = evaluate_localization(localizer, data, args.binarize, args.output_dir, progress=not args.quiet,
                                    checkpoint=str(args.checkpoint), annotations=str(args.annotations))
     print(json.dumps(result))

@@ -131,6 +131,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         tp = hints[name]
         default = next(f for f in dataclasses.fields(cls) if f.name == name)
         if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            value = _apply_renames(tp, value, f"{prefix}{name}.")  # before the defaults fill in the new names
             base = to_dict(_default_of(default))
             value = _merge(base, value) if base else value
         kwargs[name] = _coerce(tp, value, prefix + name)

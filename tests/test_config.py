@@ -63,3 +63,32 @@ def test_yaml_base_inheritance_and_overrides(tmp_path):
         apply_overrides({}, ["novalue"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(Outer, tmp_path / "missing.yaml")
+
+
+@dataclass
+class Moved:
+    __renamed__ = {"old": "inner.lr", "inner.count": "inner.steps"}
+
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_renamed_keys_are_still_read_but_not_together_with_the_new_name():
+    assert from_dict(Moved, {"old": 0.7, "inner": {"count": 4}}) == Moved(Inner(lr=0.7, steps=4))
+    with pytest.raises(ConfigError, match="'old' is the old name of 'inner.lr'"):
+        from_dict(Moved, {"old": 0.7, "inner": {"lr": 0.2}})
+
+
+def test_older_checkpoints_configs_still_load():
+    from avssl.train.configs import FinetuneConfig, PretrainConfig
+
+    cfg = from_dict(PretrainConfig, {"data": {"mel": {"n_mels": 40, "normalize": True}}})
+    assert cfg.data.spectrogram.n_mels == 40 and cfg.data.spectrogram.normalize == "per_spectrogram"
+    assert from_dict(FinetuneConfig, {"model": {"checkpoint": "pt.pt"}}).run.init_from == "pt.pt"
+
+
+def test_override_keys_a_command_ignores_are_named():
+    from avssl.config import check_overrides
+
+    check_overrides(["data.root=x", "data.clip.size=64"], ("data.",), "avssl localize")
+    with pytest.raises(ConfigError, match="avssl localize: --set loss.kind has no effect"):
+        check_overrides(["data.root=x", "loss.kind=cma"], ("data.",), "avssl localize")

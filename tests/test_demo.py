@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from avssl.cli import main
+
+ARGS = ["--num-clips", "20", "--held-out", "8", "--set", "optim.epochs=1", "--set", "optim.batch_size=6",
+        "--set", "data.num_workers=0", "--set", "run.progress=false", "--set", "loss.num_negatives=8"]
 
 
 def test_demo_runs_end_to_end_and_reports_both_models(tmp_path, capsys):
-    rc = main(["demo", "--output-dir", str(tmp_path), "--num-clips", "20", "--held-out", "8",
-               "--set", "optim.epochs=1", "--set", "optim.batch_size=6", "--set", "data.num_workers=0",
-               "--set", "run.progress=false", "--set", "loss.num_negatives=8"])
+    rc = main(["demo", "--output-dir", str(tmp_path), *ARGS])
     assert rc == 0
     res = json.loads((tmp_path / "demo_results.json").read_text())
     assert res["train_clips"] == 12 and res["heldout_clips"] == 8 and res["pretrain"]["steps"] == 2
@@ -21,8 +24,12 @@ def test_demo_runs_end_to_end_and_reports_both_models(tmp_path, capsys):
     assert loc["median"]["model"]["num_samples"] == 8 and 0 <= loc["adaptive"]["centre"]["auc"] <= 1
     assert "centre prior" in text and loc["index"] in text and (tmp_path / "localize" / "index.html").exists()
     assert len(list((tmp_path / "localize").glob("*/overlay.mp4"))) == 4
+
+
+@pytest.mark.slow
+def test_a_second_demo_run_reuses_the_media_and_the_finished_run(tmp_path, capsys):
+    assert main(["demo", "--output-dir", str(tmp_path), *ARGS]) == 0
+    assert "synthesizing" in capsys.readouterr().out
     # A second run reuses the media and resumes the finished run instead of starting over.
-    assert main(["demo", "--output-dir", str(tmp_path), "--num-clips", "20", "--held-out", "8",
-                 "--set", "optim.epochs=1", "--set", "optim.batch_size=6", "--set", "data.num_workers=0",
-                 "--set", "run.progress=false", "--set", "loss.num_negatives=8"]) == 0
+    assert main(["demo", "--output-dir", str(tmp_path), *ARGS]) == 0
     assert "synthesizing" not in capsys.readouterr().out

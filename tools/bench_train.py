@@ -15,7 +15,7 @@ time in which a kernel was running).
 
 Usage:
   python tools/bench_train.py                                  # small CPU config, synthetic media, 1 and 2 processes
-  python tools/bench_train.py --config configs/pretrain/avid_r2plus1d18_kinetics_112.yaml --device cuda \\
+  python tools/bench_train.py --config configs/pretrain/avid_r2plus1d18tv_8x112_200e_kinetics.yaml --device cuda \\
       --workers 16 --nproc 1 --variants --reference --make-720p 16   # a GPU machine: 720p sources + re-encoded
 """
 
@@ -30,21 +30,21 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from avssl.config import CONFIG_DIR, load_config
+from avssl.data.audio import Spectrogram
+from avssl.data.collection import build_manifest, read_manifest, write_jsonl
+from avssl.data.reencode import ReencodeConfig, reencode_many
+from avssl.data.synthetic import SynthSpec, synthesize
+from avssl.train.configs import PretrainConfig
+from avssl.train.engine import setup, to_channels_last, train_step
+from avssl.train.pretrain import PretrainJob, pretrain
 
-from avssl.config import load_config  # noqa: E402
-from avssl.data.audio import Spectrogram  # noqa: E402
-from avssl.data.collection import build_manifest, read_manifest, write_jsonl  # noqa: E402
-from avssl.data.reencode import ReencodeConfig, reencode_many  # noqa: E402
-from avssl.data.synthetic import SynthSpec, synthesize  # noqa: E402
-from avssl.losses.cma import build_loss  # noqa: E402
-from avssl.models.avmodel import AVModel  # noqa: E402
-from avssl.train.pretrain import PretrainConfig, pretrain  # noqa: E402
+TOOLS = Path(__file__).resolve().parent
 
 
 def _inputs(cfg: PretrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,29 +71,26 @@ def _timed(step, device: torch.device, steps: int, warmup: int, batch: int) -> f
 
 def compute_only(cfg: PretrainConfig, device: torch.device, steps: int, warmup: int, amp: bool,
                  channels_last: bool, compile_: bool) -> float:
+    """The step `avssl pretrain` runs (its job: model, loss, optimizer, memory update; engine.train_step) on
+    random tensors of the clip's shape, without data loading."""
     b = cfg.optim.batch_size
+    cfg = replace(cfg, run=replace(cfg.run, amp=amp, channels_last=channels_last))
     video, audio = _inputs(cfg, device)
     torch.manual_seed(0)
-    model = AVModel(cfg.model).to(device).train()
+    rt = setup(cfg.run)
+    job = PretrainJob(cfg, rt, max(4096, b * 4), steps_per_epoch=10**9)
     if device.type == "cuda" and channels_last:
-        model.to_channels_last()
+        to_channels_last(job.model)
         video = video.contiguous(memory_format=torch.channels_last_3d)
         audio = audio.contiguous(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if compile_ else model
-    loss_fn = build_loss(max(4096, b * 4), cfg.model.embed_dim, cfg.loss).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    dtype = torch.bfloat16 if cfg.run.amp_dtype == "bfloat16" else torch.float16
-    use_amp = amp and device.type == "cuda"
+    model = torch.compile(job.model) if compile_ else job.model
+    job.model.train()
+    scaler, counter = rt.grad_scaler(), iter(range(10**9))
 
     def step() -> None:
-        index = torch.randint(0, loss_fn.memory.size, (b,), device=device)
-        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
-            v, a = fwd(video, audio)
-        loss, _ = loss_fn(v.float(), a.float(), index)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_fn.memory.update(index, v.float().detach(), a.float().detach())
+        i = next(counter)
+        batch = {"index": torch.randint(0, job.num_videos, (b,), generator=torch.Generator().manual_seed(i))}
+        train_step(job, model, video, audio, batch, i, scaler)
 
     return _timed(step, device, steps, warmup + (5 if compile_ else 0), b)
 
@@ -163,7 +160,7 @@ def steady(run_dir: Path, warmup: int) -> tuple[float, float, float]:
 def make_720p_sets(out: Path, count: int, reencodings: list[str]) -> list[Path]:
     """``count`` textured 720p H.264 files (3 s keyframes, AAC 44.1 kHz stereo), and the same re-encoded
     with `avssl data reencode` for each "SHORT_SIDE:KEYFRAME_SECONDS" of ``reencodings``."""
-    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(TOOLS))  # the sibling script, not the package
     from bench_decode import make_sample
 
     src = out / "src_720p"
@@ -193,7 +190,7 @@ def manifest_for(folder: Path, out: Path, min_entries: int) -> Path:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(ROOT / "configs/pretrain/avid_small_cpu.yaml"))
+    p.add_argument("--config", default=str(CONFIG_DIR / "pretrain" / "avid_small_cpu.yaml"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
@@ -295,12 +292,12 @@ def main() -> int:
             multi_dir = Path(tempfile.mkdtemp(prefix=f"run{args.nproc}_{folder.name}_", dir=tmp))
             env = dict(os.environ, OMP_NUM_THREADS=str(max(1, torch.get_num_threads() // args.nproc)))
             cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}",
-                   "--master_port=29533", "-m", "avssl", "pretrain", "--config", args.config,
+                   "--master_port=29533", "-m", "avssl", "pretrain", "--config", str(Path(args.config).resolve()),
                    "--output-dir", str(multi_dir)]
             for o in over + [f"data.manifest={manifest}", "optim.epochs=1000",
                              f"run.max_steps={args.steps + args.warmup}"]:
                 cmd += ["--set", o]
-            subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            subprocess.run(cmd, check=True, env=env, cwd=tmp, stdout=subprocess.DEVNULL)
             multi, _, _ = steady(multi_dir, args.warmup)
             one = results["end_to_end"][f"{folder.name} preprocess={modes[0]}"]["clips_per_s"]
             results["end_to_end"][f"{folder.name} {args.nproc} processes"] = {"clips_per_s": multi}

@@ -69,10 +69,10 @@ def main() -> int:
                 over = [*common, f"data.root={videos}", f"data.annotations={lists}", "data.clips_per_video=3",
                         "data.video_aug.flip=0.0", f"optim.epochs={args.finetune_epochs}",
                         f"optim.lr_milestones=[{round(args.finetune_epochs * 0.7)}]", f"run.seed={seed}",
-                        f"finetune.mode={mode}", f"model.checkpoint={ckpt if init == 'pretrained' else ''}"]
+                        f"finetune.mode={mode}", f"run.init_from={ckpt if init == 'pretrained' else ''}"]
                 if mode == "linear":
                     over += ["optim.lr=0.01", "finetune.classifier_warmup_epochs=0"]
-                finetune(load_config(FinetuneConfig, CONFIG_DIR / "finetune/ucf101_small_cpu.yaml", over), run)
+                finetune(load_config(FinetuneConfig, CONFIG_DIR / "finetune/finetune_r2plus1d-small_4x56_8e_ucf101.yaml", over), run)
                 top1 = json.loads((run / "eval.json").read_text())["top1"]
                 results.setdefault(f"{mode} {init}", []).append(top1)
                 print(f"seed {seed}: {mode:6s} from {init:10s} top-1 {top1:.3f}", flush=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Which pretraining localizes, and which map settings show it best? On a composed benchmark
 (`avssl data compose`: a sounding cut-out and silent distractors on photos), pretrain each variant of
-`configs/pretrain/avid_localize_small_cpu.yaml` on the training split (no labels, no boxes), then score
+`configs/pretrain/localize_small_cpu.yaml` on the training split (no labels, no boxes), then score
 its maps on a test split made with another seed: cIoU@0.5 and AUC under each binarization, beside the
 centred prior, the oracle and a randomly initialized model. Then, for one variant, the map settings:
 the short side of the frames given to the encoder and the stride of its last stage.
@@ -55,7 +55,7 @@ from avssl.train.finetune import FinetuneConfig, finetune
 from avssl.train.configs import PretrainConfig
 from avssl.train.pretrain import load_pretrained, pretrain
 
-CONFIG = CONFIG_DIR / "pretrain" / "avid_localize_small_cpu.yaml"
+CONFIG = CONFIG_DIR / "pretrain" / "localize_small_cpu.yaml"
 B32 = ["optim.batch_size=32", "optim.epochs=30"]  # the schedule the earlier variants were measured with
 VARIANTS = {
     "mean": [*B32, "loss.av_pool=mean", "loss.kind=avid"],
@@ -114,7 +114,7 @@ def _supervised(work: Path, epochs: int) -> dict:
     if not (run / "eval.json").exists():
         root, lists = _ucf_layout(work)
         clip = load_config(PretrainConfig, CONFIG).data.clip
-        finetune(load_config(FinetuneConfig, CONFIG_DIR / "finetune/ucf101_small_cpu.yaml", [
+        finetune(load_config(FinetuneConfig, CONFIG_DIR / "finetune/finetune_r2plus1d-small_4x56_8e_ucf101.yaml", [
             f"data.root={root}", f"data.annotations={lists}", f"data.clip.size={clip.size}",
             f"data.clip.crop={clip.crop}", "data.video_aug.crop_scale=[0.5,1.0]", "data.clips_per_video=1",
             f"optim.epochs={epochs}", f"optim.lr_milestones=[{round(epochs * 2 / 3)},{round(epochs * 0.87)}]",

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torchaudio
+from einops import reduce
 
 __all__ = ["BUILTIN_NORM_STATS", "Spectrogram", "SpectrogramConfig", "load_norm_stats"]
 
@@ -144,8 +145,7 @@ class Spectrogram(torch.nn.Module):
         power = self.spec(waveform.float())
         if cfg.kind == "linear" and cfg.fft_oversample > 1:
             k = cfg.fft_oversample
-            rest = power[..., 1:, :]
-            rest = rest.reshape(*rest.shape[:-2], rest.shape[-2] // k, k, rest.shape[-1]).mean(-2)
+            rest = reduce(power[..., 1:, :], "... (f k) t -> ... f t", "mean", k=k)  # bins past DC, averaged in k's
             power = torch.cat([power[..., :1, :], rest], dim=-2)
         if cfg.trim_to_duration:
             power = power[..., : self.num_frames(waveform.shape[-1])]

@@ -32,6 +32,7 @@ __all__ = [
     "VideoInfo",
     "decode_audio",
     "decode_clip",
+    "decode_frames",
     "output_size",
     "probe",
 ]
@@ -89,19 +90,6 @@ class MediaInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MediaInfo:
-        video = VideoInfo(**d["video"]) if d.get("video") else None
-        audio = AudioInfo(**d["audio"]) if d.get("audio") else None
-        return cls(
-            path=d["path"],
-            format=d["format"],
-            duration=float(d["duration"]),
-            size_bytes=int(d["size_bytes"]),
-            video=video,
-            audio=audio,
-            start_time=float(d.get("start_time", 0.0)),
-        )
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import distributed as dist
+from ..config import ConfigError
 from .clips import ClipConfig
 from .collection import build_manifest, read_manifest
 from .datasets import DataConfig
@@ -49,7 +50,7 @@ def read_labeled(fmt: str, root: str | os.PathLike, annotations: str | os.PathLi
     Kinetics the CSV's split name; ``subset``: train or test)."""
     if fmt == "kinetics":
         if annotations is None:
-            raise ValueError("kinetics needs data.annotations: the official CSV of the split")
+            raise ConfigError("data.format kinetics needs data.annotations: the official CSV of the split")
         return read_kinetics(annotations, root)
     if fmt == "ucf101":
         return read_ucf101(annotations or Path(root) / "ucfTrainTestlist", root, int(split or 1), subset)
@@ -57,7 +58,7 @@ def read_labeled(fmt: str, root: str | os.PathLike, annotations: str | os.PathLi
         return read_hmdb51(annotations or Path(root) / "testTrainMulti_7030_splits", root, int(split or 1), subset)
     if fmt == "list":
         if annotations is None:
-            raise ValueError("list needs data.annotations: a file of `path label` lines")
+            raise ConfigError("data.format list needs data.annotations: a file of `path label` lines")
         return read_list(annotations, root)
     if fmt == "folders":
         return read_folders(root)
@@ -83,10 +84,10 @@ def labeled_entries(d: LabeledDataConfig, subset: str, work_dir: Path, progress:
     """(entries with probe facts and ``label``, class names, report) of a split. Files listed but absent, and
     files that fail to probe, are counted in the report and left out."""
     if not d.root:
-        raise ValueError("set data.root (the videos)")
+        raise ConfigError("set data.root (the videos)")
     ann = d.test_annotations if subset == "test" and d.format in ("kinetics", "list") else d.annotations
     if subset == "test" and d.format in ("kinetics", "list") and not ann:
-        raise ValueError(f"{d.format}: set data.test_annotations (the evaluation split)")
+        raise ConfigError(f"data.format {d.format}: set data.test_annotations (the evaluation split)")
     root = str(Path(d.root).resolve())
     labeled = read_labeled(d.format, root, ann, d.split, subset)
     lst = work_dir / f"{subset}_files.txt"

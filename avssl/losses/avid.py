@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..config import ConfigError
@@ -100,7 +101,7 @@ def contrast(
 
 def _locations(video: torch.Tensor) -> torch.Tensor | None:
     """``(B, D, H, W)`` per-location embeddings -> ``(B, H*W, D)``; None for pooled ``(B, D)``."""
-    return video.flatten(2).transpose(1, 2) if video.dim() > 2 else None
+    return rearrange(video, "b d h w -> b (h w) d") if video.dim() > 2 else None
 
 
 def best_location(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:

@@ -81,13 +81,6 @@ class AVModel(nn.Module):
         fmap = self.video(video)[0].mean(dim=2)
         return self.video_head(fmap.movedim(1, -1)).movedim(-1, 1)
 
-    def to_channels_last(self) -> AVModel:
-        """Channels-last weights (faster convolutions on GPUs): 3D for the video encoder, 2D for the audio
-        encoder. Feed inputs in the same formats (``video.contiguous(memory_format=torch.channels_last_3d)``)."""
-        self.video.to(memory_format=torch.channels_last_3d)
-        self.audio.to(memory_format=torch.channels_last)
-        return self
-
     def forward(
         self, video: torch.Tensor, audio: torch.Tensor, spatial: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,7 +32,7 @@ from .checkpoint import keep_copy, load_checkpoint, prune_checkpoints, save_atom
 from .configs import OptimConfig, RunConfig
 
 __all__ = ["Checkpointer", "Job", "RunLog", "Runtime", "Trainer", "epoch_indices", "lr_at", "make_optimizer",
-           "optimizer_step", "resolve_device", "setup", "train_batches"]
+           "optimizer_step", "resolve_device", "setup", "to_channels_last", "train_batches", "train_step"]
 
 
 @dataclass
@@ -117,8 +117,11 @@ def train_batches(dataset: Dataset, run: RunConfig, batch_size: int, num_workers
             on_epoch(epoch, step)
         batches = epoch_indices(len(dataset), epoch, run.seed, batch_size, rt.rank, rt.world)
         batches = batches[step - epoch * steps_per_epoch :]  # resume inside an epoch
+        # the loader's own generator: otherwise it draws its workers' base seed from the global RNG at every
+        # (re)start, and a run resumed inside an epoch would draw dropout masks from a different stream
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=av_collate,
-                            pin_memory=rt.device.type == "cuda")
+                            pin_memory=rt.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(run.seed * 100_003 + epoch))
         for batch in loader:
             yield epoch, batch
             step += 1
@@ -240,6 +243,19 @@ class Job(Protocol):
         """Restore them from a checkpoint."""
 
 
+def train_step(job: Job, model: nn.Module, video: torch.Tensor, audio: torch.Tensor | None, batch: dict[str, Any],
+               step: int, scaler: torch.amp.GradScaler) -> tuple[torch.Tensor, dict[str, Any], float]:
+    """One optimizer step of ``job`` on a batch already on the device: (loss, metrics, learning rate). What
+    :meth:`Trainer.fit` runs each step, and what ``tools/bench_train.py`` times."""
+    opt, lr = job.optimizer_at(step)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss, metrics = job.loss(model, video, audio, batch, step)
+    optimizer_step(loss, opt, scaler)
+    job.after_step()
+    return loss, metrics, lr
+
+
 class Trainer:
     """The training skeleton: ``Trainer(cfg, output_dir, tag)``, then :meth:`set_data`, then :meth:`fit` a
     job (built after :meth:`set_data`, on :attr:`device`, with the global RNG seeded by ``run.seed``)."""
@@ -341,13 +357,8 @@ class Trainer:
         t_start, clips, last_loss = time.perf_counter(), 0, float("nan")
         for epoch, batch in train_batches(self.dataset, run, self.optim.batch_size, self.num_workers, rt, step,
                                           self.steps_per_epoch, self.total_steps, job.on_epoch):
-            opt, lr = job.optimizer_at(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
             video, audio = self._inputs(batch)
-            loss, metrics = job.loss(model, video, audio, batch, step)
-            optimizer_step(loss, opt, self.scaler)
-            job.after_step()
+            loss, metrics, lr = train_step(job, model, video, audio, batch, step, self.scaler)
             step += 1
             clips += len(batch["index"]) * rt.world
             last_loss = float(loss.detach())

@@ -25,7 +25,7 @@ from ..models.classifier import make_classifier
 from ..models.video import R2Plus1D, VideoEncoderConfig
 from .checkpoint import classifier_model, pretrained_video_encoder
 from .configs import FinetuneConfig
-from .engine import Trainer, lr_at, make_optimizer
+from .engine import Runtime, Trainer, lr_at, make_optimizer
 
 __all__ = ["FinetuneConfig", "FinetuneJob", "build_classifier", "finetune", "load_classifier"]
 
@@ -46,11 +46,10 @@ class FinetuneJob:
     encoder's only in full mode); in full mode with a warm-up, the classifier first trains alone with its
     own optimizer at the base lr, and the main optimizer starts fresh after it (as released)."""
 
-    def __init__(self, cfg: FinetuneConfig, trainer: Trainer, classes: list[str]) -> None:
-        self.cfg, self.rt, self.classes = cfg, trainer.rt, classes
-        self.steps_per_epoch = trainer.steps_per_epoch
+    def __init__(self, cfg: FinetuneConfig, rt: Runtime, classes: list[str], steps_per_epoch: int) -> None:
+        self.cfg, self.rt, self.classes, self.steps_per_epoch = cfg, rt, classes, steps_per_epoch
         model, self.video_cfg = build_classifier(cfg, len(classes))
-        self.model = model.to(trainer.device)
+        self.model = model.to(rt.device)
         full = cfg.finetune.mode == "full"
         head = self.model.heads if cfg.finetune.mode == "stages" else self.model.fc
         groups = [{"params": list(head.parameters()), "name": "classifier"}]
@@ -108,7 +107,7 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
             print(f"train split: {report['missing']} listed files missing, {report['unreadable']} unreadable "
                   f"(see {out / 'train_manifest.rejected.jsonl'}); training on {report['used']}", flush=True)
     trainer.set_data(entries, as_data_config(cfg.data, train=True))
-    job = FinetuneJob(cfg, trainer, classes)
+    job = FinetuneJob(cfg, trainer.rt, classes, trainer.steps_per_epoch)
     summary = trainer.fit(job)
 
     test_entries, test_classes, test_report = labeled_entries(cfg.data, "test", out, cfg.run.progress)

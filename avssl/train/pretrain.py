@@ -22,7 +22,7 @@ from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, count_parameters
 from .checkpoint import load_checkpoint, pretrained_model
 from .configs import OptimConfig, PretrainConfig, RunConfig
-from .engine import Trainer, lr_at, make_optimizer
+from .engine import Runtime, Trainer, lr_at, make_optimizer
 
 __all__ = ["OptimConfig", "PretrainConfig", "PretrainJob", "RunConfig", "load_pretrained", "pretrain"]
 
@@ -43,13 +43,11 @@ def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
 class PretrainJob:
     """AVModel and AVID/CMA loss on the trainer's device; one memory slot per video of the collection."""
 
-    def __init__(self, cfg: PretrainConfig, trainer: Trainer) -> None:
-        self.cfg = cfg
-        self.rt, self.seed = trainer.rt, cfg.run.seed
-        self.steps_per_epoch = trainer.steps_per_epoch
-        self.num_videos = len(trainer.dataset.entries)
-        self.model = AVModel(cfg.model, cfg.data.spectrogram).to(trainer.device)
-        self.loss_fn = build_loss(self.num_videos, cfg.model.embed_dim, cfg.loss, seed=cfg.run.seed).to(trainer.device)
+    def __init__(self, cfg: PretrainConfig, rt: Runtime, num_videos: int, steps_per_epoch: int) -> None:
+        self.cfg, self.rt, self.seed = cfg, rt, cfg.run.seed
+        self.steps_per_epoch, self.num_videos = steps_per_epoch, num_videos
+        self.model = AVModel(cfg.model, cfg.data.spectrogram).to(rt.device)
+        self.loss_fn = build_loss(num_videos, cfg.model.embed_dim, cfg.loss, seed=cfg.run.seed).to(rt.device)
         self.optimizers = {"optimizer": make_optimizer([p for p in self.model.parameters() if p.requires_grad],
                                                        cfg.optim)}
         self.neg_gen = torch.Generator()  # reseeded every step from (seed, rank, step): nothing to save
@@ -112,8 +110,8 @@ class PretrainJob:
 def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train; returns a summary (steps, final loss, skipped files, throughput)."""
     trainer = Trainer(cfg, output_dir, "pretrain")
-    trainer.set_data(read_manifest(_prepare_manifest(cfg, trainer.out)), cfg.data)
-    return trainer.fit(PretrainJob(cfg, trainer))
+    dataset = trainer.set_data(read_manifest(_prepare_manifest(cfg, trainer.out)), cfg.data)
+    return trainer.fit(PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch))
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> AVModel:

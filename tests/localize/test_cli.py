@@ -23,7 +23,7 @@ from avssl.localize.render import jet
 from avssl.train.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "pretrain" / "avid_localize_small_cpu.yaml"
+CONFIG = ROOT / "configs" / "pretrain" / "localize_small_cpu.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,14 @@ def test_localize_goes_on_past_a_broken_file_and_says_why(run, tmp_path, capsys)
     assert len(summary["failed"]) == 1 and summary["failed"][0]["path"].endswith("broken.mp4")
     assert "skipped" in captured.err and "broken.mp4" in captured.err
     assert (tmp_path / "out" / "good" / "maps.npy").exists()
+
+
+@pytest.mark.parametrize("command", [["localize", "--video", "x.mp4"],
+                                     ["evaluate", "localization", "--annotations", "a.json", "--media", "."],
+                                     ["evaluate", "retrieval", "--data", "."]])
+def test_set_keys_a_command_ignores_are_errors(run, tmp_path, capsys, command):
+    # the model comes from the checkpoint: only data.* keys act, anything else is named, not ignored
+    rc = main([*command, "--checkpoint", str(run["ckpt"]), "--output-dir", str(tmp_path),
+               "--set", "model.embed_dim=64"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--set model.embed_dim has no effect" in err and len(err.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ from avssl.train.pretrain import PretrainConfig
 # The counts documented in the configs' headers.
 DOCUMENTED = {
     "configs/pretrain/avid_small_cpu.yaml": (228_760, 25_418, 266_658),
-    "configs/pretrain/avid_r2plus1d18_kinetics_112.yaml": (33_178_518, 4_705_634, 38_540_792),
+    "configs/pretrain/avid_r2plus1d18tv_8x112_200e_kinetics.yaml": (33_178_518, 4_705_634, 38_540_792),
     "configs/pretrain/avid_r2plus1d18_kinetics.yaml": (15_379_136, 4_725_696, 21_286_784),
     "configs/pretrain/avid_cma_r2plus1d18_kinetics.yaml": (15_379_136, 4_725_696, 21_286_784),
     "configs/pretrain/avid_r2plus1d18_audioset.yaml": (15_379_136, 4_725_696, 21_286_784),

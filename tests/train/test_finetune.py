@@ -17,7 +17,7 @@ from avssl.train.finetune import FinetuneConfig, finetune
 from avssl.train.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
-FT_SMALL = ROOT / "configs" / "finetune" / "ucf101_small_cpu.yaml"
+FT_SMALL = ROOT / "configs" / "finetune" / "finetune_r2plus1d-small_4x56_8e_ucf101.yaml"
 PT_SMALL = ROOT / "configs" / "pretrain" / "avid_small_cpu.yaml"
 
 
@@ -55,6 +55,18 @@ def _cfg(ucf: Path, *extra: str) -> FinetuneConfig:
         "run.log_every=1", "run.device=cpu", *extra])
 
 
+@pytest.mark.parametrize("warmup", [0, 1])
+def test_resumed_finetuning_equals_uninterrupted_finetuning(ucf, tmp_path, warmup):
+    w = [f"finetune.classifier_warmup_epochs={warmup}", "data.clip_test_clips=1", "data.test_clips=1"]
+    full = finetune(_cfg(ucf, "run.max_steps=5", *w), tmp_path / "full")
+    assert finetune(_cfg(ucf, "run.max_steps=4", *w), tmp_path / "resumed")["steps"] == 4
+    resumed = finetune(_cfg(ucf, "run.max_steps=5", *w), tmp_path / "resumed")  # picks up last.pt
+    assert full["steps"] == resumed["steps"] == 5 and full["final_loss"] == resumed["final_loss"]
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("full", "resumed"))
+    for name, t in a["model"].items():
+        torch.testing.assert_close(t, b["model"][name], rtol=0, atol=0, msg=f"{name} differs")
+
+
 def test_finetune_trains_resumes_and_evaluates(ucf, tmp_path):
     out = tmp_path / "ft"
     part = finetune(_cfg(ucf, "run.max_steps=3"), out)
@@ -80,6 +92,7 @@ def test_linear_mode_keeps_the_pretrained_encoder_and_evaluate_action_reproduces
                                                     "optim.batch_size=6", "optim.epochs=1", "run.progress=false",
                                                     "loss.num_negatives=4", "run.device=cpu"]), tmp_path / "pt")
     out = tmp_path / "lin"
+    # model.checkpoint: the key's name before run.init_from, still read
     finetune(_cfg(ucf, f"model.checkpoint={tmp_path / 'pt' / 'last.pt'}", "finetune.mode=linear"), out)
     pre = load_checkpoint(tmp_path / "pt" / "last.pt")["model"]
     ft = load_checkpoint(out / "last.pt")["model"]
@@ -94,10 +107,10 @@ def test_linear_mode_keeps_the_pretrained_encoder_and_evaluate_action_reproduces
 
 
 @pytest.mark.parametrize("name, fmt, frames, batch, clips, epochs, milestones, jitter", [
-    ("ucf101_r2plus1d18_full.yaml", "ucf101", 32, 32, 5, 21, [11, 15, 19], 0.4),
-    ("hmdb51_r2plus1d18_full.yaml", "hmdb51", 32, 32, 10, 15, [8, 11, 13], 1.0),
-    ("ucf101_r2plus1d18_8f_full.yaml", "ucf101", 8, 64, 10, 21, [11, 15, 19], 0.4),  # released 8at16
-    ("hmdb51_r2plus1d18_8f_full.yaml", "hmdb51", 8, 64, 25, 15, [8, 11, 13], 1.0),
+    ("finetune_r2plus1d18_32x224_21e_ucf101.yaml", "ucf101", 32, 32, 5, 21, [11, 15, 19], 0.4),
+    ("finetune_r2plus1d18_32x224_15e_hmdb51.yaml", "hmdb51", 32, 32, 10, 15, [8, 11, 13], 1.0),
+    ("finetune_r2plus1d18_8x224_21e_ucf101.yaml", "ucf101", 8, 64, 10, 21, [11, 15, 19], 0.4),  # released 8at16
+    ("finetune_r2plus1d18_8x224_15e_hmdb51.yaml", "hmdb51", 8, 64, 25, 15, [8, 11, 13], 1.0),
 ])
 def test_benchmark_configs_carry_the_released_values(name, fmt, frames, batch, clips, epochs, milestones, jitter):
     cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / name)
@@ -141,7 +154,7 @@ def test_per_stage_linear_probes(ucf, tmp_path):
     ev = json.loads((out / "eval.json").read_text())
     assert sorted(ev["stages"]) == ["stage1", "stage2", "stage3", "stage4"]
     assert ev["top1"] == ev["stages"]["stage4"]["top1"] and all(0 <= s["top1"] <= 1 for s in ev["stages"].values())
-    cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / "kinetics400_r2plus1d18_linear.yaml")
+    cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / "linear-stages_r2plus1d18_8x224_12e_kinetics400.yaml")
     assert (cfg.finetune.mode, cfg.finetune.stage_grids, cfg.optim.lr, cfg.optim.epochs, cfg.optim.lr_milestones,
             cfg.optim.batch_size * 8, cfg.data.test_clips) == ("stages", [12, 8, 6, 4], 1e-4, 12, [6, 9], 128, 10)
     # released transforms: 256x256 (aspect not kept), random crop 224, flip, jitter (0.4, 0.4, 0.4, 0.2); test
@@ -160,7 +173,7 @@ def test_per_stage_linear_probes(ucf, tmp_path):
 
 def test_test_clips_are_resized_to_test_size_then_centre_cropped(ucf):
     # released UCF-101/HMDB-51 test transform on non-square (4:3) frames: short side 256, centre 224
-    cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / "ucf101_r2plus1d18_full.yaml")
+    cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / "finetune_r2plus1d18_32x224_21e_ucf101.yaml")
     d = as_data_config(cfg.data, train=False)
     assert (d.clip.size, d.video_aug.resize, d.clip.crop) == (256, 256, 224)
     from avssl.data.transforms import VideoTransform

@@ -109,6 +109,7 @@ def test_config_mistakes_are_clear_errors(collection, tmp_path, capsys):
         pretrain(load_config(PretrainConfig, SMALL, ["run.progress=false"]), tmp_path / "x")
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_torchrun_two_processes_on_cpu(collection, tmp_path):
     rows = read_manifest(collection / "manifest.jsonl")
