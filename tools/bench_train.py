@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -160,8 +161,10 @@ def steady(run_dir: Path, warmup: int) -> tuple[float, float, float]:
 def make_720p_sets(out: Path, count: int, reencodings: list[str]) -> list[Path]:
     """``count`` textured 720p H.264 files (3 s keyframes, AAC 44.1 kHz stereo), and the same re-encoded
     with `avssl data reencode` for each "SHORT_SIDE:KEYFRAME_SECONDS" of ``reencodings``."""
-    sys.path.insert(0, str(TOOLS))  # the sibling script, not the package
-    from bench_decode import make_sample
+    spec = importlib.util.spec_from_file_location("bench_decode", TOOLS / "bench_decode.py")  # the sibling tool
+    bench_decode = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_decode)
+    make_sample = bench_decode.make_sample
 
     src = out / "src_720p"
     src.mkdir(parents=True, exist_ok=True)
