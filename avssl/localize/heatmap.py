@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.audio import Spectrogram
+from ..data.clips import clip_span
 from ..data.datasets import DataConfig
 from ..data.decode import DecodeError, decode_audio, decode_frames, probe
 from ..models.avmodel import AVModel
@@ -111,6 +112,60 @@ class Localizer:
         n = max(1, int(math.floor(duration * self.cfg.fps + 1e-6)))
         return np.arange(n) / self.cfg.fps
 
+    def starts(self, times: np.ndarray, duration: float) -> np.ndarray:
+        """The start of each output time's clip: centred on the time and, as training samples clips, shifted
+        to keep the clip's frames and audio window inside ``[0, duration]`` (centred when the media is shorter
+        than the window); near either end of a file the window moves, it is not padded."""
+        clip = self.data.clip
+        starts = np.asarray(times, np.float64) - clip.video_duration / 2
+        if not duration:  # a still image: frames repeat, the audio comes from the middle of its sound file
+            return starts
+        lo, hi = clip_span(clip, clip.audio_offset)
+        first, last = -lo, duration - hi
+        return np.clip(starts, first, last) if last >= first else np.full_like(starts, max(0.0, (duration - hi - lo) / 2))
+
+    def _duration(self, info) -> float:
+        return (info.video.duration if info.video is not None and info.video.duration else info.duration) or 0.0
+
+    def audio_at(self, video: str | os.PathLike, t: float, audio: str | os.PathLike, audio_offset: float = 0.0
+                 ) -> np.ndarray:
+        """The waveform a map of ``video`` at ``t`` is compared with: the clip's audio window in ``audio``."""
+        clip = self.data.clip
+        start = float(self.starts(np.array([t]), self._duration(probe(video)))[0])
+        a_start = start + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset + audio_offset
+        return decode_audio(audio, a_start, clip.audio_duration, clip.sample_rate).waveform
+
+    def _clips(self, video: str | os.PathLike, starts: np.ndarray) -> torch.Tensor:
+        """uint8 clips ``(B, T, h, w, 3)`` at short side ``size`` starting at ``starts``, decoded in one pass."""
+        clip = self.data.clip
+        n = max(1, int(round(clip.video_duration * clip.fps)))
+        want = (starts[:, None] + np.arange(n)[None, :] / clip.fps).ravel()
+        uniq, inverse = np.unique(want, return_inverse=True)
+        small = torch.from_numpy(decode_frames(video, uniq, self.size))
+        return small[torch.from_numpy(inverse.reshape(len(starts), n))]
+
+    def _similarities(self, clips: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
+        """:meth:`similarity` in batches of ``batch_size``."""
+        return torch.cat([self.similarity(clips[b : b + self.cfg.batch_size], waves[b : b + self.cfg.batch_size])
+                          for b in range(0, len(clips), self.cfg.batch_size)])
+
+    @staticmethod
+    def _upsample(sim: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Raw cosine maps ``(B, h', w')`` -> ``(B, h, w)``, bilinear."""
+        return F.interpolate(sim[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+
+    @torch.no_grad()
+    def compare(self, video: str | os.PathLike, t: float, waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(the frame shown at ``t``, raw cosine maps ``(K, H, W)`` at its size): the clip at ``t`` against each
+        of ``waveforms`` (the clip spec's audio length at its rate), e.g. the clip's own sound, another clip's,
+        silence. The video is encoded once per waveform, from one decode."""
+        start = self.starts(np.array([t]), self._duration(probe(video)))
+        frame = decode_frames(video, [t])
+        clips = self._clips(video, start).expand(len(waveforms), -1, -1, -1, -1)
+        waves = torch.stack([torch.as_tensor(np.asarray(w, np.float32)) for w in waveforms])
+        sims = self._upsample(self._similarities(clips, waves), *frame.shape[1:3])
+        return frame[0], sims.cpu().numpy()
+
     def __call__(
         self,
         video: str | os.PathLike,
@@ -123,41 +178,29 @@ class Localizer:
         the video's own track) shifted by ``audio_offset`` seconds. Raises DecodeError."""
         clip, cfg = self.data.clip, self.cfg
         info = probe(video)
-        duration = (info.video.duration if info.video is not None and info.video.duration else info.duration) or 0.0
+        duration = self._duration(info)
         times = self.default_times(duration) if times is None else np.sort(np.asarray(times, np.float64))
         source = os.fspath(audio) if audio is not None else os.fspath(video)
         if audio is None and info.audio is None:
             raise DecodeError(video, "no audio track: give another file's audio with --audio")
-        notes = []
         if audio is not None and probe(source).audio is None:
             raise DecodeError(source, "no audio stream")
-        sr, ad = clip.sample_rate, clip.audio_duration
-        n_frames = max(1, int(round(clip.video_duration * clip.fps)))
-        rel = (np.arange(n_frames) - n_frames / 2) / clip.fps  # the clip's window [t - d/2, t + d/2), as in training
-        n_audio = int(round(ad * sr))
-        # Audio over the whole span the windows touch, decoded once.
-        a0 = float(times[0]) + audio_offset - ad / 2
-        span = float(times[-1] - times[0]) + ad
-        audio_track = decode_audio(source, a0, span, sr)
+        sr, n_audio, notes = clip.sample_rate, int(round(clip.audio_duration * clip.sample_rate)), []
+        starts = self.starts(times, duration)
+        a_starts = starts + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset + audio_offset
+        a0 = float(a_starts.min())  # the audio every window touches, decoded once
+        audio_track = decode_audio(source, a0, float(a_starts.max()) - a0 + clip.audio_duration, sr)
         if audio_track.padded_samples:
             notes.append(f"{audio_track.padded_samples} audio samples outside {source} compared as silence")
         wave_all = F.pad(torch.from_numpy(audio_track.waveform), (0, n_audio))  # room for rounding at the end
         maps, sims, shown = [], [], []
         for s in track(range(0, len(times), cfg.chunk), enabled=progress, desc="maps", unit="chunk"):
-            ts = times[s : s + cfg.chunk]
-            want = (ts[:, None] + rel[None, :]).ravel()
-            uniq, inverse = np.unique(want, return_inverse=True)
-            small = torch.from_numpy(decode_frames(video, uniq, self.size))
-            frames = decode_frames(video, ts)
-            h, w = frames.shape[1:3]
-            clips = small[torch.from_numpy(inverse.reshape(len(ts), n_frames))]  # (B, T, h, w, 3)
-            starts = [int(round((t + audio_offset - ad / 2 - a0) * sr)) for t in ts]
-            waves = torch.stack([wave_all[st : st + n_audio] for st in starts])
-            for b in range(0, len(ts), cfg.batch_size):
-                sim = self.similarity(clips[b : b + cfg.batch_size], waves[b : b + cfg.batch_size])
-                up = F.interpolate(sim[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-                maps.append(normalize_maps(up, cfg.norm).cpu().numpy().astype(np.float32))
-                sims.append(sim.cpu().numpy())
+            frames = decode_frames(video, times[s : s + cfg.chunk])
+            offsets = [int(round((a - a0) * sr)) for a in a_starts[s : s + cfg.chunk]]
+            waves = torch.stack([wave_all[o : o + n_audio] for o in offsets])
+            sim = self._similarities(self._clips(video, starts[s : s + cfg.chunk]), waves)
+            maps.append(normalize_maps(self._upsample(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy().astype(np.float32))
+            sims.append(sim.cpu().numpy())
             shown.append(frames)
         whole = decode_audio(source, audio_offset, max(duration, 1.0 / cfg.fps), sr).waveform
         return VideoMaps(

@@ -124,7 +124,7 @@ _PAGE = """<!doctype html>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }}
 section {{ background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 1em; margin-bottom: 1.5em; }}
 .row {{ display: flex; gap: 1em; align-items: flex-start; flex-wrap: wrap; }}
-video {{ max-width: 480px; background: #000; }}
+video {{ width: 480px; max-width: 100%; background: #000; }}  /* small clips scaled up to be seen */
 img {{ max-width: 100%; image-rendering: auto; }}
 .meta {{ color: #555; font-size: 0.9em; }}
 </style></head>

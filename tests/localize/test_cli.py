@@ -63,6 +63,7 @@ def test_localize_writes_maps_overlays_video_and_page(run, tmp_path, capsys):
     page = (out / "index.html").read_text()
     links = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert len(links) >= 3 * 4 and all((out / link).exists() for link in links)
+    assert "video { width: 480px" in page  # the 96x64 clips are shown at a size a person can see
 
 
 def test_evaluate_localization_reports_model_centre_and_oracle(run, tmp_path, capsys):

@@ -145,3 +145,23 @@ def test_a_corrupt_file_raises_the_decoders_error(tmp_path):
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
     with pytest.raises(DecodeError):
         Localizer(_model(), _data(), MapConfig(size=48))(bad)
+
+
+def test_on_a_static_clip_the_first_map_equals_the_middle_one(tmp_path):
+    # Near either end of the file the clip's window is shifted inside it, as training samples clips: it is not
+    # padded (padding with silence inverted the first and last maps). Lossless frames and a tone of 400 Hz,
+    # whose period divides the windows' shift, make the first and middle windows hold the same content.
+    t = np.arange(SR) / SR
+    path = tmp_path / "static.mkv"
+    frames = [np.tile(np.linspace(0, 255, 96, dtype=np.uint8)[None, :, None], (64, 1, 3))] * 16
+    write_av(path, frames, 16, (0.4 * np.sin(2 * np.pi * 400 * t))[None].astype(np.float32), SR,
+             audio_codec="pcm_s16le", crf=0)
+    cfg = ModelConfig(video=VideoEncoderConfig(widths=(4, 4, 4, 4), blocks=(1, 1, 1, 1)),
+                      audio=AudioEncoderConfig(widths=(4, 4, 4, 4), convs_per_stage=1, stem_channels=4), embed_dim=4)
+    torch.manual_seed(0)
+    loc = Localizer(AVModel(cfg), _data(), MapConfig(size=64, fps=4.0, pad=0.0))
+    res = loc(path)
+    assert res.times.tolist() == [0.0, 0.25, 0.5, 0.75]
+    assert loc.starts(res.times, 1.0).tolist() == [0.125, 0.125, 0.375, 0.625]  # inside [0, 1 s]
+    np.testing.assert_allclose(res.maps[0], res.maps[2], atol=1e-4)
+    assert not res.notes  # no silence compared
