@@ -27,6 +27,7 @@ __all__ = [
     "centre_prior",
     "ciou",
     "consensus_map",
+    "detection_scores",
     "summarize",
 ]
 
@@ -103,3 +104,24 @@ def summarize(cious: Sequence[float]) -> dict[str, float | int]:
     c = np.asarray(cious, dtype=np.float64)
     return {"ciou_at_0.5": float((c >= 0.5).mean()) if c.size else float("nan"), "auc": auc(c),
             "num_samples": int(c.size)}
+
+
+def detection_scores(confidence: Sequence[float], correct: Sequence[bool]) -> dict[str, float]:
+    """SLAVC's extended protocol (Mo and Morgado, 2022): every map is a detection with a ``confidence`` (the
+    peak of its raw similarity); a detection is right when its sound is the clip's own and it localizes the
+    object (``correct``); maps made with a mismatched sound or silence are never right, so confident ones
+    count as false positives. Returns average precision (precision summed at each right detection, ties in
+    confidence taken together) and the best F1 over thresholds, with recall over the right detections."""
+    conf = np.asarray(confidence, np.float64)
+    ok = np.asarray(correct, bool)
+    positives = int(ok.sum())
+    if positives == 0:
+        return {"ap": 0.0, "max_f1": 0.0, "positives": 0, "detections": int(conf.size)}
+    levels = np.unique(conf)[::-1]  # thresholds from the most confident down, ties grouped
+    tp = np.array([(ok & (conf >= t)).sum() for t in levels], np.float64)
+    kept = np.array([(conf >= t).sum() for t in levels], np.float64)
+    precision, recall = tp / kept, tp / positives
+    gain = np.diff(np.concatenate([[0.0], recall]))
+    f1 = np.where(tp > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return {"ap": float((precision * gain).sum()), "max_f1": float(f1.max()), "positives": positives,
+            "detections": int(conf.size)}

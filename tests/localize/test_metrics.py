@@ -72,3 +72,17 @@ def test_centre_prior_peaks_in_the_middle_and_is_symmetric():
     np.testing.assert_allclose(c, c[::-1, ::-1], atol=1e-6)
     # Under median binarization it selects a centred region of half the frame.
     assert binarize(c, "median").mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_detection_scores_rank_confident_right_maps_above_confident_wrong_ones():
+    from avssl.localize.metrics import detection_scores
+
+    perfect = detection_scores([0.9, 0.8, 0.2, 0.1], [True, True, False, False])
+    assert perfect["ap"] == pytest.approx(1.0) and perfect["max_f1"] == pytest.approx(1.0)
+    # a map under silence more confident than the right one: precision 1/2 at the first right detection
+    worse = detection_scores([0.9, 0.8, 0.2], [False, True, False])
+    assert worse["ap"] == pytest.approx(0.5) and worse["max_f1"] == pytest.approx(2 / 3)
+    # the same confidence for every map (a map that does not depend on the sound): one threshold, AP = share right
+    flat = detection_scores([0.5] * 6, [True, False, False, True, False, False])
+    assert flat["ap"] == pytest.approx(2 / 6)
+    assert detection_scores([0.3], [False]) == {"ap": 0.0, "max_f1": 0.0, "positives": 0, "detections": 1}
