@@ -21,10 +21,12 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from ..config import ConfigError
 from .audio import Spectrogram, SpectrogramConfig
+from .cache import ClipCache
 from .clips import ClipConfig, ClipSpec, RandomClipSampler, UniformClipSampler
 from .collection import read_manifest
-from .decode import DecodeError, decode_clip
+from .decode import Clip, DecodeError, decode_clip
 from .transforms import AudioAugConfig, AudioTransform, VideoAugConfig, VideoTransform
 
 __all__ = ["AVClipDataset", "BatchPreprocess", "DataConfig", "av_collate"]
@@ -51,6 +53,10 @@ class DataConfig:
     # Where colour jitter, normalization, log-mel and masks run: "worker" (per item, in the DataLoader
     # workers), "device" (per batch, on the training device), "auto" (device on CUDA, worker on CPU).
     preprocess: Literal["auto", "worker", "device"] = "auto"
+    # decode each video once, whole, and cut clips from the stored frames and audio (small collections; see
+    # avssl/data/cache.py); cache_dir: where (pretraining's default: beside the manifest, <manifest>.cache/)
+    cache: bool = False
+    cache_dir: str | None = None
 
 
 class AVClipDataset(Dataset):
@@ -93,6 +99,11 @@ class AVClipDataset(Dataset):
         self.epoch = 0
         self.defer = defer
         self.random_times = random_times
+        self.cache = None
+        if cfg.cache:
+            if not cfg.cache_dir:
+                raise ConfigError("data.cache needs data.cache_dir (the folder to keep decoded videos in)")
+            self.cache = ClipCache(cfg.cache_dir, cfg.clip, cfg.missing_audio)
 
     def set_epoch(self, epoch: int) -> None:
         """With a ``seed``, an item's random choices depend only on (seed, epoch, index)."""
@@ -112,24 +123,21 @@ class AVClipDataset(Dataset):
             return self.random_sampler(duration, g)
         return self.uniform_sampler(duration)[clip]
 
+    def _decode(self, entry: dict[str, Any], spec: ClipSpec) -> Clip:
+        """The clip's frames and audio: cut from the cache, or decoded from the file."""
+        if self.cache is not None:
+            return self.cache.clip(entry, spec.start, spec.audio_offset)
+        c = self.cfg.clip
+        return decode_clip(entry["path"], spec.start, c.video_duration, c.fps, c.size, c.audio_duration or None,
+                           c.sample_rate, audio_offset=spec.audio_offset, missing_audio=self.cfg.missing_audio,
+                           threads=self.cfg.decoder_threads)
+
     def load(self, video: int, clip: int = 0, generator: torch.Generator | None = None) -> dict[str, Any]:
         """Decode and transform one clip; raises DecodeError."""
         entry = self.entries[video]
-        c = self.cfg.clip
         g = generator
         spec = self._spec(video, clip, g)
-        decoded = decode_clip(
-            entry["path"],
-            spec.start,
-            c.video_duration,
-            c.fps,
-            c.size,
-            c.audio_duration or None,
-            c.sample_rate,
-            audio_offset=spec.audio_offset,
-            missing_audio=self.cfg.missing_audio,
-            threads=self.cfg.decoder_threads,
-        )
+        decoded = self._decode(entry, spec)
         frames, video_params = self.video_tf.geometry(torch.from_numpy(decoded.frames), g)
         item: dict[str, Any] = {
             "index": video,

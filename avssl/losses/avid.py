@@ -33,7 +33,8 @@ __all__ = ["AVIDLoss", "LossConfig", "best_location", "contrast"]
 
 @dataclass
 class LossConfig:
-    kind: Literal["avid", "cma"] = "avid"
+    # avid, cma: against a memory bank; batch: InfoNCE within the batch, both directions (losses/batch.py)
+    kind: Literal["avid", "cma", "batch"] = "avid"
     av_pool: Literal["mean", "max"] = "mean"  # video-audio similarity: pooled video, or max over locations
     form: Literal["nce", "infonce"] = "nce"
     num_negatives: int = 1024
@@ -56,6 +57,8 @@ class LossConfig:
     # positive and negative scores) or "shared" (released: the mean exp(negative score) of the first term's first
     # batch, used by every term, and restored with the memory when a run starts from another, e.g. CMA from AVID)
     nce_partition: Literal["per_term", "shared"] = "per_term"
+    # batch: pairs whose audio embeddings are more similar than this are not each other's negatives; None: all are
+    false_negative_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.cma_form == "nce" and self.form != "nce":
@@ -141,6 +144,12 @@ class AVIDLoss(nn.Module):
                     est = torch.logsumexp(scores, 0) - math.log(scores.numel()) + math.log(self.memory.size)
                     self.log_z[slot] = all_reduce_mean(est)
         return nce_loss(pos.float(), neg.float(), self.log_z[slot], self.memory.size)
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, video: torch.Tensor, audio: torch.Tensor) -> None:
+        """After the optimizer step: the memory takes the step's embeddings (a clip's best location when per
+        location)."""
+        self.memory.update(index, best_location(video, audio), audio)
 
     def forward(
         self, video: torch.Tensor, audio: torch.Tensor, index: torch.Tensor, generator: torch.Generator | None = None

@@ -9,9 +9,11 @@ itself) is contrasted against random negatives of the same modality's memory.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .. import distributed as dist
 from .avid import AVIDLoss, LossConfig, best_location
+from .batch import InBatchLoss
 from .memory import sample_negatives, sample_negatives_outside
 
 __all__ = ["CMALoss", "agreement_topk", "build_loss", "positive_set_loss"]
@@ -102,8 +104,11 @@ class CMALoss(AVIDLoss):
         return loss + cfg.cma_wmodal * (v + a), terms
 
 
-def build_loss(num_instances: int, dim: int, cfg: LossConfig, seed: int = 0) -> AVIDLoss:
-    """AVIDLoss or CMALoss by ``cfg.kind``."""
+def build_loss(num_instances: int, dim: int, cfg: LossConfig, seed: int = 0) -> nn.Module:
+    """AVIDLoss, CMALoss or InBatchLoss by ``cfg.kind``; each has ``update(index, video, audio)`` for after the
+    optimizer step."""
+    if cfg.kind == "batch":
+        return InBatchLoss(cfg)
     return (CMALoss if cfg.kind == "cma" else AVIDLoss)(num_instances, dim, cfg, seed)
 
 

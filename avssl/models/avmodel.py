@@ -4,6 +4,7 @@ front end its audio encoder was trained with (``spectrogram``: waveform -> the i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -11,6 +12,7 @@ from torch import nn
 from ..config import ConfigError
 from ..data.audio import Spectrogram, SpectrogramConfig
 from .audio import AudioEncoderConfig, Conv2DAudio
+from .frame import FrameEncoder, FrameEncoderConfig
 from .heads import ProjectionHead
 from .video import R2Plus1D, VideoEncoderConfig
 
@@ -19,7 +21,10 @@ __all__ = ["AVModel", "ModelConfig", "count_parameters"]
 
 @dataclass
 class ModelConfig:
+    # the video encoder: "r2plus1d" (3D, model.video) or "frame" (2D on single frames, model.frame: for localization)
+    video_encoder: Literal["r2plus1d", "frame"] = "r2plus1d"
     video: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
+    frame: FrameEncoderConfig = field(default_factory=FrameEncoderConfig)
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     embed_dim: int = 128
     head_hidden: int | None = None  # None -> the encoder's width
@@ -41,7 +46,7 @@ class AVModel(nn.Module):
     def __init__(self, cfg: ModelConfig | None = None, audio_frontend: SpectrogramConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
-        self.video = R2Plus1D(cfg.video)
+        self.video = FrameEncoder(cfg.frame) if cfg.video_encoder == "frame" else R2Plus1D(cfg.video)
         self.audio = Conv2DAudio(cfg.audio)
         self.video_head = ProjectionHead(self.video.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)
         self.audio_head = ProjectionHead(self.audio.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)

@@ -8,6 +8,7 @@ holding ``last.pt`` resumes from it, reproducing the uninterrupted run.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ from torch import nn
 from .. import distributed as dist
 from ..config import ConfigError
 from ..data.collection import build_manifest, read_manifest
-from ..losses.avid import best_location
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, count_parameters
 from .checkpoint import load_checkpoint, pretrained_model
@@ -65,6 +65,8 @@ class PretrainJob:
         init = load_checkpoint(path)
         self.model.load_state_dict(init["model"])
         memory = {k: v for k, v in init.get("loss", {}).items() if k.startswith("memory.") or k == "log_z"}
+        if not hasattr(self.loss_fn, "memory"):  # an in-batch loss keeps no memory
+            memory = {}
         if memory and memory["memory.video"].shape != self.loss_fn.memory.video.shape:
             raise ValueError(f"{path}: its memory bank has {memory['memory.video'].shape[0]} slots, "
                              f"this collection {self.num_videos} videos")
@@ -97,8 +99,7 @@ class PretrainJob:
         return loss, terms
 
     def after_step(self) -> None:
-        index, v, a = self._last
-        self.loss_fn.memory.update(index, best_location(v, a), a)
+        self.loss_fn.update(*self._last)
 
     def state(self) -> dict[str, Any]:
         return {"loss": self.loss_fn.state_dict()}
@@ -110,7 +111,11 @@ class PretrainJob:
 def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train; returns a summary (steps, final loss, skipped files, throughput)."""
     trainer = Trainer(cfg, output_dir, "pretrain")
-    dataset = trainer.set_data(read_manifest(_prepare_manifest(cfg, trainer.out)), cfg.data)
+    manifest = _prepare_manifest(cfg, trainer.out)
+    data = cfg.data
+    if data.cache and not data.cache_dir:  # decoded videos beside the manifest, for this run and the next ones
+        data = replace(data, cache_dir=str(Path(manifest).with_suffix("")) + ".cache")
+    dataset = trainer.set_data(read_manifest(manifest), data)
     return trainer.fit(PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch))
 
 
