@@ -284,3 +284,35 @@ def test_cma_with_a_shared_partition_keeps_the_restored_estimate():
     _, terms = loss_fn(_unit(4, d), _unit(4, d), torch.tensor([1, 2, 3, 4]), torch.Generator().manual_seed(0))
     assert {"v2v_cma", "a2a_cma"} <= set(terms)
     assert float(loss_fn.log_z[0]) == 7.25 and torch.isnan(loss_fn.log_z[1:]).all()
+
+
+def test_in_batch_loss_matches_a_plain_reference_both_directions():
+    from avssl.losses.batch import InBatchLoss
+
+    torch.manual_seed(0)
+    b, d, h, w, t = 4, 8, 2, 3, 0.05
+    video, audio = F.normalize(torch.randn(b, d, h, w), dim=1).double(), _unit(b, d).double()
+    loss, terms = InBatchLoss(LossConfig(kind="batch", temperature=t))(video, audio)
+    s = [[max(float(video[i, :, y, x] @ audio[j]) for y in range(h) for x in range(w)) / t for j in range(b)]
+         for i in range(b)]
+    v2a = sum(-s[i][i] + math.log(sum(math.exp(x) for x in s[i])) for i in range(b)) / b
+    a2v = sum(-s[j][j] + math.log(sum(math.exp(s[i][j]) for i in range(b))) for j in range(b)) / b
+    assert terms["v2a"] == pytest.approx(v2a, rel=1e-6) and terms["a2v"] == pytest.approx(a2v, rel=1e-6)
+    assert float(loss) == pytest.approx((v2a + a2v) / 2, rel=1e-6)
+
+
+def test_in_batch_loss_leaves_same_kind_sounds_out_of_the_negatives():
+    from avssl.losses.batch import InBatchLoss
+
+    torch.manual_seed(0)
+    audio = _unit(4, 8)
+    audio[1] = audio[0]  # clips 0 and 1: the same kind of sound
+    video = _unit(4, 8)
+    cfg = LossConfig(kind="batch", temperature=0.1, false_negative_threshold=0.9)
+    _, terms = InBatchLoss(cfg)(video, audio)
+    assert terms["false_negatives_per_clip"] == pytest.approx(2 / 4)  # (0, 1) and (1, 0)
+    # the same as a loss over the batch without each other as negatives
+    keep = [[j for j in range(4) if not {i, j} == {0, 1}] for i in range(4)]
+    ref = sum(-math.log(math.exp(float(video[i] @ audio[i]) / 0.1)
+                        / sum(math.exp(float(video[i] @ audio[j]) / 0.1) for j in keep[i])) for i in range(4)) / 4
+    assert terms["v2a"] == pytest.approx(ref, rel=1e-5)

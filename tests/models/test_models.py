@@ -61,3 +61,21 @@ def test_full_r2plus1d18_shapes():
     with torch.no_grad():
         fmap, vec = m.video(torch.randn(1, 3, 8, 112, 112))
     assert fmap.shape == (1, 512, 1, 7, 7) and vec.shape == (1, 512)
+
+
+def test_frame_encoder_has_the_3d_encoders_interface():
+    from avssl.models.frame import FrameEncoder, FrameEncoderConfig
+
+    enc = FrameEncoder(FrameEncoderConfig(widths=(8, 8, 16, 16), stem_channels=8, frames=1))
+    video = torch.randn(2, 3, 3, 48, 64)
+    fmap, pooled = enc(video)
+    assert fmap.shape == (2, 16, 1, 6, 8) and pooled.shape == (2, 16)  # stride 8
+    # one frame: the centre one; the other frames do not matter
+    other = video.clone()
+    other[:, :, [0, 2]] = 0
+    assert torch.equal(enc.eval()(video)[0], enc(other)[0])
+    assert enc.set_last_stride(1)(video)[0].shape == (2, 16, 1, 6, 8)  # trained at stride 1: unchanged
+    enc2 = FrameEncoder(FrameEncoderConfig(widths=(8, 8, 16, 16), stem_channels=8, strides=(1, 2, 2, 2))).eval()
+    assert enc2(video)[0].shape[-2:] == (3, 4) and enc2.set_last_stride(1)(video)[0].shape[-2:] == (6, 8)
+    m = AVModel(ModelConfig(video_encoder="frame", embed_dim=8)).eval()
+    assert m.spatial_video(torch.randn(1, 3, 1, 64, 96)).shape == (1, 8, 8, 12)
