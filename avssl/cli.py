@@ -7,6 +7,7 @@ dataclasses those functions take. Config mistakes end with one line and exit sta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -297,13 +298,20 @@ def _evaluate_action(args: argparse.Namespace) -> int:
     return _write_result(out, "eval.json", result) if dist.is_main() else 0
 
 
+_MAP_OPTIONS = ("size", "last_stride", "pad", "fps", "norm", "batch_size")
+
+
+def _map_config(args: argparse.Namespace, defaults: Any) -> Any:
+    """The checkpoint's map settings (its config's ``localize`` section), with the options given."""
+    given = {k: getattr(args, k) for k in _MAP_OPTIONS if getattr(args, k, None) is not None}
+    return dataclasses.replace(defaults, **given)
+
+
 def _localizer(args: argparse.Namespace, command: str) -> Any:
-    from .localize.heatmap import Localizer, MapConfig
+    from .localize.heatmap import Localizer
 
     model, cfg = _pretrained(args, command)
-    maps = MapConfig(size=args.size, last_stride=args.last_stride, pad=args.pad, fps=getattr(args, "fps", MapConfig.fps),
-                     norm=args.norm, batch_size=args.batch_size)
-    return Localizer(model, cfg.data, maps, _device(args.device))
+    return Localizer(model, cfg.data, _map_config(args, cfg.localize), _device(args.device))
 
 
 def _evaluate_localization(args: argparse.Namespace) -> int:
@@ -326,7 +334,7 @@ def _localize(args: argparse.Namespace) -> int:
     from .data.collection import resolve_media
     from .localize.render import localize_videos
 
-    if args.fps <= 0:
+    if args.fps is not None and args.fps <= 0:
         raise SystemExit("avssl localize: --fps must be positive")
     localizer = _localizer(args, "avssl localize")
     summary = localize_videos(localizer, resolve_media(args.video), args.output_dir, audio=args.audio,
@@ -339,17 +347,22 @@ def _localize(args: argparse.Namespace) -> int:
 def _map_args(q: argparse.ArgumentParser) -> None:
     from .localize.heatmap import MapConfig
 
+    d = MapConfig()
     q.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (last.pt, or from avssl import)")
-    q.add_argument("--size", type=int, default=MapConfig.size,
-                   help="short side of the whole frame given to the encoder (default: twice the training crop)")
-    q.add_argument("--last-stride", type=int, default=MapConfig.last_stride, choices=[1, 2],
-                   help="spatial stride of the last encoder stage (trained: 2; 1 gives twice finer maps)")
-    q.add_argument("--pad", type=float, default=MapConfig.pad,
+    q.add_argument("--size", type=int, default=None,
+                   help="short side of the whole frame given to the encoder (default: the checkpoint's localize.size, "
+                        "else twice the training crop)")
+    q.add_argument("--last-stride", type=int, default=None, choices=[1, 2],
+                   help=f"spatial stride of the last encoder stage (trained: 2; 1 gives twice finer maps; default: "
+                        f"the checkpoint's localize.last_stride, {d.last_stride} unless set)")
+    q.add_argument("--pad", type=float, default=None,
                    help="reflect-pad frames by this fraction of the short side and crop the maps back (keeps the "
-                        "encoder's border artifacts out of the picture); 0: off")
-    q.add_argument("--norm", default=MapConfig.norm, choices=["minmax", "fixed"],
-                   help="minmax: per map; fixed: cosine clipped to [0, 1] (a sound matching nothing stays dark)")
-    q.add_argument("--batch-size", type=int, default=MapConfig.batch_size)
+                        f"encoder's border artifacts out of the picture); 0: off (default: {d.pad} unless the "
+                        "checkpoint's config says otherwise)")
+    q.add_argument("--norm", default=None, choices=["minmax", "fixed"],
+                   help=f"minmax: per map; fixed: cosine clipped to [0, 1] (a sound matching nothing stays dark); "
+                        f"default: {d.norm} unless the checkpoint's config says otherwise")
+    q.add_argument("--batch-size", type=int, default=None, help=f"default: {d.batch_size}")
     q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -413,7 +426,8 @@ def _add_evaluation(sub: Any) -> None:
     q.add_argument("--video", required=True, help="a video file, a folder of videos, a list file or a manifest")
     q.add_argument("--audio", default=None, help="compare with this file's audio instead of the video's own")
     q.add_argument("--audio-offset", type=float, default=0.0, help="shift the audio by this many seconds")
-    q.add_argument("--fps", type=float, default=MapConfig.fps, help="maps per second of video")
+    q.add_argument("--fps", type=float, default=None,
+                   help=f"maps per second of video (default: {MapConfig.fps} unless the checkpoint's config says otherwise)")
     q.add_argument("--gif", action="store_true", help="also write overlay.gif")
     q.add_argument("--output-dir", required=True)
     q.set_defaults(func=_localize)
@@ -425,7 +439,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(args.output_dir, num_clips=args.num_clips, held_out=args.held_out, seed=args.seed,
-             config=args.config, overrides=args.set)
+             config=args.config, overrides=args.set, localize_overrides=args.localize_set)
     return 0
 
 
@@ -436,7 +450,9 @@ def _add_demo(sub: Any) -> None:
     q.add_argument("--held-out", type=int, default=48)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--config", default=None, help="default: configs/pretrain/avid_small_cpu.yaml")
-    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the AVID config")
+    q.add_argument("--localize-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the localization config (configs/pretrain/localize_small_cpu.yaml)")
     q.set_defaults(func=_demo)
 
 

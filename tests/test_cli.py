@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from avssl.cli import _MEDIA_OPTIONS, _spec, build_parser, main
+from avssl.cli import _MEDIA_OPTIONS, _map_config, _spec, build_parser, main
 from avssl.data.decode import probe
 from avssl.data.reencode import ReencodeConfig
 from avssl.data.synthetic import ActionSpec, ComposeSpec, SynthSpec
@@ -31,11 +31,10 @@ def test_cli_defaults_are_the_dataclasses_defaults():
     for argv in (["localize", "--checkpoint", "c", "--video", "v", "--output-dir", "x"],
                  ["evaluate", "localization", "--checkpoint", "c", "--annotations", "a", "--media", "m",
                   "--output-dir", "x"]):
-        args = parse(argv)
-        defaults = MapConfig()
-        assert (args.size, args.last_stride, args.pad, args.norm, args.batch_size) == (
-            defaults.size, defaults.last_stride, defaults.pad, defaults.norm, defaults.batch_size)
-        assert getattr(args, "fps", defaults.fps) == defaults.fps
+        # map settings: the checkpoint's `localize` section (MapConfig's defaults unless its config sets them)
+        assert _map_config(parse(argv), MapConfig()) == MapConfig()
+        assert _map_config(parse(argv), MapConfig(size=128)) == MapConfig(size=128)
+        assert _map_config(parse([*argv, "--size", "96"]), MapConfig(size=128)) == MapConfig(size=96)
     assert _spec(ActionSpec, parse(["data", "synth", "--output-dir", "x", "--actions", "--fps", "8"]),
                  **_MEDIA_OPTIONS) == ActionSpec(fps=8)
 

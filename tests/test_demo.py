@@ -7,7 +7,9 @@ import pytest
 from avssl.cli import main
 
 ARGS = ["--num-clips", "20", "--held-out", "8", "--set", "optim.epochs=1", "--set", "optim.batch_size=6",
-        "--set", "data.num_workers=0", "--set", "run.progress=false", "--set", "loss.num_negatives=8"]
+        "--set", "data.num_workers=0", "--set", "run.progress=false", "--set", "loss.num_negatives=8",
+        "--localize-set", "optim.epochs=1", "--localize-set", "optim.batch_size=6",
+        "--localize-set", "data.num_workers=0", "--localize-set", "run.progress=false"]
 
 
 def test_demo_runs_end_to_end_and_reports_both_models(tmp_path, capsys):
@@ -24,6 +26,8 @@ def test_demo_runs_end_to_end_and_reports_both_models(tmp_path, capsys):
     assert loc["median"]["model"]["num_samples"] == 8 and 0 <= loc["adaptive"]["centre"]["auc"] <= 1
     assert "centre prior" in text and loc["index"] in text and (tmp_path / "localize" / "index.html").exists()
     assert len(list((tmp_path / "localize").glob("*/overlay.mp4"))) == 4
+    assert loc["listening"]["num_samples"] == 8 and "does the map listen?" in text
+    assert loc["pretrain"]["steps"] == 2 and (tmp_path / "localize_run" / "last.pt").exists()
 
 
 @pytest.mark.slow

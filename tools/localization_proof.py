@@ -6,17 +6,28 @@ its maps on a test split made with another seed: cIoU@0.5 and AUC under each bin
 centred prior, the oracle and a randomly initialized model. Then, for one variant, the map settings:
 the short side of the frames given to the encoder and the stride of its last stage.
 
-Variants (config overrides of the shipped config, whose own values are max_cma_b16's; all but max_cma_b16
-in batches of 32 for 30 epochs unless said otherwise):
+Variants of the shipped config `localize_small_cpu.yaml` (a 2D frame model, memory-bank InfoNCE at the
+best location, batch-normalized heads, 40 epochs, decode-once cache):
+  localize_small_cpu   the shipped config as it is
+  frame_batch          InfoNCE within the batch, both directions (EZ-VSL's form), temperature 0.07
+  frame_batch_t03      the same at temperature 0.03
+  frame_batch_fn       frame_batch without same-kind sounds (audio cosine > 0.8) as negatives
+  frame_batch_no_head_bn  frame_batch without the heads' batch norm
+  frame_mem_t03        the shipped config at temperature 0.03
+  frame_cma            the shipped config with Cross-Modal Agreement (positive sets) from epoch 10
+  frame_80e            the shipped config for 80 epochs
+  frame_random_init    no pretraining
+Variants of the earlier 3D config (avid-cma-mil_r2plus1d-small_4x64_36e_composed.yaml, shipped until
+2026-12-01), in batches of 32 for 30 epochs unless said otherwise:
   mean     loss.av_pool=mean: AVID as published, the video pooled before it meets the audio
   max      loss.av_pool=max: the similarity of a clip and a sound is that of its best location (MIL)
   max_cma  max, with Cross-Modal Agreement from epoch 10
-  max_cma_b16   max_cma in batches of 16 for 36 epochs (2.4x the steps in about 9 minutes): the shipped config
+  max_cma_b16   max_cma in batches of 16 for 36 epochs (2.4x the steps in about 9 minutes): the 3D config as it is
   max_112  max, on 112x112 crops of frames with short side 128 (3x the pixels; 12 epochs, about the same time)
   max_cma_wide  max_cma with encoders twice as wide (about 4x the parameters; 20 epochs)
   max_cma_long  max_cma trained 4x longer (120 epochs)
   mean_infonce, max_infonce, max_cma_infonce  mean, max and max_cma with loss.form=infonce
-  random_init   no pretraining (the config's model at its initialization)
+  random_init   no pretraining (the 3D config's model at its initialization)
 
 With ``--supervised EPOCHS ...``, the same video encoder is also trained *with* labels (the kind of the
 sounding cut-out, from the training split's vggss.json; `avssl finetune` from random initialization, at the
@@ -55,29 +66,44 @@ from avssl.train.finetune import FinetuneConfig, finetune
 from avssl.train.configs import PretrainConfig
 from avssl.train.pretrain import load_pretrained, pretrain
 
-CONFIG = CONFIG_DIR / "pretrain" / "localize_small_cpu.yaml"
-B32 = ["optim.batch_size=32", "optim.epochs=30"]  # the schedule the earlier variants were measured with
-VARIANTS = {
-    "mean": [*B32, "loss.av_pool=mean", "loss.kind=avid"],
-    "max": [*B32, "loss.av_pool=max", "loss.kind=avid"],
-    "max_cma": [*B32, "loss.av_pool=max", "loss.kind=cma", "loss.cma_start_epoch=10"],
-    "max_cma_b16": ["optim.batch_size=16", "optim.epochs=36"],
-    "max_112": [*B32, "loss.av_pool=max", "loss.kind=avid", "data.clip.size=128", "data.clip.crop=112",
-                "optim.epochs=12"],
-    "max_cma_wide": [*B32, "model.video.widths=[16,32,64,128]", "model.audio.widths=[16,32,64,128]",
-                     "optim.epochs=20"],
-    "max_cma_long": [*B32, "optim.epochs=120"],
-    "mean_infonce": [*B32, "loss.av_pool=mean", "loss.kind=avid", "loss.form=infonce"],
-    "max_infonce": [*B32, "loss.av_pool=max", "loss.kind=avid", "loss.form=infonce"],
-    "max_cma_infonce": [*B32, "loss.av_pool=max", "loss.kind=cma", "loss.cma_start_epoch=10", "loss.form=infonce"],
-    "random_init": ["run.max_steps=0"],
+CONFIG = CONFIG_DIR / "pretrain" / "localize_small_cpu.yaml"  # the shipped config: a frame model
+OLD = CONFIG_DIR / "pretrain" / "avid-cma-mil_r2plus1d-small_4x64_36e_composed.yaml"  # shipped until 2026-12-01
+B32 = ["optim.batch_size=32", "optim.epochs=30"]  # the schedule the earlier 3D variants were measured with
+BATCH = ["loss.kind=batch", "loss.temperature=0.07"]
+VARIANTS = {  # name: (config, overrides)
+    "localize_small_cpu": (CONFIG, []),
+    "frame_batch": (CONFIG, BATCH),
+    "frame_batch_t03": (CONFIG, ["loss.kind=batch", "loss.temperature=0.03"]),
+    "frame_batch_fn": (CONFIG, [*BATCH, "loss.false_negative_threshold=0.8"]),
+    "frame_batch_no_head_bn": (CONFIG, [*BATCH, "model.head_bn=false"]),
+    "frame_mem_t03": (CONFIG, ["loss.temperature=0.03"]),
+    "frame_cma": (CONFIG, ["loss.kind=cma", "loss.cma_form=set", "loss.cma_topk=16", "loss.cma_start_epoch=10",
+                           "loss.cma_every=5"]),
+    "frame_80e": (CONFIG, ["optim.epochs=80"]),
+    "frame_random_init": (CONFIG, ["run.max_steps=0"]),
+    "mean": (OLD, [*B32, "loss.av_pool=mean", "loss.kind=avid"]),
+    "max": (OLD, [*B32, "loss.av_pool=max", "loss.kind=avid"]),
+    "max_cma": (OLD, [*B32, "loss.av_pool=max", "loss.kind=cma", "loss.cma_start_epoch=10"]),
+    "max_cma_b16": (OLD, ["optim.batch_size=16", "optim.epochs=36"]),
+    "max_112": (OLD, [*B32, "loss.av_pool=max", "loss.kind=avid", "data.clip.size=128", "data.clip.crop=112",
+                      "optim.epochs=12"]),
+    "max_cma_wide": (OLD, [*B32, "model.video.widths=[16,32,64,128]", "model.audio.widths=[16,32,64,128]",
+                           "optim.epochs=20"]),
+    "max_cma_long": (OLD, [*B32, "optim.epochs=120"]),
+    "mean_infonce": (OLD, [*B32, "loss.av_pool=mean", "loss.kind=avid", "loss.form=infonce"]),
+    "max_infonce": (OLD, [*B32, "loss.av_pool=max", "loss.kind=avid", "loss.form=infonce"]),
+    "max_cma_infonce": (OLD, [*B32, "loss.av_pool=max", "loss.kind=cma", "loss.cma_start_epoch=10",
+                              "loss.form=infonce"]),
+    "random_init": (OLD, ["run.max_steps=0"]),
 }
 MODES = ["median", "absolute", "adaptive"]
 TUX_STAMPS, TUX_BACKGROUNDS = Path("/usr/share/tuxpaint/stamps"), Path("/usr/share/tuxpaint/templates")
 
 
-def _scores(ckpt: Path, cfg: PretrainConfig, test, maps: MapConfig, csv: Path) -> dict:
-    loc = Localizer(load_pretrained(ckpt), cfg.data, maps)
+def _scores(ckpt: Path, cfg: PretrainConfig, test, maps: MapConfig | None, csv: Path) -> dict:
+    """Scores of a run's maps (``maps``: the run config's own map settings when None), with the listening
+    figures."""
+    loc = Localizer(load_pretrained(ckpt), cfg.data, maps or cfg.localize)
     return score_samples(loc, test, MODES, csv)
 
 
@@ -142,7 +168,7 @@ def _figure(ckpt: Path, cfg: PretrainConfig, test, csv_path: Path, path: Path, c
     import torch
     from torchvision.io import write_jpeg
 
-    loc = Localizer(load_pretrained(ckpt), cfg.data, MapConfig())
+    loc = Localizer(load_pretrained(ckpt), cfg.data, cfg.localize)
     with open(csv_path) as f:
         rows = {row["id"]: row for row in csv.DictReader(f)}  # the scored frame's time and its cIoU
     picks = [s for s in test.samples if s.id in rows][:clips]
@@ -165,9 +191,9 @@ def main() -> int:
     p.add_argument("--kinds", type=int, default=32)
     p.add_argument("--train-clips", type=int, default=480)
     p.add_argument("--test-clips", type=int, default=120)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--sweep-variant", default="max_cma", help="the variant whose map settings are compared")
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128],
+    p.add_argument("--variants", nargs="+", default=["localize_small_cpu", "frame_random_init"], choices=list(VARIANTS))
+    p.add_argument("--sweep-variant", default="none", help="the variant whose map settings are compared")
+    p.add_argument("--sizes", type=int, nargs="+", default=[96, 128, 160, 192, 256],
                    help="short sides compared (each at last-stage stride 2 and 1, with the default padding)")
     p.add_argument("--supervised", type=int, nargs="*", default=[], metavar="EPOCHS",
                    help="also train the video encoder with labels for this many epochs (each value a run)")
@@ -193,8 +219,9 @@ def main() -> int:
     configs: dict[str, PretrainConfig] = {}
     for name in args.variants:
         run = _run_dir(work, name, args.pretrain_seed)
-        cfg = load_config(PretrainConfig, CONFIG, [f"data.manifest={work / 'train.jsonl'}", "run.progress=false",
-                                                   *VARIANTS[name], f"run.seed={args.pretrain_seed}"])
+        config, overrides = VARIANTS[name]
+        cfg = load_config(PretrainConfig, config, [f"data.manifest={work / 'train.jsonl'}", "run.progress=false",
+                                                   *overrides, f"run.seed={args.pretrain_seed}"])
         configs[name] = cfg
         if not (run / "summary.json").exists():
             t0 = time.perf_counter()
@@ -202,12 +229,16 @@ def main() -> int:
             (run / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
         summary = json.loads((run / "summary.json").read_text())
         wall = (run / "wall_seconds.txt").read_text().strip() if (run / "wall_seconds.txt").exists() else None
-        scores = _scores(run / "last.pt", cfg, test, default_maps, run / "per_sample.csv")
+        scores = _scores(run / "last.pt", cfg, test, None, run / "per_sample.csv")
         per_class = _per_class(run / "per_sample.csv")
         results["variants"][name] = {"pretrain": summary, "wall_seconds": wall, "scores": scores,
                                      "per_class_adaptive_ciou": per_class}
+        listen = scores["listening"]
         print(f"{name}: " + ", ".join(f"{m} {scores[m]['model']['ciou_at_0.5']:.3f}/{scores[m]['model']['auc']:.3f}"
-                                      for m in MODES), flush=True)
+                                      for m in MODES)
+              + f"; own sound ahead on {listen['true_beats_mismatched']:.2f}, cIoU drop "
+                f"{listen['ciou_drop_mismatched']:.3f}, extended AP {listen['extended']['ap']:.3f} / max-F1 "
+                f"{listen['extended']['max_f1']:.3f}", flush=True)
         print("  mean adaptive cIoU per kind (model / centred prior): " + ", ".join(
             f"{k.split('/')[-1]} {v['model']:.2f}/{v['centre']:.2f}" for k, v in per_class.items()), flush=True)
     if args.figure and results["variants"]:
@@ -220,7 +251,8 @@ def main() -> int:
               + ", ".join(f"{k} {v:.2f}" for k, v in r["per_class"].items()), flush=True)
     if args.sweep_variant in results["variants"]:
         run, cfg = _run_dir(work, args.sweep_variant, args.pretrain_seed), configs[args.sweep_variant]
-        settings = [(size, stride, default_maps.pad) for size in args.sizes for stride in (2, 1)]
+        settings = [(size, stride, default_maps.pad) for size in args.sizes
+                    for stride in ((2, 1) if cfg.model.video_encoder == "r2plus1d" else (1,))]
         settings.append((None, default_maps.last_stride, 0.0))  # the default without padding
         for size, stride, pad in settings:
             s = _scores(run / "last.pt", cfg, test, MapConfig(size=size, last_stride=stride, pad=pad),
@@ -232,13 +264,19 @@ def main() -> int:
     def cell(s: dict) -> str:
         return f"{s['ciou_at_0.5']:.3f} / {s['auc']:.3f}"
 
-    print("\n| pretraining | " + " | ".join(f"{m}: cIoU@0.5 / AUC" for m in MODES) + " | pretraining time |")
-    print("|---|" + "---|" * (len(MODES) + 1))
+    print("\n| pretraining | " + " | ".join(f"{m}: cIoU@0.5 / AUC" for m in MODES)
+          + " | own sound ahead | cIoU drop | extended AP / max-F1 | pretraining time |")
+    print("|---|" + "---|" * (len(MODES) + 4))
     for name, r in results["variants"].items():
-        print(f"| {name} | " + " | ".join(cell(r["scores"][m]["model"]) for m in MODES) + f" | {r['wall_seconds']} s |")
+        lst = r["scores"]["listening"]
+        print(f"| {name} | " + " | ".join(cell(r["scores"][m]["model"]) for m in MODES)
+              + f" | {lst['true_beats_mismatched']:.2f} | {lst['ciou_drop_mismatched']:.3f} | "
+                f"{lst['extended']['ap']:.3f} / {lst['extended']['max_f1']:.3f} | {r['wall_seconds']} s |")
     any_r = next(iter(results["variants"].values()))["scores"]
-    for base in ("centre", "oracle"):
-        print(f"| {base} | " + " | ".join(cell(any_r[m][base]) for m in MODES) + " | |")
+    prior = any_r["listening"]["centre"]
+    print("| centre | " + " | ".join(cell(any_r[m]["centre"]) for m in MODES)
+          + f" | 0 | 0 | {prior['extended']['ap']:.3f} / {prior['extended']['max_f1']:.3f} | |")
+    print("| oracle | " + " | ".join(cell(any_r[m]["oracle"]) for m in MODES) + " | | | | |")
     if results["sweep"]:
         print(f"\nmap settings ({args.sweep_variant}), cIoU@0.5 / AUC:")
         print("| short side | last stage stride | pad | " + " | ".join(MODES) + " |")

@@ -29,7 +29,7 @@ import numpy as np
 from .clips import ClipConfig
 from .decode import Clip, DecodeError, decode_audio, decode_frames
 
-__all__ = ["ClipCache", "cache_bytes_per_second"]
+__all__ = ["ClipCache", "cache_bytes_per_second", "default_cache_dir"]
 
 _VERSION = 1
 
@@ -37,6 +37,12 @@ _VERSION = 1
 def cache_bytes_per_second(clip: ClipConfig, height: int, width: int) -> int:
     """Bytes the cache holds per second of video (frames at the decode size, float32 audio)."""
     return int(clip.fps * height * width * 3 + (4 * clip.sample_rate if clip.audio_duration else 0))
+
+
+def default_cache_dir(manifest: str | os.PathLike) -> str:
+    """Where a manifest's videos are kept decoded unless a config says otherwise: ``<manifest>.cache/`` beside
+    it, so later runs on the same manifest reuse it."""
+    return str(Path(manifest).with_suffix("")) + ".cache"
 
 
 def _save(path: Path, array: np.ndarray) -> None:

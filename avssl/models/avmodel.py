@@ -29,6 +29,7 @@ class ModelConfig:
     embed_dim: int = 128
     head_hidden: int | None = None  # None -> the encoder's width
     head_dims: list[int] | None = None  # every head layer's width, e.g. [512, 512, 128]; ends with embed_dim
+    head_bn: bool = False  # batch-normalize the heads' outputs before the L2 normalization (heads.py)
 
     def __post_init__(self) -> None:
         if self.head_dims and self.head_dims[-1] != self.embed_dim:
@@ -48,8 +49,8 @@ class AVModel(nn.Module):
         self.cfg = cfg = cfg or ModelConfig()
         self.video = FrameEncoder(cfg.frame) if cfg.video_encoder == "frame" else R2Plus1D(cfg.video)
         self.audio = Conv2DAudio(cfg.audio)
-        self.video_head = ProjectionHead(self.video.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)
-        self.audio_head = ProjectionHead(self.audio.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims)
+        self.video_head = ProjectionHead(self.video.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims, cfg.head_bn)
+        self.audio_head = ProjectionHead(self.audio.out_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dims, cfg.head_bn)
         self.frontend = Spectrogram(audio_frontend) if audio_frontend is not None else None
 
     @property

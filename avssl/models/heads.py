@@ -17,7 +17,10 @@ class ProjectionHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int = 128, hidden: int | None = None,
-                 dims: list[int] | None = None) -> None:
+                 dims: list[int] | None = None, out_bn: bool = False) -> None:
+        """``out_bn``: batch-normalize the output (no affine) before the L2 normalization, so embeddings are
+        centred over the batch (and its locations) from the first step; contrastive training from scratch
+        within a batch otherwise starts with all embeddings pointing one way."""
         super().__init__()
         dims = list(dims) if dims else [hidden or in_dim, out_dim]
         layers: list[nn.Module] = []
@@ -27,7 +30,11 @@ class ProjectionHead(nn.Module):
                 layers.append(nn.ReLU(inplace=True))
             in_dim = d
         self.mlp = nn.Sequential(*layers)
+        self.out_bn = nn.BatchNorm1d(in_dim, affine=False) if out_bn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mlp(x), dim=-1)
+        y = self.mlp(x)
+        if self.out_bn is not None:
+            y = self.out_bn(y.reshape(-1, y.shape[-1])).reshape(y.shape)
+        return F.normalize(y, dim=-1)
 

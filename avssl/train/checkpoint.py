@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import from_dict
+from ..config import ConfigError, from_dict
 from ..fileio import atomic_write
 from ..models.avmodel import AVModel
 from ..models.classifier import make_classifier
@@ -72,6 +72,9 @@ def pretrained_model(path: str | os.PathLike, device: str | torch.device = "cpu"
 def pretrained_video_encoder(path: str | os.PathLike) -> tuple[R2Plus1D, VideoEncoderConfig]:
     """The video encoder of a pretraining checkpoint, architecture and weights (what fine-tuning starts from)."""
     ck, cfg = _pretraining_checkpoint(path)
+    if cfg.model.video_encoder != "r2plus1d":
+        raise ConfigError(f"run.init_from {path}: its video encoder is a {cfg.model.video_encoder} encoder (a "
+                          "localization model); fine-tuning takes R(2+1)D encoders")
     encoder = R2Plus1D(cfg.model.video)
     encoder.load_state_dict({k[len("video."):]: v for k, v in ck["model"].items() if k.startswith("video.")})
     return encoder, cfg.model.video

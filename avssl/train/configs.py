@@ -11,6 +11,7 @@ from typing import Literal
 from ..config import ConfigError
 from ..data.datasets import DataConfig
 from ..data.labeled import LabeledDataConfig
+from ..localize.heatmap import MapConfig
 from ..losses.avid import LossConfig
 from ..models.avmodel import ModelConfig
 from ..models.video import VideoEncoderConfig
@@ -60,6 +61,7 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    localize: MapConfig = field(default_factory=MapConfig)  # how `avssl localize` makes this model's maps by default
 
 
 @dataclass

@@ -17,6 +17,7 @@ from torch import nn
 
 from .. import distributed as dist
 from ..config import ConfigError
+from ..data.cache import default_cache_dir
 from ..data.collection import build_manifest, read_manifest
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, count_parameters
@@ -55,7 +56,8 @@ class PretrainJob:
 
     def describe(self, trainer: Trainer) -> str:
         c = self.cfg
-        return (f"pretraining {c.loss.kind.upper()} ({c.loss.form}) on {self.num_videos} videos x "
+        form = "in-batch InfoNCE" if c.loss.kind == "batch" else f"{c.loss.kind.upper()}, {c.loss.form}"
+        return (f"pretraining ({form}) on {self.num_videos} videos x "
                 f"{c.data.clips_per_video} clip(s) per epoch, {trainer.rt.world} process(es) on {trainer.device}, "
                 f"{count_parameters(self.model) / 1e6:.2f}M parameters, {trainer.total_steps} steps")
 
@@ -114,7 +116,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     manifest = _prepare_manifest(cfg, trainer.out)
     data = cfg.data
     if data.cache and not data.cache_dir:  # decoded videos beside the manifest, for this run and the next ones
-        data = replace(data, cache_dir=str(Path(manifest).with_suffix("")) + ".cache")
+        data = replace(data, cache_dir=default_cache_dir(manifest))
     dataset = trainer.set_data(read_manifest(manifest), data)
     return trainer.fit(PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch))
 

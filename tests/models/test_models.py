@@ -79,3 +79,17 @@ def test_frame_encoder_has_the_3d_encoders_interface():
     assert enc2(video)[0].shape[-2:] == (3, 4) and enc2.set_last_stride(1)(video)[0].shape[-2:] == (6, 8)
     m = AVModel(ModelConfig(video_encoder="frame", embed_dim=8)).eval()
     assert m.spatial_video(torch.randn(1, 3, 1, 64, 96)).shape == (1, 8, 8, 12)
+
+
+def test_head_batch_norm_centres_embeddings_over_the_batch_and_its_locations():
+    from avssl.models.heads import ProjectionHead
+
+    torch.manual_seed(0)
+    head = ProjectionHead(8, 4, out_bn=True)
+    x = torch.rand(6, 3, 5, 8) + 2.0  # all-positive features point one way
+    plain = ProjectionHead(8, 4)
+    plain.mlp.load_state_dict(head.mlp.state_dict())
+    y, z = head(x).reshape(-1, 4), plain(x).reshape(-1, 4)
+    assert (z @ z.T).mean() > 0.9 and (y @ y.T).mean().abs() < 0.1
+    assert torch.allclose(y.norm(dim=1), torch.ones(len(y)), atol=1e-5)
+    assert head.eval()(x[:1]).shape == (1, 3, 5, 4)  # eval: running statistics, any batch
