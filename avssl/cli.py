@@ -298,7 +298,7 @@ def _evaluate_action(args: argparse.Namespace) -> int:
     return _write_result(out, "eval.json", result) if dist.is_main() else 0
 
 
-_MAP_OPTIONS = ("size", "last_stride", "pad", "fps", "norm", "batch_size")
+_MAP_OPTIONS = ("size", "last_stride", "pad", "fps", "norm", "smooth", "batch_size")
 
 
 def _map_config(args: argparse.Namespace, defaults: Any) -> Any:
@@ -362,6 +362,9 @@ def _map_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--norm", default=None, choices=["minmax", "fixed"],
                    help=f"minmax: per map; fixed: cosine clipped to [0, 1] (a sound matching nothing stays dark); "
                         f"default: {d.norm} unless the checkpoint's config says otherwise")
+    q.add_argument("--smooth", type=int, default=None,
+                   help=f"box-average the similarity over this many cells of the encoder's map (1: off; default: "
+                        f"{d.smooth} unless the checkpoint's config says otherwise)")
     q.add_argument("--batch-size", type=int, default=None, help=f"default: {d.batch_size}")
     q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")

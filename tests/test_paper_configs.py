@@ -62,7 +62,8 @@ def test_several_clips_per_video_share_one_memory_slot(synth_dir, tmp_path):
     from avssl.data.collection import build_manifest
 
     build_manifest(synth_dir, tmp_path / "m.jsonl", progress=False)
-    cfg = load_config(PretrainConfig, "configs/pretrain/avid_small_cpu.yaml", ["data.clips_per_video=3"])
+    cfg = load_config(PretrainConfig, "configs/pretrain/avid_small_cpu.yaml",
+                      ["data.clips_per_video=3", f"data.cache_dir={tmp_path / 'cache'}"])
     ds = AVClipDataset(tmp_path / "m.jsonl", cfg.data, train=True, seed=0)
     n = len(ds.entries)
     assert len(ds) == 3 * n

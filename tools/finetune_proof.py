@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -41,6 +42,10 @@ def main() -> int:
     p.add_argument("--modes", nargs="+", default=["full", "linear"], choices=["full", "linear"])
     p.add_argument("--pretrain-form", default="infonce", choices=["nce", "infonce"],
                    help="loss.form of the pretraining (NCE did not learn the correspondence on 64 videos)")
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="more overrides of avid_small_cpu.yaml for the pretraining (e.g. data.cache=false); the run "
+                        "folders are named after --pretrain-tag")
+    p.add_argument("--pretrain-tag", default="", help="a name for the --pretrain-set settings in the run folders")
     p.add_argument("--work-dir", default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -51,21 +56,24 @@ def main() -> int:
     train_list.write_text("".join(str(videos / ln.split()[0]) + "\n"
                                   for ln in (lists / "trainlist01.txt").read_text().splitlines() if ln.strip()))
     build_manifest(train_list, work / "train_manifest.jsonl", progress=False)
-    common = ["run.progress=false", "run.device=cpu", "data.num_workers=2"]
+    common = ["run.progress=false", "run.device=cpu"]
+    tag = f"{args.pretrain_form}_e{args.pretrain_epochs}{'_' + args.pretrain_tag if args.pretrain_tag else ''}"
     results: dict[str, list[float]] = {}
     for seed in args.seeds:
-        ckpt = work / f"pretrain_{args.pretrain_form}_e{args.pretrain_epochs}_s{seed}" / "last.pt"
+        ckpt = work / f"pretrain_{tag}_s{seed}" / "last.pt"
         if not ckpt.exists():
+            t0 = time.perf_counter()
             pretrain(load_config(PretrainConfig, CONFIG_DIR / "pretrain/avid_small_cpu.yaml", [
                 *common, f"data.manifest={work / 'train_manifest.jsonl'}", "data.clips_per_video=4",
                 "data.video_aug.flip=0.0",  # a mirrored clip would swap SlideLeft and SlideRight
                 f"optim.epochs={args.pretrain_epochs}", f"run.seed={seed}", "loss.num_negatives=32",
-                f"loss.form={args.pretrain_form}"]),
+                f"loss.form={args.pretrain_form}", *args.pretrain_set]),
                 ckpt.parent)
+            (ckpt.parent / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+        print(f"seed {seed}: pretraining took {(ckpt.parent / 'wall_seconds.txt').read_text().strip()} s", flush=True)
         for init in ("pretrained", "random"):
             for mode in args.modes:
-                run = work / (f"ft_{init}_{mode}_s{seed}" if init == "random" else
-                              f"ft_{init}_{args.pretrain_form}_e{args.pretrain_epochs}_{mode}_s{seed}")
+                run = work / (f"ft_{init}_{mode}_s{seed}" if init == "random" else f"ft_{init}_{tag}_{mode}_s{seed}")
                 over = [*common, f"data.root={videos}", f"data.annotations={lists}", "data.clips_per_video=3",
                         "data.video_aug.flip=0.0", f"optim.epochs={args.finetune_epochs}",
                         f"optim.lr_milestones=[{round(args.finetune_epochs * 0.7)}]", f"run.seed={seed}",

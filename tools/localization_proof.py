@@ -96,7 +96,7 @@ VARIANTS = {  # name: (config, overrides)
                               "loss.form=infonce"]),
     "random_init": (OLD, ["run.max_steps=0"]),
 }
-MODES = ["median", "absolute", "adaptive"]
+MODES = ["adaptive", "median", "absolute"]  # the first is also the one the listening figures use
 TUX_STAMPS, TUX_BACKGROUNDS = Path("/usr/share/tuxpaint/stamps"), Path("/usr/share/tuxpaint/templates")
 
 

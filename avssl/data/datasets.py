@@ -53,8 +53,8 @@ class DataConfig:
     # Where colour jitter, normalization, log-mel and masks run: "worker" (per item, in the DataLoader
     # workers), "device" (per batch, on the training device), "auto" (device on CUDA, worker on CPU).
     preprocess: Literal["auto", "worker", "device"] = "auto"
-    # decode each video once, whole, and cut clips from the stored frames and audio (small collections; see
-    # avssl/data/cache.py); cache_dir: where (pretraining's default: beside the manifest, <manifest>.cache/)
+    # training: decode each video once, whole, and cut clips from the stored frames and audio (small collections;
+    # see avssl/data/cache.py); cache_dir: where (pretraining's default: beside the manifest, <manifest>.cache/)
     cache: bool = False
     cache_dir: str | None = None
 
@@ -100,7 +100,7 @@ class AVClipDataset(Dataset):
         self.defer = defer
         self.random_times = random_times
         self.cache = None
-        if cfg.cache:
+        if cfg.cache and train:  # evaluation reads each clip once: nothing to keep
             if not cfg.cache_dir:
                 raise ConfigError("data.cache needs data.cache_dir (the folder to keep decoded videos in)")
             self.cache = ClipCache(cfg.cache_dir, cfg.clip, cfg.missing_audio)

@@ -38,6 +38,7 @@ class MapConfig:
     pad: float = 0.125  # reflect-pad the frame by this fraction of its short side, crop the map back (border artifacts)
     fps: float = 8.0  # output maps per second of video
     norm: Literal["minmax", "fixed"] = "minmax"
+    smooth: int = 1  # box-average the similarity over this many cells of the encoder's map (1: off)
     batch_size: int = 16
     chunk: int = 32  # output frames decoded at once (bounds memory on long videos)
 
@@ -100,6 +101,9 @@ class Localizer:
         v = self.model.spatial_video(x)
         a = self.model.embed_audio(spec)
         sim = torch.einsum("bdhw,bd->bhw", v, a).float()
+        k = self.cfg.smooth
+        if k > 1:  # a best location on an object's edge spreads over the object
+            sim = F.avg_pool2d(sim[:, None], k, 1, k // 2, count_include_pad=False)[:, 0, : sim.shape[1], : sim.shape[2]]
         if p:
             sim = F.interpolate(sim[:, None], size=(h + 2 * p, w + 2 * p), mode="bilinear", align_corners=False)
             sim = sim[:, 0, p : p + h, p : p + w]

@@ -28,14 +28,17 @@ from ..config import ConfigError
 from ..distributed import all_reduce_mean
 from .memory import MemoryBank, sample_negatives
 
-__all__ = ["AVIDLoss", "LossConfig", "best_location", "contrast"]
+__all__ = ["AVIDLoss", "LossConfig", "best_location", "contrast", "pool_locations"]
 
 
 @dataclass
 class LossConfig:
     # avid, cma: against a memory bank; batch: InfoNCE within the batch, both directions (losses/batch.py)
     kind: Literal["avid", "cma", "batch"] = "avid"
-    av_pool: Literal["mean", "max"] = "mean"  # video-audio similarity: pooled video, or max over locations
+    # video-audio similarity: the pooled video ("mean"), the best location ("max"), or the mean of the best
+    # av_topk locations ("topk": a softer multiple-instance pooling that rewards a whole object, not an edge)
+    av_pool: Literal["mean", "max", "topk"] = "mean"
+    av_topk: int = 4
     form: Literal["nce", "infonce"] = "nce"
     num_negatives: int = 1024
     temperature: float = 0.07
@@ -87,15 +90,24 @@ def infonce_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
 
 
+def pool_locations(sim: torch.Tensor, topk: int | None = None) -> torch.Tensor:
+    """Similarities per location ``(..., L)`` -> ``(...)``: the best (``topk`` None or 1), or the mean of the best
+    ``topk``."""
+    if not topk or topk <= 1:
+        return sim.amax(-1)
+    return sim.topk(min(topk, sim.shape[-1]), dim=-1).values.mean(-1)
+
+
 def contrast(
-    emb: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, neg_index: torch.Tensor, temperature: float
+    emb: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, neg_index: torch.Tensor, temperature: float,
+    topk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of ``emb`` against its own slot (``index (B,)``) or a set of slots (``index (B, P)``) and the
     sampled negative slots of ``bank``. ``emb`` is ``(B, D)``, or ``(B, L, D)`` locations, of which each
-    slot's logit takes the best (the max over locations)."""
+    slot's logit takes the best (the max over locations, or the mean of the best ``topk``)."""
     if emb.dim() == 3:
-        pos = torch.einsum("bld,b...d->b...l", emb, bank[index]).amax(-1) / temperature
-        neg = torch.einsum("bld,bkd->bkl", emb, bank[neg_index]).amax(-1) / temperature
+        pos = pool_locations(torch.einsum("bld,b...d->b...l", emb, bank[index]), topk) / temperature
+        neg = pool_locations(torch.einsum("bld,bkd->bkl", emb, bank[neg_index]), topk) / temperature
         return pos, neg
     pos = torch.einsum("bd,b...d->b...", emb, bank[index]) / temperature
     neg = torch.einsum("bd,bkd->bk", emb, bank[neg_index]) / temperature
@@ -130,7 +142,8 @@ class AVIDLoss(nn.Module):
         self.register_buffer("log_z", torch.full((4,), float("nan")))
 
     def _term(self, slot: int, emb, bank, index, neg_index) -> torch.Tensor:
-        pos, neg = contrast(emb, bank, index, neg_index, self.cfg.temperature)
+        topk = self.cfg.av_topk if self.cfg.av_pool == "topk" else None
+        pos, neg = contrast(emb, bank, index, neg_index, self.cfg.temperature, topk)
         if self.cfg.form == "infonce":
             return infonce_loss(pos, neg)
         shared = self.cfg.nce_partition == "shared"

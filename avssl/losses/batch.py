@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .avid import LossConfig, _locations
+from .avid import LossConfig, _locations, pool_locations
 
 __all__ = ["InBatchLoss"]
 
@@ -31,7 +31,8 @@ class InBatchLoss(nn.Module):
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         locs = _locations(video)
         locs = video[:, None] if locs is None else locs  # (B, L, D)
-        logits = torch.einsum("bld,kd->bkl", locs, audio).amax(-1) / self.cfg.temperature  # video b, sound k
+        topk = self.cfg.av_topk if self.cfg.av_pool == "topk" else None
+        logits = pool_locations(torch.einsum("bld,kd->bkl", locs, audio), topk) / self.cfg.temperature  # video b, sound k
         n = len(audio)
         target = torch.arange(n, device=audio.device)
         masked = torch.zeros(n, n, dtype=torch.bool, device=audio.device)

@@ -93,7 +93,7 @@ class PretrainJob:
              step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         index = batch["index"].to(video.device)
         with self.rt.autocast():
-            v, a = model(video, audio, spatial=self.cfg.loss.av_pool == "max")
+            v, a = model(video, audio, spatial=self.cfg.loss.av_pool != "mean")
         self.neg_gen.manual_seed((self.seed * 1_000_003 + self.rt.rank) * 100_000_007 + step)
         v, a = v.float(), a.float()
         loss, terms = self.loss_fn(v, a, index, self.neg_gen)

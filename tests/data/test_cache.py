@@ -65,3 +65,4 @@ def test_the_dataset_reads_through_the_cache_with_fresh_augmentation(entries, tm
     assert len(list((tmp_path / "cache").glob("*.frames.npy"))) == 1
     with pytest.raises(ConfigError, match="cache_dir"):
         AVClipDataset([entries["a.mkv"]], DataConfig(cache=True), train=True)
+    assert AVClipDataset([entries["a.mkv"]], DataConfig(cache=True), train=False).cache is None  # decodes

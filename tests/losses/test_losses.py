@@ -316,3 +316,17 @@ def test_in_batch_loss_leaves_same_kind_sounds_out_of_the_negatives():
     ref = sum(-math.log(math.exp(float(video[i] @ audio[i]) / 0.1)
                         / sum(math.exp(float(video[i] @ audio[j]) / 0.1) for j in keep[i])) for i in range(4)) / 4
     assert terms["v2a"] == pytest.approx(ref, rel=1e-5)
+
+
+def test_top_k_pooling_scores_a_slot_by_its_k_best_locations():
+    from avssl.losses.avid import pool_locations
+
+    sim = torch.tensor([[0.9, 0.1, 0.5, 0.7]])
+    assert torch.allclose(pool_locations(sim), torch.tensor([0.9]))
+    assert torch.allclose(pool_locations(sim, 2), torch.tensor([0.8]))
+    assert torch.allclose(pool_locations(sim, 10), sim.mean(-1))  # k past the locations: all of them
+    emb = F.normalize(torch.randn(2, 5, 4), dim=-1)
+    bank = _unit(6, 4)
+    pos, neg = contrast(emb, bank, torch.tensor([0, 1]), torch.tensor([[2, 3], [4, 5]]), 0.1, topk=3)
+    ref = torch.einsum("bld,bd->bl", emb, bank[[0, 1]]).topk(3, -1).values.mean(-1) / 0.1
+    assert torch.allclose(pos, ref)
