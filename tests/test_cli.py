@@ -62,3 +62,12 @@ def test_config_mistakes_are_one_line_and_status_2(tmp_path, capsys, argv, messa
     rc = main([*argv, "--output-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_manifest_with_no_usable_videos_is_one_line_and_status_2(tmp_path, capsys):
+    empty = tmp_path / "manifest.jsonl"
+    empty.write_text("")
+    rc = main(["pretrain", "--config", str(SMALL), "--set", f"data.manifest={empty}", "--output-dir",
+               str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "lists no usable videos" in err and "Traceback" not in err

@@ -49,7 +49,7 @@ def main() -> int:
     p.add_argument("--work-dir", default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="ft_proof_"))
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="ft_proof_")).resolve()
     videos = synthesize_actions(work / "actions", args.clips_per_class, seed=0)
     lists = work / "actions" / "ucfTrainTestlist"
     train_list = work / "train_videos.txt"

@@ -80,7 +80,8 @@ class AVClipDataset(Dataset):
     ) -> None:
         self.entries = read_manifest(manifest) if not isinstance(manifest, list) else manifest
         if not self.entries:
-            raise ValueError(f"manifest {manifest} has no usable files")
+            where = "the given entries" if isinstance(manifest, list) else f"manifest {manifest}"
+            raise ValueError(f"{where}: no usable files")
         if cfg.spectrogram.sample_rate != cfg.clip.sample_rate:
             raise ValueError(
                 f"spectrogram.sample_rate ({cfg.spectrogram.sample_rate}) must equal clip.sample_rate ({cfg.clip.sample_rate})"

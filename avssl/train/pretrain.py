@@ -117,7 +117,11 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     data = cfg.data
     if data.cache and not data.cache_dir:  # decoded videos beside the manifest, for this run and the next ones
         data = replace(data, cache_dir=default_cache_dir(manifest))
-    dataset = trainer.set_data(read_manifest(manifest), data)
+    entries = read_manifest(manifest)
+    if not entries:
+        raise ConfigError(f"data.manifest {manifest} lists no usable videos (`avssl data manifest` writes the "
+                          "rejected files and why beside it)")
+    dataset = trainer.set_data(entries, data)
     return trainer.fit(PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch))
 
 
