@@ -7,15 +7,18 @@ centred prior, the oracle and a randomly initialized model. Then, for one varian
 the short side of the frames given to the encoder and the stride of its last stage.
 
 Variants of the shipped config `localize_small_cpu.yaml` (a 2D frame model, memory-bank InfoNCE at the
-best location, batch-normalized heads, 40 epochs, decode-once cache):
+best location at temperature 0.1, batch-normalized heads, Adam 1e-3, 40 epochs, decode-once cache):
   localize_small_cpu   the shipped config as it is
+  frame_t07            at temperature 0.07 (the shipped config until 2026-12-02); the variants below marked
+                       (t0.07) start from it
+  frame_lr5e4_60e      Adam 5e-4 for 60 epochs (t0.07); frame_lr5e4_60e_t10 the same at temperature 0.1
+  frame_topk4          a clip scored by the mean of its 4 best locations (loss.av_pool=topk; t0.07)
+  frame_80e            80 epochs (t0.07)
+  frame_mem_t03        temperature 0.03
+  frame_cma            Cross-Modal Agreement (positive sets) from epoch 10 (t0.07)
   frame_batch          InfoNCE within the batch, both directions (EZ-VSL's form), temperature 0.07
-  frame_batch_t03      the same at temperature 0.03
+  frame_batch_t03      the same at temperature 0.03; frame_batch_lr2e3 with Adam 2e-3; frame_batch_80e 80 epochs
   frame_batch_fn       frame_batch without same-kind sounds (audio cosine > 0.8) as negatives
-  frame_batch_no_head_bn  frame_batch without the heads' batch norm
-  frame_mem_t03        the shipped config at temperature 0.03
-  frame_cma            the shipped config with Cross-Modal Agreement (positive sets) from epoch 10
-  frame_80e            the shipped config for 80 epochs
   frame_random_init    no pretraining
 Variants of the earlier 3D config (avid-cma-mil_r2plus1d-small_4x64_36e_composed.yaml, shipped until
 2026-12-01), in batches of 32 for 30 epochs unless said otherwise:
@@ -69,17 +72,23 @@ from avssl.train.pretrain import load_pretrained, pretrain
 CONFIG = CONFIG_DIR / "pretrain" / "localize_small_cpu.yaml"  # the shipped config: a frame model
 OLD = CONFIG_DIR / "pretrain" / "avid-cma-mil_r2plus1d-small_4x64_36e_composed.yaml"  # shipped until 2026-12-01
 B32 = ["optim.batch_size=32", "optim.epochs=30"]  # the schedule the earlier 3D variants were measured with
-BATCH = ["loss.kind=batch", "loss.temperature=0.07"]
+T07 = ["loss.temperature=0.07"]
+BATCH = ["loss.kind=batch", *T07]
 VARIANTS = {  # name: (config, overrides)
     "localize_small_cpu": (CONFIG, []),
+    "frame_t07": (CONFIG, T07),  # the shipped config until 2026-12-02; the frame variants below start from it
+    "frame_lr5e4_60e": (CONFIG, [*T07, "optim.lr=0.0005", "optim.epochs=60"]),
+    "frame_lr5e4_60e_t10": (CONFIG, ["optim.lr=0.0005", "optim.epochs=60"]),
+    "frame_topk4": (CONFIG, [*T07, "loss.av_pool=topk", "loss.av_topk=4"]),
+    "frame_80e": (CONFIG, [*T07, "optim.epochs=80"]),
+    "frame_mem_t03": (CONFIG, ["loss.temperature=0.03"]),
+    "frame_cma": (CONFIG, [*T07, "loss.kind=cma", "loss.cma_form=set", "loss.cma_topk=16", "loss.cma_start_epoch=10",
+                           "loss.cma_every=5"]),
     "frame_batch": (CONFIG, BATCH),
     "frame_batch_t03": (CONFIG, ["loss.kind=batch", "loss.temperature=0.03"]),
     "frame_batch_fn": (CONFIG, [*BATCH, "loss.false_negative_threshold=0.8"]),
-    "frame_batch_no_head_bn": (CONFIG, [*BATCH, "model.head_bn=false"]),
-    "frame_mem_t03": (CONFIG, ["loss.temperature=0.03"]),
-    "frame_cma": (CONFIG, ["loss.kind=cma", "loss.cma_form=set", "loss.cma_topk=16", "loss.cma_start_epoch=10",
-                           "loss.cma_every=5"]),
-    "frame_80e": (CONFIG, ["optim.epochs=80"]),
+    "frame_batch_lr2e3": (CONFIG, [*BATCH, "optim.lr=0.002"]),
+    "frame_batch_80e": (CONFIG, [*BATCH, "optim.epochs=80"]),
     "frame_random_init": (CONFIG, ["run.max_steps=0"]),
     "mean": (OLD, [*B32, "loss.av_pool=mean", "loss.kind=avid"]),
     "max": (OLD, [*B32, "loss.av_pool=max", "loss.kind=avid"]),
@@ -203,7 +212,7 @@ def main() -> int:
     p.add_argument("--work-dir", default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="loc_proof_"))
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="loc_proof_")).resolve()
     if args.synthetic:
         args.stamps = args.backgrounds = None
     spec = ComposeSpec()
