@@ -235,7 +235,7 @@ def main() -> int:
         over.append(f"data.num_workers={args.workers}")
     cfg = load_config(PretrainConfig, args.config, over)
     device = torch.device(args.device)
-    tmp = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="bench_train_"))
+    tmp = (Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="bench_train_"))).resolve()
     tmp.mkdir(parents=True, exist_ok=True)
     c, b = cfg.data.clip, cfg.optim.batch_size
     results: dict = {"config": args.config, "batch_size": b, "workers": cfg.data.num_workers, "device": str(device),

@@ -66,12 +66,17 @@ class ClipCache:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.spec, self.missing_audio = clip, missing_audio
+        self._keys: dict[tuple, str] = {}  # (path, size, mtime) -> key
+        self._heads: dict[Path, tuple[int, tuple[int, ...], np.dtype]] = {}  # .npy file -> data offset, shape, dtype
 
     def _key(self, entry: dict[str, Any]) -> str:
-        c = self.spec
-        facts = [os.path.abspath(entry["path"]), entry.get("size_bytes"), entry.get("mtime"), c.fps, c.size,
-                 c.sample_rate if c.audio_duration else None, _VERSION]
-        return hashlib.sha1(json.dumps(facts).encode()).hexdigest()[:20]
+        ident = (entry["path"], entry.get("size_bytes"), entry.get("mtime"))
+        if ident not in self._keys:
+            c = self.spec
+            facts = [os.path.abspath(entry["path"]), entry.get("size_bytes"), entry.get("mtime"), c.fps, c.size,
+                     c.sample_rate if c.audio_duration else None, _VERSION]
+            self._keys[ident] = hashlib.sha1(json.dumps(facts).encode()).hexdigest()[:20]
+        return self._keys[ident]
 
     def _build(self, entry: dict[str, Any], frames_path: Path, audio_path: Path) -> None:
         c, path = self.spec, entry["path"]
@@ -87,34 +92,60 @@ class ClipCache:
                 raise DecodeError(path, "no audio stream")
             _save(audio_path, wave.astype(np.float32))
 
-    def load(self, entry: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(frames ``(N, H, W, 3)`` uint8 at ``k / fps``, audio from 0 s or None), memory-mapped; decoded and
-        stored on first use. Raises DecodeError."""
+    def _stored(self, entry: dict[str, Any]) -> tuple[Path, Path | None]:
+        """The entry's frames and audio files (audio None when the spec has no audio), built on first use."""
         key = self._key(entry)
         frames_path, audio_path = self.folder / f"{key}.frames.npy", self.folder / f"{key}.audio.npy"
         want_audio = bool(self.spec.audio_duration)
-        if not frames_path.exists() or (want_audio and not audio_path.exists()):
+        if frames_path not in self._heads and (
+                not frames_path.exists() or (want_audio and not audio_path.exists())):
             self._build(entry, frames_path, audio_path)
-        frames = np.load(frames_path, mmap_mode="r")
-        return frames, np.load(audio_path, mmap_mode="r") if want_audio else None
+        return frames_path, audio_path if want_audio else None
+
+    def load(self, entry: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(frames ``(N, H, W, 3)`` uint8 at ``k / fps``, audio from 0 s or None), memory-mapped; decoded and
+        stored on first use. Raises DecodeError."""
+        frames_path, audio_path = self._stored(entry)
+        return np.load(frames_path, mmap_mode="r"), np.load(audio_path, mmap_mode="r") if audio_path else None
+
+    def _head(self, path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
+        if path not in self._heads:
+            with open(path, "rb") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+                self._heads[path] = (f.tell(), shape, dtype)
+        return self._heads[path]
+
+    def _rows(self, path: Path, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of a stored array, read from the file (its header is parsed once per cache)."""
+        offset, shape, dtype = self._head(path)
+        lo, hi = max(lo, 0), min(hi, shape[0])
+        row = int(np.prod(shape[1:], dtype=np.int64))
+        if hi <= lo:
+            return np.empty((0, *shape[1:]), dtype)
+        data = np.fromfile(path, dtype=dtype, count=(hi - lo) * row, offset=offset + lo * row * dtype.itemsize)
+        return data.reshape((hi - lo, *shape[1:]))
 
     def clip(self, entry: dict[str, Any], start: float, audio_offset: float = 0.0) -> Clip:
         """The clip of the spec starting at ``start`` (on the frame grid), its audio window shifted by
         ``audio_offset``."""
         c = self.spec
-        frames, audio = self.load(entry)
+        frames_path, audio_path = self._stored(entry)
+        total = self._head(frames_path)[1][0]
         n = max(1, int(round(c.video_duration * c.fps)))
         k = int(round(start * c.fps)) + np.arange(n)
-        inside = (k >= 0) & (k < len(frames))
-        picked = np.ascontiguousarray(frames[np.clip(k, 0, len(frames) - 1)])
+        inside = (k >= 0) & (k < total)
+        rows = np.clip(k, 0, total - 1)
+        picked = np.ascontiguousarray(self._rows(frames_path, int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]])
         wave, a_start, apad, has_audio = None, None, 0, True
-        if audio is not None:
+        if audio_path is not None:
             a_start = k[0] / c.fps + c.video_duration / 2 - c.audio_duration / 2 + audio_offset
             s0, m = int(round(a_start * c.sample_rate)), int(round(c.audio_duration * c.sample_rate))
             wave = np.zeros(m, np.float32)
-            lo, hi = max(s0, 0), min(s0 + m, len(audio))
+            lo, hi = max(s0, 0), min(s0 + m, self._head(audio_path)[1][0])
             if hi > lo:
-                wave[lo - s0 : hi - s0] = audio[lo:hi]
+                wave[lo - s0 : hi - s0] = self._rows(audio_path, lo, hi)
             apad = m - max(hi - lo, 0)
             has_audio = bool(entry.get("audio"))
             apad = apad if has_audio else 0
