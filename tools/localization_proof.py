@@ -3,8 +3,9 @@
 (`avssl data compose`: a sounding cut-out and silent distractors on photos), pretrain each variant of
 `configs/pretrain/localize_small_cpu.yaml` on the training split (no labels, no boxes), then score
 its maps on a test split made with another seed: cIoU@0.5 and AUC under each binarization, beside the
-centred prior, the oracle and a randomly initialized model. Then, for one variant, the map settings:
-the short side of the frames given to the encoder and the stride of its last stage.
+centred prior, the oracle and a randomly initialized model. Then, for one variant (``--sweep-variant``),
+the map settings: the short side of the frames given to the encoder (3D models: and the stride of its last
+stage), and the smoothing of the maps.
 
 Variants of the shipped config `localize_small_cpu.yaml` (a 2D frame model, memory-bank InfoNCE at the
 best location at temperature 0.1, batch-normalized heads, Adam 1e-3, 40 epochs, decode-once cache):
@@ -55,6 +56,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -203,7 +205,10 @@ def main() -> int:
     p.add_argument("--variants", nargs="+", default=["localize_small_cpu", "frame_random_init"], choices=list(VARIANTS))
     p.add_argument("--sweep-variant", default="none", help="the variant whose map settings are compared")
     p.add_argument("--sizes", type=int, nargs="+", default=[96, 128, 160, 192, 256],
-                   help="short sides compared (each at last-stage stride 2 and 1, with the default padding)")
+                   help="short sides compared (3D models: each at last-stage stride 2 and 1), the rest of the map "
+                        "settings the variant's own")
+    p.add_argument("--smooths", type=int, nargs="+", default=[1, 3, 5, 7],
+                   help="map smoothing compared (cells), at the variant's own map size")
     p.add_argument("--supervised", type=int, nargs="*", default=[], metavar="EPOCHS",
                    help="also train the video encoder with labels for this many epochs (each value a run)")
     p.add_argument("--figure", default=None, help="JPEG: the first variant's maps on the first test clips")
@@ -224,7 +229,6 @@ def main() -> int:
     test = read_vggss(work / "test" / "vggss.json", work / "test")
     results: dict = {"assets": args.stamps or "synthetic", "kinds": args.kinds, "train_clips": args.train_clips,
                      "test_clips": len(test.samples), "variants": {}, "sweep": {}}
-    default_maps = MapConfig()
     configs: dict[str, PretrainConfig] = {}
     for name in args.variants:
         run = _run_dir(work, name, args.pretrain_seed)
@@ -260,15 +264,19 @@ def main() -> int:
               + ", ".join(f"{k} {v:.2f}" for k, v in r["per_class"].items()), flush=True)
     if args.sweep_variant in results["variants"]:
         run, cfg = _run_dir(work, args.sweep_variant, args.pretrain_seed), configs[args.sweep_variant]
-        settings = [(size, stride, default_maps.pad) for size in args.sizes
-                    for stride in ((2, 1) if cfg.model.video_encoder == "r2plus1d" else (1,))]
-        settings.append((None, default_maps.last_stride, 0.0))  # the default without padding
-        for size, stride, pad in settings:
-            s = _scores(run / "last.pt", cfg, test, MapConfig(size=size, last_stride=stride, pad=pad),
-                        work / f"sweep_{size}_{stride}_{pad}.csv")
-            results["sweep"][f"{size}/{stride}/{pad}"] = s
-            print(f"size {size} stride {stride} pad {pad}: adaptive {s['adaptive']['model']['ciou_at_0.5']:.3f}/"
-                  f"{s['adaptive']['model']['auc']:.3f}", flush=True)
+        own = cfg.localize
+        strides = (2, 1) if cfg.model.video_encoder == "r2plus1d" else (own.last_stride,)
+        settings = [replace(own, size=size, last_stride=stride) for size in args.sizes for stride in strides]
+        settings += [replace(own, smooth=k) for k in args.smooths]
+        settings.append(replace(own, size=None, pad=0.0))  # twice the training crop, without padding
+        for i, maps in enumerate(settings):
+            if maps in settings[:i]:
+                continue
+            key = f"{maps.size}/{maps.last_stride}/{maps.pad}/{maps.smooth}"
+            s = _scores(run / "last.pt", cfg, test, maps, work / f"sweep_{key.replace('/', '_')}.csv")
+            results["sweep"][key] = s
+            print(f"size {maps.size} stride {maps.last_stride} pad {maps.pad} smooth {maps.smooth}: adaptive "
+                  f"{s['adaptive']['model']['ciou_at_0.5']:.3f}/{s['adaptive']['model']['auc']:.3f}", flush=True)
 
     def cell(s: dict) -> str:
         return f"{s['ciou_at_0.5']:.3f} / {s['auc']:.3f}"
@@ -288,12 +296,12 @@ def main() -> int:
     print("| oracle | " + " | ".join(cell(any_r[m]["oracle"]) for m in MODES) + " | | | | |")
     if results["sweep"]:
         print(f"\nmap settings ({args.sweep_variant}), cIoU@0.5 / AUC:")
-        print("| short side | last stage stride | pad | " + " | ".join(MODES) + " |")
-        print("|---|---|---|" + "---|" * len(MODES))
+        print("| short side | last stage stride | pad | smooth | " + " | ".join(MODES) + " |")
+        print("|---|---|---|---|" + "---|" * len(MODES))
         for key, s in results["sweep"].items():
-            size, stride, pad = key.split("/")
+            size, stride, pad, smooth = key.split("/")
             size = "2 x crop" if size == "None" else size
-            print(f"| {size} | {stride} | {pad} | " + " | ".join(cell(s[m]["model"]) for m in MODES) + " |")
+            print(f"| {size} | {stride} | {pad} | {smooth} | " + " | ".join(cell(s[m]["model"]) for m in MODES) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
