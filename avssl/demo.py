@@ -19,7 +19,7 @@ from .data.datasets import AVClipDataset
 from .data.formats.localization import read_vggss
 from .data.synthetic import SynthSpec, synthesize
 from .localize.evaluate import score_samples
-from .localize.heatmap import Localizer, MapConfig
+from .localize.heatmap import Localizer
 from .localize.render import write_index, write_video_outputs
 from .models.avmodel import AVModel
 from .evaluation.features import extract, linear_probe
@@ -58,7 +58,7 @@ def _localization(out: Path, rows: list[dict[str, Any]], model: AVModel, cfg: Pr
                                                                                             y1 / h]]})
     (loc_dir / "heldout_vggss.json").write_text(json.dumps(boxes, indent=1))
     data = read_vggss(loc_dir / "heldout_vggss.json", Path(rows[0]["path"]).parent)
-    localizer = Localizer(model, cfg.data, MapConfig())
+    localizer = Localizer(model, cfg.data, cfg.localize)  # the config's map settings, as `avssl localize` uses
     scores = score_samples(localizer, data, ["median", "adaptive"], loc_dir / "per_sample.csv")
     shown = {}
     for r in rows[:pages]:
