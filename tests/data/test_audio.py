@@ -68,7 +68,7 @@ def test_per_frequency_statistics_keep_loudness_where_per_spectrogram_erases_it(
 
     cfg = SpectrogramConfig(sample_rate=24000, kind="linear", n_fft=512, win_length=None, hop_length=240, fft_oversample=2,
                     log="db", trim_to_duration=True)
-    x = 0.1 * torch.randn(1, 48000)
+    x = 0.1 * torch.randn(1, 48000, generator=torch.Generator().manual_seed(0))
     quiet = x * 10 ** (-40 / 20)  # 40 dB quieter
     plain = Spectrogram(cfg)(x)
     per_freq = Spectrogram(SpectrogramConfig(**{**cfg.__dict__, "normalize": "per_frequency",
@@ -79,7 +79,8 @@ def test_per_frequency_statistics_keep_loudness_where_per_spectrogram_erases_it(
     assert torch.allclose(per_freq(x), expected, atol=1e-5)
     assert (per_freq(x) - per_freq(quiet)).mean() == pytest.approx(40 / std.mean(), rel=0.05)
     per_spec = Spectrogram(SpectrogramConfig(**{**cfg.__dict__, "normalize": "per_spectrogram"}))
-    assert torch.allclose(per_spec(x), per_spec(quiet), atol=1e-3)  # the 40 dB are gone
+    # the 40 dB are gone (up to bins the quiet copy pushes to the dB floor): a shift of about 2 units above, ~0 here
+    assert (per_spec(x) - per_spec(quiet)).abs().mean() < 0.01
     assert not per_freq.state_dict()  # statistics and window come from the config, not the checkpoint
 
 
