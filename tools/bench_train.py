@@ -286,7 +286,7 @@ def main() -> int:
     modes = args.preprocess.split(",") if args.preprocess else [cfg.data.preprocess]
     for folder in media:
         manifest = manifest_for(folder, tmp / f"{folder.name}.jsonl", min_entries)
-        built = warm_cache(load_config(PretrainConfig, args.config, over), manifest)
+        built = warm_cache(cfg, manifest)
         if built is not None:
             results["end_to_end"][f"{folder.name} cache build"] = {"seconds": built}
             print(f"  cache         {folder.name}: built in {built:.1f} s (not in the rates below)", flush=True)

@@ -70,7 +70,9 @@ def main() -> int:
                 f"loss.form={args.pretrain_form}", *args.pretrain_set]),
                 ckpt.parent)
             (ckpt.parent / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-        print(f"seed {seed}: pretraining took {(ckpt.parent / 'wall_seconds.txt').read_text().strip()} s", flush=True)
+        wall = ckpt.parent / "wall_seconds.txt"  # absent for runs made before the tool timed them
+        if wall.exists():
+            print(f"seed {seed}: pretraining took {wall.read_text().strip()} s", flush=True)
         for init in ("pretrained", "random"):
             for mode in args.modes:
                 run = work / (f"ft_{init}_{mode}_s{seed}" if init == "random" else f"ft_{init}_{tag}_{mode}_s{seed}")

@@ -118,12 +118,10 @@ class ClipCache:
         return self._heads[path]
 
     def _rows(self, path: Path, lo: int, hi: int) -> np.ndarray:
-        """Rows ``lo:hi`` of a stored array, read from the file (its header is parsed once per cache)."""
+        """Rows ``lo:hi`` (``0 <= lo < hi <= len``) of a stored array, read from the file (its header is parsed
+        once per cache)."""
         offset, shape, dtype = self._head(path)
-        lo, hi = max(lo, 0), min(hi, shape[0])
         row = int(np.prod(shape[1:], dtype=np.int64))
-        if hi <= lo:
-            return np.empty((0, *shape[1:]), dtype)
         data = np.fromfile(path, dtype=dtype, count=(hi - lo) * row, offset=offset + lo * row * dtype.itemsize)
         return data.reshape((hi - lo, *shape[1:]))
 

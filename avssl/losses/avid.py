@@ -68,6 +68,11 @@ class LossConfig:
             raise ConfigError("loss.cma_form: nce needs loss.form: nce (the released CMA scores its positive sets "
                               "by NCE against the same partition estimate)")
 
+    @property
+    def location_topk(self) -> int | None:
+        """How many best locations a clip's similarity to a sound averages (None: the best one, or pooled video)."""
+        return self.av_topk if self.av_pool == "topk" else None
+
 
 def nce_loss(pos: torch.Tensor, neg: torch.Tensor, log_z: torch.Tensor, size: int) -> torch.Tensor:
     """NCE with uniform noise ``1/size``: ``pos (B,)`` or ``(B, P)`` (a positive set: its terms are
@@ -142,8 +147,7 @@ class AVIDLoss(nn.Module):
         self.register_buffer("log_z", torch.full((4,), float("nan")))
 
     def _term(self, slot: int, emb, bank, index, neg_index) -> torch.Tensor:
-        topk = self.cfg.av_topk if self.cfg.av_pool == "topk" else None
-        pos, neg = contrast(emb, bank, index, neg_index, self.cfg.temperature, topk)
+        pos, neg = contrast(emb, bank, index, neg_index, self.cfg.temperature, self.cfg.location_topk)
         if self.cfg.form == "infonce":
             return infonce_loss(pos, neg)
         shared = self.cfg.nce_partition == "shared"

@@ -31,8 +31,8 @@ class InBatchLoss(nn.Module):
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         locs = _locations(video)
         locs = video[:, None] if locs is None else locs  # (B, L, D)
-        topk = self.cfg.av_topk if self.cfg.av_pool == "topk" else None
-        logits = pool_locations(torch.einsum("bld,kd->bkl", locs, audio), topk) / self.cfg.temperature  # video b, sound k
+        sim = torch.einsum("bld,kd->bkl", locs, audio)  # video b, sound k, location l
+        logits = pool_locations(sim, self.cfg.location_topk) / self.cfg.temperature
         n = len(audio)
         target = torch.arange(n, device=audio.device)
         masked = torch.zeros(n, n, dtype=torch.bool, device=audio.device)
