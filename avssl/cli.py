@@ -163,13 +163,20 @@ def _add_data(sub: Any) -> None:
 
 # ------------------------------------------------------------------------------------------- training
 
+def _print_summary(summary: dict[str, Any]) -> int:
+    from . import distributed
+
+    if distributed.is_main():  # under torchrun, once
+        print(json.dumps(summary))
+    return 0
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from .config import load_config
     from .train.configs import PretrainConfig
     from .train.pretrain import pretrain
 
-    print(json.dumps(pretrain(load_config(PretrainConfig, args.config, args.set), args.output_dir)))
-    return 0
+    return _print_summary(pretrain(load_config(PretrainConfig, args.config, args.set), args.output_dir))
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -177,8 +184,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from .train.configs import FinetuneConfig
     from .train.finetune import finetune
 
-    print(json.dumps(finetune(load_config(FinetuneConfig, args.config, args.set), args.output_dir)))
-    return 0
+    return _print_summary(finetune(load_config(FinetuneConfig, args.config, args.set), args.output_dir))
 
 
 def _import_avid_cma(args: argparse.Namespace) -> int:

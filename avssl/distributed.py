@@ -38,7 +38,16 @@ def init_from_env(backend: str | None = None) -> tuple[int, int, int]:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        dist.init_process_group(backend)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is None:
+            dist.init_process_group(backend)
+        else:
+            # torchrun's workers share the agent's store, which outlives a restart: keys of the failed attempt
+            # (the dead workers' gloo addresses, NCCL ids) would be read by the restarted ones and leave them
+            # waiting on processes that are gone. Each attempt gets its own key space.
+            store, rank_, world = next(dist.rendezvous("env://"))
+            store = dist.PrefixStore(f"avssl/attempt_{restart}/", store)
+            dist.init_process_group(backend, store=store, rank=rank_, world_size=world)
     return rank(), int(os.environ.get("LOCAL_RANK", "0")), world_size()
 
 

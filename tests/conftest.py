@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,28 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     synthesize(out, 6, seed=3, spec=SynthSpec(width=96, height=80, duration=2.0, fps=20))
     return out
+
+
+def make_ucf_layout(d: Path) -> Path:
+    """Synthetic clips in the UCF-101 layout: classes from the generator's ground truth, split lists."""
+    synthesize(d / "synth", 18, seed=5, spec=SynthSpec(width=64, height=64, fps=16, duration=1.5, sample_rate=16000,
+                                                        num_distractors=0))
+    lists = d / "ucfTrainTestlist"
+    lists.mkdir()
+    by_class: dict[str, list[Path]] = {}
+    for meta in sorted((d / "synth").glob("clip_*.json")):
+        info = json.loads(meta.read_text())
+        by_class.setdefault(info["class_name"], []).append(meta.with_suffix(".mp4"))
+    classes = sorted(by_class)
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    train, test = [], []
+    for i, c in enumerate(classes):
+        for g, src in enumerate(by_class[c]):
+            rel = f"{c}/v_{c}_g{g + 1:02d}_c01.mp4"
+            (d / "UCF-101" / c).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, d / "UCF-101" / rel)
+            (test if g == 0 else train).append((rel, i + 1))
+    train.append((f"{classes[0]}/v_gone_g01_c01.mp4", 1))  # listed but missing
+    (lists / "trainlist01.txt").write_text("".join(f"{r} {lbl}\n" for r, lbl in train))
+    (lists / "testlist01.txt").write_text("".join(f"{r}\n" for r, _ in test))
+    return d

@@ -190,7 +190,7 @@ def warm_cache(cfg: PretrainConfig, manifest: Path) -> float | None:
     cache = ClipCache(cfg.data.cache_dir or default_cache_dir(manifest), cfg.data.clip, cfg.data.missing_audio)
     t0 = time.perf_counter()
     for entry in {e["path"]: e for e in read_manifest(manifest)}.values():
-        cache.load(entry)
+        cache.entry(entry)
     return time.perf_counter() - t0
 
 

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
@@ -25,7 +26,7 @@ from ..config import ConfigError
 from .audio import Spectrogram, SpectrogramConfig
 from .cache import ClipCache
 from .clips import ClipConfig, ClipSpec, RandomClipSampler, UniformClipSampler
-from .collection import read_manifest
+from .entries import Entries, load_entries
 from .decode import Clip, DecodeError, decode_clip
 from .transforms import AudioAugConfig, AudioTransform, VideoAugConfig, VideoTransform
 
@@ -53,10 +54,13 @@ class DataConfig:
     # Where colour jitter, normalization, log-mel and masks run: "worker" (per item, in the DataLoader
     # workers), "device" (per batch, on the training device), "auto" (device on CUDA, worker on CPU).
     preprocess: Literal["auto", "worker", "device"] = "auto"
-    # training: decode each video once, whole, and cut clips from the stored frames and audio (small collections;
-    # see avssl/data/cache.py); cache_dir: where (pretraining's default: beside the manifest, <manifest>.cache/)
-    cache: bool = False
+    # training: decode each video once, whole, and cut clips from the stored frames and audio (avssl/data/cache.py).
+    # true: every video; auto: the videos for which that pays over the run (shorter than the seconds their clips
+    # would decode), none when they do not fit; false: none. cache_dir: where (pretraining's default: beside the
+    # manifest, <manifest>.cache/); cache_max_gb: the most it may take (true: a larger cache stops the run)
+    cache: bool | Literal["auto"] = False
     cache_dir: str | None = None
+    cache_max_gb: float | None = 100.0
 
 
 class AVClipDataset(Dataset):
@@ -69,7 +73,7 @@ class AVClipDataset(Dataset):
 
     def __init__(
         self,
-        manifest: str | os.PathLike | list[dict[str, Any]],
+        manifest: str | os.PathLike | list[dict[str, Any]] | Entries,
         cfg: DataConfig,
         train: bool,
         clips_per_video: int = 1,
@@ -77,11 +81,18 @@ class AVClipDataset(Dataset):
         defer: bool = False,
         crop_positions: tuple[float, ...] = (0.5,),
         random_times: bool = False,
+        cached: np.ndarray | None = None,
     ) -> None:
-        self.entries = read_manifest(manifest) if not isinstance(manifest, list) else manifest
-        if not self.entries:
-            where = "the given entries" if isinstance(manifest, list) else f"manifest {manifest}"
+        self.entries = manifest if isinstance(manifest, (list, Entries)) else load_entries(manifest)
+        self.durations = (self.entries.durations if isinstance(self.entries, Entries)
+                          else np.array([e.get("duration", np.nan) for e in self.entries], np.float64))
+        where = "the given entries" if isinstance(manifest, (list, Entries)) else f"manifest {manifest}"
+        if not len(self.entries):
             raise ValueError(f"{where}: no usable files")
+        unknown = np.flatnonzero(~np.isfinite(self.durations))
+        if len(unknown):
+            raise ValueError(f"{where}: {len(unknown)} entries have no duration, the first {unknown[0]} "
+                             f"({self.entries[int(unknown[0])].get('path')})")
         if cfg.spectrogram.sample_rate != cfg.clip.sample_rate:
             raise ValueError(
                 f"spectrogram.sample_rate ({cfg.spectrogram.sample_rate}) must equal clip.sample_rate ({cfg.clip.sample_rate})"
@@ -101,7 +112,8 @@ class AVClipDataset(Dataset):
         self.defer = defer
         self.random_times = random_times
         self.cache = None
-        if cfg.cache and train:  # evaluation reads each clip once: nothing to keep
+        self.cached = cached  # which entries the cache serves (None: all)
+        if cfg.cache and train and (cached is None or cached.any()):  # evaluation reads each clip once
             if not cfg.cache_dir:
                 raise ConfigError("data.cache needs data.cache_dir (the folder to keep decoded videos in)")
             self.cache = ClipCache(cfg.cache_dir, cfg.clip, cfg.missing_audio)
@@ -119,14 +131,14 @@ class AVClipDataset(Dataset):
         return len(self.entries) * self.clips_per_video
 
     def _spec(self, video: int, clip: int, g: torch.Generator | None) -> ClipSpec:
-        duration = float(self.entries[video]["duration"])
+        duration = float(self.durations[video])
         if self.train or self.random_times:
             return self.random_sampler(duration, g)
         return self.uniform_sampler(duration)[clip]
 
-    def _decode(self, entry: dict[str, Any], spec: ClipSpec) -> Clip:
+    def _decode(self, video: int, entry: dict[str, Any], spec: ClipSpec) -> Clip:
         """The clip's frames and audio: cut from the cache, or decoded from the file."""
-        if self.cache is not None:
+        if self.cache is not None and (self.cached is None or self.cached[video]):
             return self.cache.clip(entry, spec.start, spec.audio_offset)
         c = self.cfg.clip
         return decode_clip(entry["path"], spec.start, c.video_duration, c.fps, c.size, c.audio_duration or None,
@@ -138,7 +150,7 @@ class AVClipDataset(Dataset):
         entry = self.entries[video]
         g = generator
         spec = self._spec(video, clip, g)
-        decoded = self._decode(entry, spec)
+        decoded = self._decode(video, entry, spec)
         frames, video_params = self.video_tf.geometry(torch.from_numpy(decoded.frames), g)
         item: dict[str, Any] = {
             "index": video,

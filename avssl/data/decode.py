@@ -33,6 +33,7 @@ __all__ = [
     "decode_audio",
     "decode_clip",
     "decode_frames",
+    "iter_frames",
     "output_size",
     "probe",
 ]
@@ -289,6 +290,72 @@ def _video_stream(c: av.container.InputContainer, path: str, threads: int) -> av
     return vs
 
 
+def _pick(
+    c: av.container.InputContainer,
+    vs: av.video.stream.VideoStream,
+    targets: np.ndarray,
+    c_start: float,
+    counts: dict[str, int],
+) -> Iterator[tuple[av.VideoFrame, bool]]:
+    """(the frame on screen, whether the time lies outside the video) for each target time in order, from one
+    decoding pass that holds at most two decoded frames; ``counts["decoded"]`` counts the frames decoded."""
+    _seek(c, vs, float(targets[0]), c_start)
+    n = len(targets)
+    prev: av.VideoFrame | None = None
+    prev_t = -math.inf
+    period = 1.0 / float(vs.average_rate or vs.guessed_rate or 25)
+    i = 0
+    for frame in c.decode(vs):
+        counts["decoded"] += 1
+        t = _frame_time(frame, c_start)
+        if t is None:
+            t = prev_t + period if prev is not None else 0.0
+        while i < n and targets[i] < t - _EPS:
+            # a window that starts before the first frame repeats it
+            yield (frame, True) if prev is None else (prev, False)
+            i += 1
+        if i >= n:
+            return
+        if frame.duration and frame.time_base is not None:
+            period = float(frame.duration * frame.time_base)
+        prev, prev_t = frame, t
+    if prev is None:
+        raise DecodeError(c.name, f"no video frames decoded at or after {targets[0]:.3f}s")
+    for j in range(i, n):  # stream ended inside the window
+        yield prev, bool(targets[j] >= prev_t + period - _EPS)
+
+
+class _Converter:
+    """Decoded frames -> uint8 RGB at the output size, upright; the size and rotation are those of the first
+    frame converted, and a frame converted twice in a row (a repeated frame) is converted once."""
+
+    def __init__(self, size: int | tuple[int, int] | None, interpolation: str) -> None:
+        self.size, self.interpolation = size, interpolation
+        self.rotation = 0
+        self.shape: tuple[int, int, int] | None = None
+        self._last: tuple[av.VideoFrame | None, np.ndarray | None] = (None, None)
+
+    def __call__(self, fr: av.VideoFrame) -> np.ndarray:
+        if self._last[0] is fr:
+            return self._last[1]
+        if self.shape is None:
+            self.rotation = int(round(fr.rotation or 0)) % 360
+            self.rot_k = self.rotation // 90 if self.rotation % 90 == 0 else 0
+            h, w = (fr.height, fr.width) if self.rot_k % 2 == 0 else (fr.width, fr.height)
+            out_h, out_w = output_size(h, w, self.size)
+            self.shape = (out_h, out_w, 3)
+            # convert in coded orientation, rotate afterwards
+            self.coded = (out_w, out_h) if self.rot_k % 2 == 1 else (out_h, out_w)
+        # threads=1: PyAV's default (auto) starts a thread pool per scaler, which costs more than scaling a few
+        # small frames and deadlocks forked workers that inherit it.
+        rgb = _reformatter().reformat(fr, width=self.coded[1], height=self.coded[0], format="rgb24",
+                                      interpolation=self.interpolation, threads=1).to_ndarray()
+        if self.rot_k:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=self.rot_k))
+        self._last = (fr, rgb)
+        return rgb
+
+
 def _decode_video(
     c: av.container.InputContainer,
     vs: av.video.stream.VideoStream,
@@ -298,60 +365,46 @@ def _decode_video(
     interpolation: str,
 ) -> tuple[np.ndarray, int, int, int]:
     """Frames shown at each target time; returns (frames, padded count, rotation, frames decoded)."""
-    _seek(c, vs, float(targets[0]), c_start)
-    n = len(targets)
-    chosen: list[av.VideoFrame | None] = [None] * n
+    counts = {"decoded": 0}
+    convert = _Converter(size, interpolation)
+    out: np.ndarray | None = None
     padded = 0
-    prev: av.VideoFrame | None = None
-    prev_t = -math.inf
-    period = 1.0 / float(vs.average_rate or vs.guessed_rate or 25)
-    i = decoded = 0
-    for frame in c.decode(vs):
-        decoded += 1
-        t = _frame_time(frame, c_start)
-        if t is None:
-            t = prev_t + period if prev is not None else 0.0
-        while i < n and targets[i] < t - _EPS:
-            if prev is None:  # window starts before the first frame: repeat it
-                chosen[i] = frame
-                padded += 1
-            else:
-                chosen[i] = prev
-            i += 1
-        if i >= n:
-            break
-        if frame.duration and frame.time_base is not None:
-            period = float(frame.duration * frame.time_base)
-        prev, prev_t = frame, t
-    if i < n:  # stream ended inside the window
-        if prev is None:
-            raise DecodeError(c.name, f"no video frames decoded at or after {targets[0]:.3f}s")
-        for j in range(i, n):
-            chosen[j] = prev
-            if targets[j] >= prev_t + period - _EPS:
-                padded += 1
-    ref = chosen[0]
-    rotation = int(round(ref.rotation or 0)) % 360
-    rot_k = rotation // 90 if rotation % 90 == 0 else 0
-    h, w = (ref.height, ref.width) if rot_k % 2 == 0 else (ref.width, ref.height)
-    out_h, out_w = output_size(h, w, size)
-    if rot_k % 2 == 1:
-        out_h, out_w = out_w, out_h  # convert in coded orientation, rotate afterwards
-    converted: dict[int, np.ndarray] = {}
-    out = np.empty((n, out_h, out_w, 3), dtype=np.uint8)
-    reformatter = _reformatter()
-    for j, fr in enumerate(chosen):
-        key = id(fr)
-        if key not in converted:
-            # threads=1: PyAV's default (auto) starts a thread pool per scaler, which costs more than
-            # scaling a few small frames and deadlocks forked workers that inherit it.
-            converted[key] = reformatter.reformat(
-                fr, width=out_w, height=out_h, format="rgb24", interpolation=interpolation, threads=1
-            ).to_ndarray()
-        out[j] = converted[key]
-    if rot_k:
-        out = np.ascontiguousarray(np.rot90(out, k=rot_k, axes=(1, 2)))
-    return out, padded, rotation, decoded
+    for j, (fr, pad) in enumerate(_pick(c, vs, targets, c_start, counts)):
+        rgb = convert(fr)
+        if out is None:
+            out = np.empty((len(targets), *rgb.shape), dtype=np.uint8)
+        out[j] = rgb
+        padded += pad
+    return out, padded, convert.rotation, counts["decoded"]
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    times: np.ndarray | list[float],
+    size: int | tuple[int, int] | None = None,
+    *,
+    threads: int = 1,
+    interpolation: str = "BILINEAR",
+) -> Iterator[tuple[np.ndarray, bool]]:
+    """``(frame, padded)`` for each of ``times`` (seconds, non-decreasing) in one decoding pass, each frame
+    converted as soon as it is known (:func:`decode_frames` frame by frame): memory is that of a few frames
+    whatever the video's length. ``padded``: the time lies outside the video (its first or last frame
+    repeated), as :func:`decode_clip` counts it; ``math.inf`` gives the video's last frame. Raises DecodeError
+    (also part-way through)."""
+    p = os.fspath(path)
+    targets = np.asarray(times, dtype=np.float64)
+    if targets.ndim != 1 or len(targets) == 0 or np.any(np.diff(targets) < 0):
+        raise ValueError("times must be a non-empty, non-decreasing 1-D sequence")
+    with _open(p) as c:
+        convert = _Converter(size, interpolation)
+        try:
+            vs = _video_stream(c, p, threads)
+            for fr, pad in _pick(c, vs, targets, _container_start(c), {"decoded": 0}):
+                yield convert(fr), pad
+        except DecodeError:
+            raise
+        except _AV_ERRORS as e:
+            raise DecodeError(p, f"decoding failed: {e}") from e
 
 
 @functools.lru_cache(maxsize=16)
@@ -526,19 +579,12 @@ def decode_frames(
     """The frames on screen at ``times`` (seconds, non-decreasing), decoded in one pass: uint8
     ``(len(times), H, W, 3)``, resized as in :func:`decode_clip` and rotated upright. Times outside the
     video repeat its first or last frame. A still image (JPEG, PNG) is a one-frame video."""
-    p = os.fspath(path)
-    targets = np.asarray(times, dtype=np.float64)
-    if targets.ndim != 1 or len(targets) == 0 or np.any(np.diff(targets) < 0):
-        raise ValueError("times must be a non-empty, non-decreasing 1-D sequence")
-    with _open(p) as c:
-        try:
-            vs = _video_stream(c, p, threads)
-            frames, *_ = _decode_video(c, vs, targets, _container_start(c), size, interpolation)
-        except DecodeError:
-            raise
-        except _AV_ERRORS as e:
-            raise DecodeError(p, f"decoding failed near {targets[0]:.3f}s: {e}") from e
-    return frames
+    out: np.ndarray | None = None
+    for j, (frame, _) in enumerate(iter_frames(path, times, size, threads=threads, interpolation=interpolation)):
+        if out is None:
+            out = np.empty((len(times), *frame.shape), dtype=np.uint8)
+        out[j] = frame
+    return out
 
 
 @dataclass

@@ -3,6 +3,7 @@ rendering, the synthetic generators and the tests; the counterpart of :mod:`avss
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable
 from fractions import Fraction
@@ -65,22 +66,32 @@ def write_av(
             aus.time_base = Fraction(1, sample_rate)
             fmt = aus.codec_context.codec.audio_formats[0].name if aus.codec_context.codec.audio_formats else "fltp"
             aus.format = fmt
+        chunk = (aus.codec_context.frame_size or 1024) if aus is not None else 0
+        a0 = int(round(audio_start * sample_rate))
+        done = 0  # audio samples written
+
+        def audio_until(t: float) -> None:  # interleaved with the video, as real files are
+            nonlocal done
+            end = audio.shape[1] if t == float("inf") else min(audio.shape[1], int(round(t * sample_rate)) - a0)
+            while done < end:
+                frame = _audio_frame(audio[:, done : done + chunk], aus.format.name, layout, sample_rate)
+                frame.pts = a0 + done
+                frame.time_base = Fraction(1, sample_rate)
+                c.mux(aus.encode(frame))
+                done += chunk
+
         if vs is not None:
             v0 = int(round(video_start * rate))
-            for i, img in enumerate([first, *frames]):
+            for i, img in enumerate(itertools.chain([first], frames)):  # one frame in memory at a time
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
                 frame.pts = v0 + i
                 frame.time_base = 1 / rate
                 c.mux(vs.encode(frame))
+                if aus is not None:
+                    audio_until(float((v0 + i + 1) / rate))
             c.mux(vs.encode(None))
         if aus is not None:
-            a0 = int(round(audio_start * sample_rate))
-            chunk = aus.codec_context.frame_size or 1024
-            for s in range(0, audio.shape[1], chunk):
-                frame = _audio_frame(audio[:, s : s + chunk], aus.format.name, layout, sample_rate)
-                frame.pts = a0 + s
-                frame.time_base = Fraction(1, sample_rate)
-                c.mux(aus.encode(frame))
+            audio_until(float("inf"))
             c.mux(aus.encode(None))
 
 

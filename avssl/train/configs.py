@@ -52,6 +52,8 @@ class RunConfig:
     init_from: str | None = None
     tensorboard: bool = False
     progress: bool = True
+    # resume from last.pt although training values of the config changed (it names them and stops otherwise)
+    allow_config_change: bool = False
 
 
 @dataclass

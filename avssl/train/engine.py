@@ -17,21 +17,24 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable, Iterator, Protocol
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import distributed as dist
-from ..config import ConfigError, to_dict
+from ..config import ConfigError, from_dict, to_dict
 from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_collate
 from ..progress import Progress
 from .checkpoint import keep_copy, load_checkpoint, prune_checkpoints, save_atomic
 from .configs import OptimConfig, RunConfig
+from .resume import RunShape, changed_values, config_hash, gather_rng_states, resume_position, set_rng_state
 
-__all__ = ["Checkpointer", "Job", "RunLog", "Runtime", "Trainer", "epoch_indices", "lr_at", "make_optimizer",
+__all__ = ["Checkpointer", "EpochBatches", "Job", "RunLog", "Runtime", "Trainer", "epoch_indices", "lr_at", "make_optimizer",
            "optimizer_step", "resolve_device", "setup", "to_channels_last", "train_batches", "train_step"]
 
 
@@ -95,13 +98,35 @@ def lr_at(cfg: OptimConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.lr
 
 
-def epoch_indices(n: int, epoch: int, seed: int, batch: int, rank: int, world: int) -> list[list[int]]:
+class EpochBatches(Sequence):
+    """This process's batches of an epoch, cut from one seeded permutation (int64, 8 bytes per item) as the
+    loader asks for them: no Python list of every index is held."""
+
+    def __init__(self, order: np.ndarray, batch: int, rank: int, world: int, first: int = 0) -> None:
+        self.order, self.batch, self.rank, self.world = order, batch, rank, world
+        self.first = first
+        self.steps = len(order) // (batch * world)
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.first)
+
+    def __getitem__(self, s: int | slice) -> Any:
+        if isinstance(s, slice):
+            start, stop, stride = s.indices(len(self))
+            if stride != 1 or stop < len(self):
+                raise ValueError("EpochBatches slices as batches[k:] only")
+            return EpochBatches(self.order, self.batch, self.rank, self.world, self.first + start)
+        if not 0 <= s < len(self):
+            raise IndexError(s)
+        lo = (self.first + s) * self.batch * self.world + self.rank * self.batch
+        return self.order[lo : lo + self.batch].tolist()
+
+
+def epoch_indices(n: int, epoch: int, seed: int, batch: int, rank: int, world: int) -> EpochBatches:
     """This process's batches of an epoch: a seeded permutation split across processes, last partial
     batch dropped (every process runs the same number of steps)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    per_step = batch * world
-    steps = n // per_step
-    return [order[s * per_step + rank * batch : s * per_step + (rank + 1) * batch] for s in range(steps)]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).numpy()
+    return EpochBatches(order, batch, rank, world)
 
 
 def train_batches(dataset: Dataset, run: RunConfig, batch_size: int, num_workers: int, rt: Runtime, step: int,
@@ -180,19 +205,23 @@ class RunLog:
 
 
 class Checkpointer:
-    """The run folder's ``last.pt``, rewritten atomically at most once per step (rank 0), and numbered
-    ``epoch_NNNN.pt`` copies (hard links) of which the newest ``keep`` stay."""
+    """The run folder's ``last.pt``, rewritten atomically at most once per step, and numbered ``epoch_NNNN.pt``
+    copies (hard links) of which the newest ``keep`` stay. Every process calls it (the generators' states are
+    gathered from all of them); rank 0 writes. ``state(rng)`` gives the checkpoint's contents."""
 
-    def __init__(self, out: Path, state: Callable[[], dict[str, Any]], keep: int, step: int) -> None:
-        self.out, self.state, self.keep = out, state, keep
+    def __init__(self, out: Path, state: Callable[[list[dict[str, torch.Tensor]]], dict[str, Any]], keep: int,
+                 step: int, device: torch.device) -> None:
+        self.out, self.state, self.keep, self.device = out, state, keep, device
         self.last = out / "last.pt"
         self.saved_step = step if self.last.exists() else -1  # last.pt already holds this step
 
     def save_last(self, step: int) -> None:
-        if not dist.is_main() or self.saved_step == step:
+        if self.saved_step == step:
             return
         self.saved_step = step
-        save_atomic(self.state(), self.last)
+        rng = gather_rng_states(self.device)  # every process's own generators
+        if dist.is_main():
+            save_atomic(self.state(rng), self.last)
 
     def keep_epoch(self, epoch: int) -> None:
         if dist.is_main():
@@ -267,8 +296,10 @@ class Trainer:
         self.rt = setup(self.run)
         self.out = Path(output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        if dist.is_main():
-            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if dist.is_main():  # a run killed while writing a checkpoint leaves its temporary file
+            for tmp in self.out.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        dist.barrier()
         self.dataset: AVClipDataset | None = None
         self.preprocess: BatchPreprocess | None = None
         self.steps_per_epoch = self.total_steps = 0
@@ -278,11 +309,13 @@ class Trainer:
     def device(self) -> torch.device:
         return self.rt.device
 
-    def set_data(self, entries: list[dict[str, Any]], data: DataConfig) -> AVClipDataset:
-        """The training clips of ``entries`` (with the per-pixel and spectrogram work on the device where
-        ``data.preprocess`` asks for it), and the steps per epoch and in all."""
+    def set_data(self, entries: Sequence[dict[str, Any]], data: DataConfig, cached: np.ndarray | None = None
+                 ) -> AVClipDataset:
+        """The training clips of ``entries`` (a list or :class:`~avssl.data.entries.Entries`; with the per-pixel
+        and spectrogram work on the device where ``data.preprocess`` asks for it; ``cached``: the entries the
+        decode-once cache serves), and the steps per epoch and in all."""
         on_device = data.preprocess == "device" or (data.preprocess == "auto" and self.device.type == "cuda")
-        self.dataset = AVClipDataset(entries, data, train=True, seed=self.run.seed, defer=on_device)
+        self.dataset = AVClipDataset(entries, data, train=True, seed=self.run.seed, defer=on_device, cached=cached)
         self.preprocess = BatchPreprocess(data, train=True).to(self.device) if on_device else None
         self.num_workers = data.num_workers
         per_step = self.optim.batch_size * self.rt.world
@@ -296,24 +329,59 @@ class Trainer:
         torch.manual_seed(self.run.seed)
         return self.dataset
 
+    @property
+    def shape(self) -> RunShape:
+        return RunShape(self.rt.world, self.optim.batch_size, self.steps_per_epoch)
+
+    def _write_config(self) -> None:
+        if dist.is_main():
+            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+
+    def _check_config(self, ck: dict[str, Any], last: Path) -> None:
+        """Stop (ConfigError) where the checkpoint was written with other training values, unless
+        ``run.allow_config_change``; then the earlier config.yaml is kept beside the new one."""
+        try:
+            then = to_dict(from_dict(type(self.cfg), ck["config"]))  # today's defaults for keys added since
+        except ConfigError as e:
+            then = {"<unreadable config>": str(e)}
+        changed = changed_values(then, to_dict(self.cfg))
+        if not changed:
+            return
+        diff = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in changed)
+        if not self.run.allow_config_change:
+            raise ConfigError(f"{last} was written with other training values ({diff}): resume with --set "
+                              "run.allow_config_change=true, or start in another --output-dir")
+        if dist.is_main():
+            old = self.out / "config.yaml"
+            if old.exists():
+                old.replace(self.out / f"config.before_step_{int(ck['step']):06d}.yaml")
+            print(f"resuming with changed training values: {diff}", flush=True)
+        self._write_config()
+
     def _start(self, job: Job) -> tuple[int, int]:
         """(step, skipped files so far): from ``last.pt`` when the folder has one, else step 0 (after the job
         starts from ``run.init_from`` when set)."""
         last = self.out / "last.pt"
         if not last.exists():
+            self._write_config()
             if self.run.init_from:
                 job.init_from(self.run.init_from)
             return 0, 0
         ck = load_checkpoint(last)
+        self._check_config(ck, last)
+        step, note = resume_position(ck, self.shape)
         job.model.load_state_dict(ck["model"])
         for name, opt in job.optimizers.items():
             opt.load_state_dict(ck[name])
         self.scaler.load_state_dict(ck["scaler"])
         job.load_state(ck)
-        torch.set_rng_state(ck["rng_torch"])
-        step = int(ck["step"])
+        own_rng = set_rng_state(ck, self.rt.rank, self.rt.world, self.device)
+        self.samples_seen = int(ck.get("samples_seen", step * self.shape.global_batch))
         if dist.is_main():
             print(f"resuming from {last} at step {step} (epoch {step // self.steps_per_epoch})", flush=True)
+            if note:
+                print(f"  {note}; the random streams are rank 0's, so the run is not bit-exact from here"
+                      if not own_rng else f"  {note}", flush=True)
         return step, int(ck["skipped_total"])
 
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -336,19 +404,23 @@ class Trainer:
         if self.channels_last:
             to_channels_last(job.model)
         self.scaler = rt.grad_scaler()
+        self.samples_seen = 0
         step, skipped = self._start(job)
         model: nn.Module = job.model
         if rt.world > 1:
             model = nn.parallel.DistributedDataParallel(
                 job.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-        def state() -> dict[str, Any]:
-            return {"config": to_dict(self.cfg), "model": job.model.state_dict(),
+        def state(rng: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+            config = to_dict(self.cfg)
+            return {"config": config, "config_hash": config_hash(config), "model": job.model.state_dict(),
                     **{name: opt.state_dict() for name, opt in job.optimizers.items()},
                     "scaler": self.scaler.state_dict(), "step": step, "epoch": step // self.steps_per_epoch,
-                    "skipped_total": skipped, "rng_torch": torch.get_rng_state(), **job.state()}
+                    "world_size": rt.world, "batch_size": self.optim.batch_size,
+                    "steps_per_epoch": self.steps_per_epoch, "samples_seen": self.samples_seen,
+                    "skipped_total": skipped, "rng": rng, **job.state()}
 
-        ckpt = Checkpointer(self.out, state, run.keep, step)
+        ckpt = Checkpointer(self.out, state, run.keep, step, self.device)
         log = RunLog(self.out, run.tensorboard, self.tag)
         if dist.is_main():
             print(job.describe(self), flush=True)
@@ -361,6 +433,7 @@ class Trainer:
             loss, metrics, lr = train_step(job, model, video, audio, batch, step, self.scaler)
             step += 1
             clips += len(batch["index"]) * rt.world
+            self.samples_seen += len(batch["index"]) * rt.world
             last_loss = float(loss.detach())
             skipped += log.failures(step, batch["failures"])  # from every process
             bar.update(1, loss=f"{last_loss:.4f}")

@@ -12,13 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .. import distributed as dist
 from ..config import ConfigError
-from ..data.cache import default_cache_dir
-from ..data.collection import build_manifest, read_manifest
+from ..data.cache import default_cache_dir, entry_sizes, plan_cache
+from ..data.collection import build_manifest
+from ..data.datasets import DataConfig
+from ..data.entries import Entries, load_entries
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, count_parameters
 from .checkpoint import load_checkpoint, pretrained_model
@@ -30,9 +33,13 @@ __all__ = ["OptimConfig", "PretrainConfig", "PretrainJob", "RunConfig", "load_pr
 
 def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
     if cfg.data.manifest:
+        if not Path(cfg.data.manifest).is_file():
+            raise ConfigError(f"data.manifest: no such file: {cfg.data.manifest}")
         return cfg.data.manifest
     if not cfg.data.root:
         raise ConfigError("set data.manifest (a JSONL from `avssl data manifest`) or data.root (a folder)")
+    if not Path(cfg.data.root).is_dir():
+        raise ConfigError(f"data.root: no such folder: {cfg.data.root}")
     path = out / "manifest.jsonl"
     if dist.is_main():
         build_manifest(cfg.data.root, path, require_audio=cfg.data.missing_audio == "error",
@@ -107,21 +114,42 @@ class PretrainJob:
         return {"loss": self.loss_fn.state_dict()}
 
     def load_state(self, ck: dict[str, Any]) -> None:
+        bank = ck["loss"].get("memory.video")
+        if bank is not None and bank.shape[0] != self.num_videos:
+            raise ConfigError(f"the checkpoint's memory bank has {bank.shape[0]} slots, this collection "
+                              f"{self.num_videos} videos: resume on the same collection")
         self.loss_fn.load_state_dict(ck["loss"])
+
+
+def _plan_cache(cfg: PretrainConfig, manifest: str, entries: Entries) -> tuple[DataConfig, np.ndarray | None]:
+    """The data section with the cache's folder (beside the manifest unless set), and which videos the cache
+    serves (None: no cache); says so once."""
+    data = cfg.data
+    if not data.cache:
+        return data, None
+    if not data.cache_dir:  # decoded videos beside the manifest, for this run and the next ones
+        data = replace(data, cache_dir=default_cache_dir(manifest))
+    plan = plan_cache(entries.durations, entry_sizes(entries, data.clip), data.clip, data.cache, data.cache_dir,
+                      data.cache_max_gb, cfg.optim.epochs, data.clips_per_video)
+    if dist.is_main():
+        print(plan.message, flush=True)
+    return data, plan.cached
 
 
 def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train; returns a summary (steps, final loss, skipped files, throughput)."""
     trainer = Trainer(cfg, output_dir, "pretrain")
     manifest = _prepare_manifest(cfg, trainer.out)
-    data = cfg.data
-    if data.cache and not data.cache_dir:  # decoded videos beside the manifest, for this run and the next ones
-        data = replace(data, cache_dir=default_cache_dir(manifest))
-    entries = read_manifest(manifest)
+    if not dist.is_main():  # rank 0 keeps the manifest's table beside it; the others map it
+        dist.barrier()
+    entries = load_entries(manifest)
+    if dist.is_main():
+        dist.barrier()
     if not entries:
         raise ConfigError(f"data.manifest {manifest} lists no usable videos (`avssl data manifest` writes the "
                           "rejected files and why beside it)")
-    dataset = trainer.set_data(entries, data)
+    data, cached = _plan_cache(cfg, manifest, entries)
+    dataset = trainer.set_data(entries, data, cached)
     return trainer.fit(PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch))
 
 

@@ -108,3 +108,25 @@ def test_model_and_loss_agree_on_cpu_and_cuda(exact_fp32):
     torch.testing.assert_close(out["cuda"][0], out["cpu"][0], atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(out["cuda"][1], out["cpu"][1], atol=1e-3, rtol=1e-3)
     assert out["cuda"][2] == pytest.approx(out["cpu"][2], rel=1e-3)
+
+
+def test_finetuning_resumes_on_cuda_with_its_own_dropout_stream(tmp_path, monkeypatch, tmp_path_factory):
+    """4 + 1 steps equal 5 on CUDA: each process's CUDA generator is saved and restored (before, the resumed run
+    drew the classifier's dropout masks from the start of the stream). Tolerance: atomic adds in some CUDA
+    backward kernels (pooling) are not bit-reproducible; a replayed dropout mask differs by far more."""
+    from avssl.train.finetune import finetune
+    from tests.conftest import make_ucf_layout
+    from tests.train.test_finetune import _cfg
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    data = make_ucf_layout(tmp_path_factory.mktemp("ucf"))
+    over = ["run.device=cuda", "run.amp=false", "finetune.dropout=0.5", "data.clip_test_clips=1", "data.test_clips=1"]
+    full = finetune(_cfg(data, "run.max_steps=5", *over), tmp_path / "full")
+    assert finetune(_cfg(data, "run.max_steps=4", *over), tmp_path / "resumed")["steps"] == 4
+    resumed = finetune(_cfg(data, "run.max_steps=5", *over), tmp_path / "resumed")
+    assert resumed["final_loss"] == pytest.approx(full["final_loss"], rel=1e-5, abs=1e-6)
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("full", "resumed"))
+    assert "cuda" in b["rng"][0]
+    for name, t in a["model"].items():
+        torch.testing.assert_close(t, b["model"][name], rtol=1e-5, atol=1e-6, msg=f"{name} differs")

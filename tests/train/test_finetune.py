@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,11 @@ import torch
 from avssl.cli import main
 from avssl.config import load_config
 from avssl.data.collection import build_manifest
-from avssl.data.synthetic import SynthSpec, synthesize
 from avssl.train.checkpoint import load_checkpoint
 from avssl.data.labeled import as_data_config
 from avssl.train.finetune import FinetuneConfig, finetune
 from avssl.train.pretrain import PretrainConfig, pretrain
+from tests.conftest import make_ucf_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 FT_SMALL = ROOT / "configs" / "finetune" / "finetune_r2plus1d-small_4x56_8e_ucf101.yaml"
@@ -23,29 +22,7 @@ PT_SMALL = ROOT / "configs" / "pretrain" / "avid_small_cpu.yaml"
 
 @pytest.fixture(scope="module")
 def ucf(tmp_path_factory) -> Path:
-    """Synthetic clips in the UCF-101 layout: classes from the generator's ground truth, split lists."""
-    d = tmp_path_factory.mktemp("ucf")
-    synthesize(d / "synth", 18, seed=5, spec=SynthSpec(width=64, height=64, fps=16, duration=1.5, sample_rate=16000,
-                                                        num_distractors=0))
-    lists = d / "ucfTrainTestlist"
-    lists.mkdir()
-    by_class: dict[str, list[Path]] = {}
-    for meta in sorted((d / "synth").glob("clip_*.json")):
-        info = json.loads(meta.read_text())
-        by_class.setdefault(info["class_name"], []).append(meta.with_suffix(".mp4"))
-    classes = sorted(by_class)
-    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
-    train, test = [], []
-    for i, c in enumerate(classes):
-        for g, src in enumerate(by_class[c]):
-            rel = f"{c}/v_{c}_g{g + 1:02d}_c01.mp4"
-            (d / "UCF-101" / c).mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, d / "UCF-101" / rel)
-            (test if g == 0 else train).append((rel, i + 1))
-    train.append((f"{classes[0]}/v_gone_g01_c01.mp4", 1))  # listed but missing
-    (lists / "trainlist01.txt").write_text("".join(f"{r} {lbl}\n" for r, lbl in train))
-    (lists / "testlist01.txt").write_text("".join(f"{r}\n" for r, _ in test))
-    return d
+    return make_ucf_layout(tmp_path_factory.mktemp("ucf"))
 
 
 def _cfg(ucf: Path, *extra: str) -> FinetuneConfig:

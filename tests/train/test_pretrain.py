@@ -12,21 +12,12 @@ import torch
 
 from avssl.cli import main
 from avssl.config import load_config
-from avssl.data.collection import build_manifest, read_manifest, write_jsonl
-from avssl.data.synthetic import SynthSpec, synthesize
+from avssl.data.collection import read_manifest, write_jsonl
 from avssl.train.checkpoint import load_checkpoint
 from avssl.train.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ROOT / "configs" / "pretrain" / "avid_small_cpu.yaml"
-
-
-@pytest.fixture(scope="module")
-def collection(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("coll")
-    synthesize(d / "media", 12, seed=1, spec=SynthSpec(width=64, height=64, fps=16, duration=1.5, sample_rate=16000))
-    build_manifest(d / "media", d / "manifest.jsonl", progress=False)
-    return d
 
 
 def _cfg(manifest: Path, *extra: str) -> PretrainConfig:
