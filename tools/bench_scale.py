@@ -21,7 +21,8 @@ counts shared pages in every process that maps them; a process tree's memory is 
 Usage:
   python tools/bench_scale.py manifest --sizes 10000 100000 1000000 2000000 --pretrain
   python tools/bench_scale.py cache --minutes 1 10 30
-  python tools/bench_scale.py films --minutes 1 10 30
+  python tools/bench_scale.py films --minutes 1 10 30                      # batch 3, a clip per film and epoch
+  python tools/bench_scale.py films --minutes 1 10 30 --batch-size 32 --clips-per-video 32
 """
 
 from __future__ import annotations
@@ -281,8 +282,11 @@ def _build_cache(path: str, folder: str) -> dict:
 
 
 def _decode_pass(path: str) -> dict:
-    """(in a fresh process) one PyAV pass over every video and audio frame, nothing kept: the decoder's floor."""
+    """(in a fresh process that has loaded what the cache's has) one PyAV pass over every video and audio frame,
+    nothing kept: the decoder's floor."""
     import av
+
+    import avssl.data.cache  # noqa: F401  (torch and torchaudio, as in the build's process)
 
     t0 = time.perf_counter()
     with av.open(path) as c:
@@ -306,7 +310,7 @@ def bench_cache(minutes: list[float], work: Path) -> list[dict]:
     return rows
 
 
-def bench_films(minutes: list[float], work: Path, steps: int) -> list[dict]:
+def bench_films(minutes: list[float], work: Path, steps: int, batch: int, clips_per_video: int) -> list[dict]:
     films = _films(work, minutes)
     folder = work / "films"
     rows = []
@@ -315,13 +319,15 @@ def bench_films(minutes: list[float], work: Path, steps: int) -> list[dict]:
         subprocess.run(["rm", "-rf", str(out), str(folder.with_suffix("")) + ".cache"], check=True)
         res = _run_sampled([sys.executable, "-m", "avssl", "pretrain", "--config", str(SMALL), "--output-dir",
                             str(out), "--set", f"data.root={folder}", "--set", f"data.cache={cache}",
-                            "--set", f"data.cache_dir={out / 'cache'}", "--set", "data.clips_per_video=32",
+                            "--set", f"data.cache_dir={out / 'cache'}", "--set",
+                            f"data.clips_per_video={clips_per_video}", "--set", f"optim.batch_size={batch}",
                             "--set", f"run.max_steps={steps}", "--set", "run.progress=false",
                             "--set", "run.device=cpu"])
         if res["returncode"] != 0:
             raise RuntimeError(res["stderr"])
         said = [x for x in res["stdout"].splitlines() if x.startswith("cache:")]
-        row = {"films_minutes": [m for m in minutes], "cache": cache, "steps": steps, "seconds": res["seconds"],
+        row = {"films_minutes": [m for m in minutes], "cache": cache, "steps": steps, "batch": batch,
+               "clips_per_video": clips_per_video, "seconds": res["seconds"],
                "peak_tree_pss_mb": res["peak_tree_pss_mb"], "peak_parent_rss_mb": res["peak_parent_rss_mb"],
                "cache_line": said[0] if said else None, "films": [str(f) for f in films]}
         rows.append(row)
@@ -340,6 +346,8 @@ def main() -> int:
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 30])
     p.add_argument("--pretrain", action="store_true", help="manifest: also `avssl pretrain` to its third step")
     p.add_argument("--steps", type=int, default=4, help="films: training steps")
+    p.add_argument("--batch-size", type=int, default=3, help="films: optim.batch_size (a few films fill few batches)")
+    p.add_argument("--clips-per-video", type=int, default=1, help="films: data.clips_per_video")
     p.add_argument("--work-dir", default=None, help="where stand-ins are written (default: a temporary folder)")
     args = p.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_scale_")).resolve()
@@ -349,7 +357,7 @@ def main() -> int:
     elif args.what == "cache":
         bench_cache(args.minutes, work)
     else:
-        bench_films(args.minutes, work, args.steps)
+        bench_films(args.minutes, work, args.steps, args.batch_size, args.clips_per_video)
     return 0
 
 

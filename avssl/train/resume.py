@@ -28,7 +28,8 @@ __all__ = ["OPERATIONAL_KEYS", "RunShape", "changed_values", "config_hash", "gat
 OPERATIONAL_KEYS = (
     "run.progress", "run.log_every", "run.tensorboard", "run.keep", "run.checkpoint_every", "run.save_every_steps",
     "run.max_steps", "run.device", "run.channels_last", "run.init_from", "run.allow_config_change",
-    "data.manifest", "data.root", "data.num_workers", "data.decoder_threads", "data.preprocess", "data.cache",
+    "data.manifest", "data.root", "data.shards", "data.shards_index", "data.annotations", "data.test_annotations",
+    "data.num_workers", "data.decoder_threads", "data.preprocess", "data.cache",
     "data.cache_dir", "data.cache_max_gb", "data.on_error", "data.max_retries", "localize.",
 )
 
