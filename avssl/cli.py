@@ -43,11 +43,25 @@ def _data_probe(args: argparse.Namespace) -> int:
     return status
 
 
+def _part(text: str | None) -> tuple[int, int]:
+    """``--part i/n`` (0-based i) -> (i, n); a mistake is a SystemExit with one line."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--part {text}: expected i/n, e.g. 3/16 (parts 0 to 15)") from None
+    if n < 1 or not 0 <= i < n:
+        raise SystemExit(f"--part {text}: i must be in 0..n-1 and n at least 1")
+    return i, n
+
+
 def _data_manifest(args: argparse.Namespace) -> int:
     from .data.collection import build_manifest
 
     res = build_manifest(args.source, args.output, workers=args.workers, require_audio=args.require_audio,
-                         min_duration=args.min_duration, verify=args.verify, progress=not args.quiet)
+                         min_duration=args.min_duration, verify=args.verify, progress=not args.quiet,
+                         part=_part(args.part))
     print(f"{res.manifest}: {res.total} usable files ({res.added} new, {res.kept} unchanged); "
           f"{len(res.rejected)} newly rejected, listed in {res.rejected_file}", file=sys.stderr)
     for r in res.rejected[:20]:
@@ -83,6 +97,50 @@ def _data_compose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_shard(args: argparse.Namespace) -> int:
+    from .data.reencode import ReencodeConfig
+    from .data.shard_writer import ShardConfig, write_shards
+
+    reencode = None
+    if args.reencode:
+        reencode = _spec(ReencodeConfig, args, short_side="short_side", keyframe_interval="keyframe_interval",
+                         crf="crf")
+    cfg = ShardConfig(samples_per_shard=args.samples_per_shard, shard_mb=args.shard_mb, reencode=reencode,
+                      require_audio=args.require_audio, min_duration=args.min_duration)
+    try:
+        res = write_shards(args.source, args.output_dir, cfg, workers=args.workers, part=_part(args.part),
+                           progress=not args.quiet)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"avssl data shard: {e}") from None
+    print(f"{res.output_dir}: {res.written} shards written, {res.kept} already there, of {res.planned} planned; "
+          f"{res.samples} samples; {len(res.rejected)} files rejected"
+          + (f", listed in {res.output_dir / 'rejected.jsonl'}" if res.complete else "")
+          + ("" if res.complete else "; `avssl data merge` writes shards.json once every part is done"),
+          file=sys.stderr)
+    for r in res.rejected[:20]:
+        print(f"  rejected {r['path']}: {r['reason']}", file=sys.stderr)
+    return 0
+
+
+def _data_merge(args: argparse.Namespace) -> int:
+    from .data.collection import merge_manifests
+    from .data.shard_writer import merge_shards
+
+    try:
+        if len(args.parts) == 1 and Path(args.parts[0]).is_dir():
+            index = merge_shards(args.parts[0])
+            print(f"{index.path}: {len(index.shards)} shards, {index.samples} samples", file=sys.stderr)
+            return 0
+        if not args.output:
+            raise ValueError("merging manifests needs -o/--output")
+        res = merge_manifests(args.parts, args.output)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"avssl data merge: {e}") from None
+    print(f"{res.manifest}: {res.total} usable files; {len(res.rejected)} rejected, listed in {res.rejected_file}",
+          file=sys.stderr)
+    return 0
+
+
 def _data_reencode(args: argparse.Namespace) -> int:
     from .data.collection import resolve_media
     from .data.reencode import ReencodeConfig, reencode_many
@@ -94,6 +152,37 @@ def _data_reencode(args: argparse.Namespace) -> int:
     for src, reason in failed.items():
         print(f"failed {src}: {reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _add_sharding(dsub: Any) -> None:
+    from .data.reencode import ReencodeConfig
+    from .data.shard_writer import ShardConfig
+
+    q = dsub.add_parser("shard", help="write a folder, list or manifest as WebDataset shards (KEY.mp4, KEY.json)")
+    q.add_argument("source", help="folder, list file or manifest (.jsonl: its probe facts are used)")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--samples-per-shard", type=int, default=None,
+                   help="files per shard (equal shards: exact epochs across processes); default: by --shard-mb")
+    q.add_argument("--shard-mb", type=float, default=ShardConfig.shard_mb,
+                   help="consecutive files until their source bytes reach this (default: %(default)s)")
+    q.add_argument("--reencode", action="store_true", help="re-encode each file for fast decoding (H.264, short "
+                   "side and keyframe interval as `avssl data reencode`)")
+    q.add_argument("--short-side", type=int, default=None, help=f"with --reencode; default {ReencodeConfig.short_side}")
+    q.add_argument("--keyframe-interval", type=float, default=None,
+                   help=f"with --reencode (s); default {ReencodeConfig.keyframe_interval}")
+    q.add_argument("--crf", type=int, default=None, help=f"with --reencode; default {ReencodeConfig.crf}")
+    q.add_argument("--require-audio", action="store_true", help="reject files without an audio stream")
+    q.add_argument("--min-duration", type=float, default=0.0, help="reject files shorter than this (s)")
+    q.add_argument("--workers", type=int, default=2, help="processes writing shards")
+    q.add_argument("--part", default=None, metavar="I/N", help="one job of an array: the shards "
+                   "[I*K/N, (I+1)*K/N) of the K planned (I from 0); `avssl data merge OUTPUT_DIR` after the last")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=_data_shard)
+
+    q = dsub.add_parser("merge", help="join the parts of a job array: manifests (-o) or a shard folder")
+    q.add_argument("parts", nargs="+", help="the parts' manifests, or the shards' --output-dir")
+    q.add_argument("-o", "--output", default=None, help="the merged manifest")
+    q.set_defaults(func=_data_merge)
 
 
 def _add_data(sub: Any) -> None:
@@ -114,8 +203,13 @@ def _add_data(sub: Any) -> None:
     q.add_argument("--require-audio", action="store_true", help="reject files without an audio stream")
     q.add_argument("--min-duration", type=float, default=0.0, help="reject files shorter than this (s)")
     q.add_argument("--verify", action="store_true", help="demux every packet to detect truncated files")
+    q.add_argument("--part", default=None, metavar="I/N",
+                   help="one job of an array: the files [I*N_files/N, (I+1)*N_files/N) of the listing (I from 0); "
+                        "`avssl data merge` joins the parts")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=_data_manifest)
+
+    _add_sharding(dsub)
 
     def media(q: argparse.ArgumentParser, *specs: Any) -> None:
         for name, kind in (("width", int), ("height", int), ("fps", int), ("duration", float), ("sample_rate", int)):

@@ -22,6 +22,7 @@ __all__ = [
     "ManifestResult",
     "build_manifest",
     "list_media",
+    "merge_manifests",
     "read_jsonl",
     "read_manifest",
     "rejected_path",
@@ -144,13 +145,21 @@ def build_manifest(
     min_duration: float = 0.0,
     verify: bool = False,
     progress: bool = True,
+    part: tuple[int, int] = (0, 1),
 ) -> ManifestResult:
     """Probe every media file of ``source`` into ``output`` (JSONL) and ``<output>.rejected.jsonl``.
 
-    Files already in either list with the same size and modification time are not probed again.
+    Files already in either list with the same size and modification time are not probed again. ``part``
+    ``(i, n)``: only the files ``[i N / n, (i + 1) N / n)`` of the listing (one job of an array), with
+    ``<output>.part.json`` saying which; :func:`merge_manifests` joins the parts.
     """
     paths = list(source) if isinstance(source, list) else list_media(source)
     output = Path(output)
+    i, n = part
+    if not 0 <= i < n:
+        raise ValueError(f"--part {i}/{n}: the part must be in 0..{n - 1}")
+    total = len(paths)
+    paths = paths[i * total // n : (i + 1) * total // n]
     rej_file = rejected_path(output)
     old_ok = {r["path"]: r for r in read_jsonl(output)} if output.exists() else {}
     old_bad = {r["path"]: r for r in read_jsonl(rej_file)} if rej_file.exists() else {}
@@ -184,4 +193,38 @@ def build_manifest(
     bad.sort(key=lambda r: order.get(r["path"], len(order)))
     write_jsonl(output, ok)
     write_jsonl(rej_file, bad)
+    if n > 1:
+        with atomic_write(_part_file(output)) as f:
+            json.dump({"part": i, "parts": n, "files": total, "first": i * total // n, "count": len(paths)}, f)
     return result
+
+
+def _part_file(manifest: Path) -> Path:
+    return manifest.with_name(manifest.name + ".part.json")
+
+
+def merge_manifests(parts: list[str | os.PathLike], output: str | os.PathLike) -> ManifestResult:
+    """Join the manifests of a job array's parts (each written with ``part``) into ``output`` and its rejected
+    list, in the listing's order: the same files as one run. Raises ValueError when a part is missing or
+    belongs to another array."""
+    found: dict[int, tuple[Path, dict[str, Any]]] = {}
+    for p in map(Path, parts):
+        info_file = _part_file(p)
+        if not info_file.is_file():
+            raise ValueError(f"{p}: not a part of a job array (no {info_file.name}); `avssl data manifest --part i/n` "
+                             "writes one")
+        info = json.loads(info_file.read_text())
+        found[info["part"]] = (p, info)
+    arrays = {(info["parts"], info["files"]) for _, info in found.values()}
+    if len(arrays) != 1:
+        raise ValueError(f"the parts come from different job arrays (parts, files): {sorted(arrays)}")
+    (n, _), = arrays
+    missing = sorted(set(range(n)) - set(found))
+    if missing:
+        raise ValueError(f"parts {', '.join(str(m) for m in missing)} of {n} are missing")
+    ok = [r for k in range(n) for r in read_jsonl(found[k][0])]
+    bad = [r for k in range(n) if rejected_path(found[k][0]).exists() for r in read_jsonl(rejected_path(found[k][0]))]
+    output = Path(output)
+    write_jsonl(output, ok)
+    write_jsonl(rejected_path(output), bad)
+    return ManifestResult(output, rejected_path(output), kept=len(ok), rejected=bad)

@@ -27,10 +27,10 @@ from .audio import Spectrogram, SpectrogramConfig
 from .cache import ClipCache
 from .clips import ClipConfig, ClipSpec, RandomClipSampler, UniformClipSampler
 from .entries import Entries, load_entries
-from .decode import Clip, DecodeError, decode_clip
+from .decode import Clip, DecodeError, decode_audio, decode_clip
 from .transforms import AudioAugConfig, AudioTransform, VideoAugConfig, VideoTransform
 
-__all__ = ["AVClipDataset", "BatchPreprocess", "DataConfig", "av_collate"]
+__all__ = ["AVClipDataset", "BatchPreprocess", "ClipMaker", "DataConfig", "av_collate"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ class DataConfig:
 
     manifest: str | None = None  # JSONL from `avssl data manifest`
     root: str | None = None  # or a folder, scanned into a manifest in the run folder
+    # or WebDataset shards (avssl/data/shards.py): "shards/{000000..000123}.tar", local paths or URLs (pipe:,
+    # fsspec's); shards_index: their index (default: shards.json or avssl-index.json beside them, made by an
+    # index pass where missing); shuffle_buffer: samples mixed across a worker's shards (held in memory)
+    shards: str | None = None
+    shards_index: str | None = None
+    shuffle_buffer: int = 256
     clip: ClipConfig = field(default_factory=ClipConfig)
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     video_aug: VideoAugConfig = field(default_factory=VideoAugConfig)
@@ -61,6 +67,84 @@ class DataConfig:
     cache: bool | Literal["auto"] = False
     cache_dir: str | None = None
     cache_max_gb: float | None = 100.0
+
+
+class ClipMaker:
+    """The one clip cutter of files, the decode-once cache and shards: where in time (a random clip for
+    training, or one of ``clips_per_video`` uniformly spaced ones), the decode (from the cache where it serves
+    the entry, from a file, or from a shard's bytes with the audio in the same file or beside it in
+    ``entry["audio_path"]``), the transforms; an item as :class:`AVClipDataset` describes it."""
+
+    def __init__(self, cfg: DataConfig, train: bool, clips_per_video: int = 1, defer: bool = False,
+                 crop_positions: tuple[float, ...] = (0.5,), random_times: bool = False,
+                 cache: ClipCache | None = None) -> None:
+        if cfg.spectrogram.sample_rate != cfg.clip.sample_rate:
+            raise ValueError(
+                f"spectrogram.sample_rate ({cfg.spectrogram.sample_rate}) must equal clip.sample_rate ({cfg.clip.sample_rate})"
+            )
+        if defer and len(crop_positions) > 1:
+            raise ValueError("several evaluation crops are finished per item: use defer=False")
+        self.cfg, self.train, self.defer, self.random_times, self.cache = cfg, train, defer, random_times, cache
+        self.random_sampler = RandomClipSampler(cfg.clip)
+        self.uniform_sampler = UniformClipSampler(cfg.clip, clips_per_video)
+        self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug, crop_positions)
+        self.audio_tf = AudioTransform(train, cfg.audio_aug)
+        self.spec = Spectrogram(cfg.spectrogram) if cfg.clip.audio_duration else None
+
+    def clip_spec(self, duration: float, clip: int, g: torch.Generator | None) -> ClipSpec:
+        if self.train or self.random_times:
+            return self.random_sampler(duration, g)
+        return self.uniform_sampler(duration)[clip]
+
+    def decode(self, entry: dict[str, Any], spec: ClipSpec, cached: bool = False) -> Clip:
+        """The clip's frames and audio: cut from the cache, or decoded from the file (or the shard's bytes)."""
+        if cached and self.cache is not None:
+            return self.cache.clip(entry, spec.start, spec.audio_offset)
+        c = self.cfg.clip
+        audio_path = entry.get("audio_path")
+        clip = decode_clip(entry["path"], spec.start, c.video_duration, c.fps, c.size,
+                           None if audio_path is not None else (c.audio_duration or None), c.sample_rate,
+                           audio_offset=spec.audio_offset, missing_audio=self.cfg.missing_audio,
+                           threads=self.cfg.decoder_threads)
+        if audio_path is not None and c.audio_duration:  # the audio track kept beside the video (KEY.m4a)
+            a_start = spec.start + c.video_duration / 2 - c.audio_duration / 2 + spec.audio_offset
+            audio = decode_audio(audio_path, a_start, c.audio_duration, c.sample_rate)
+            clip.waveform, clip.audio_start, clip.audio_padded_samples = audio.waveform, a_start, audio.padded_samples
+        return clip
+
+    def item(self, entry: dict[str, Any], index: int, clip: int = 0, generator: torch.Generator | None = None,
+             cached: bool = False) -> dict[str, Any]:
+        """Decode and transform one clip of ``entry`` (memory-bank ``index``); raises DecodeError."""
+        g = generator
+        spec = self.clip_spec(float(entry["duration"]), clip, g)
+        decoded = self.decode(entry, spec, cached)
+        frames, video_params = self.video_tf.geometry(torch.from_numpy(decoded.frames), g)
+        item: dict[str, Any] = {
+            "index": index,
+            "clip": clip,
+            "path": str(entry["path"]),
+            "start": spec.start,
+            "padded": decoded.padded,
+        }
+        if self.defer:
+            item["video"], item["video_params"] = frames, video_params
+        elif frames.dim() == 5:  # several evaluation crops: (crops, C, T, H, W)
+            item["video"] = self.video_tf.finish(frames, video_params.expand(len(frames), -1))
+        else:
+            item["video"] = self.video_tf.finish(frames[None], video_params[None])[0]
+        if self.spec is not None:
+            wave = self.audio_tf.waveform(torch.from_numpy(decoded.waveform), g)
+            masks = self.audio_tf.mask_params(self.spec.num_bins, self.spec.num_frames(len(wave)), g)
+            if self.defer:
+                item["waveform"], item["audio_params"] = wave, masks
+            else:
+                with torch.no_grad():
+                    spec_ = self.audio_tf.apply_masks(self.spec(wave)[None], masks[None])
+                item["audio"] = spec_  # (1, F, T)
+            item["has_audio"] = decoded.has_audio
+        if "label" in entry:
+            item["label"] = int(entry["label"])
+        return item
 
 
 class AVClipDataset(Dataset):
@@ -93,30 +177,18 @@ class AVClipDataset(Dataset):
         if len(unknown):
             raise ValueError(f"{where}: {len(unknown)} entries have no duration, the first {unknown[0]} "
                              f"({self.entries[int(unknown[0])].get('path')})")
-        if cfg.spectrogram.sample_rate != cfg.clip.sample_rate:
-            raise ValueError(
-                f"spectrogram.sample_rate ({cfg.spectrogram.sample_rate}) must equal clip.sample_rate ({cfg.clip.sample_rate})"
-            )
         self.cfg = cfg
         self.train = train
         self.clips_per_video = cfg.clips_per_video if train else clips_per_video
-        self.random_sampler = RandomClipSampler(cfg.clip)
-        self.uniform_sampler = UniformClipSampler(cfg.clip, self.clips_per_video)
-        if defer and len(crop_positions) > 1:
-            raise ValueError("several evaluation crops are finished per item: use defer=False")
-        self.video_tf = VideoTransform(cfg.clip.crop, train, cfg.video_aug, crop_positions)
-        self.audio_tf = AudioTransform(train, cfg.audio_aug)
-        self.spec = Spectrogram(cfg.spectrogram) if cfg.clip.audio_duration else None
         self.seed = seed
         self.epoch = 0
-        self.defer = defer
-        self.random_times = random_times
         self.cache = None
         self.cached = cached  # which entries the cache serves (None: all)
         if cfg.cache and train and (cached is None or cached.any()):  # evaluation reads each clip once
             if not cfg.cache_dir:
                 raise ConfigError("data.cache needs data.cache_dir (the folder to keep decoded videos in)")
             self.cache = ClipCache(cfg.cache_dir, cfg.clip, cfg.missing_audio)
+        self.maker = ClipMaker(cfg, train, self.clips_per_video, defer, crop_positions, random_times, self.cache)
 
     def set_epoch(self, epoch: int) -> None:
         """With a ``seed``, an item's random choices depend only on (seed, epoch, index)."""
@@ -130,54 +202,10 @@ class AVClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries) * self.clips_per_video
 
-    def _spec(self, video: int, clip: int, g: torch.Generator | None) -> ClipSpec:
-        duration = float(self.durations[video])
-        if self.train or self.random_times:
-            return self.random_sampler(duration, g)
-        return self.uniform_sampler(duration)[clip]
-
-    def _decode(self, video: int, entry: dict[str, Any], spec: ClipSpec) -> Clip:
-        """The clip's frames and audio: cut from the cache, or decoded from the file."""
-        if self.cache is not None and (self.cached is None or self.cached[video]):
-            return self.cache.clip(entry, spec.start, spec.audio_offset)
-        c = self.cfg.clip
-        return decode_clip(entry["path"], spec.start, c.video_duration, c.fps, c.size, c.audio_duration or None,
-                           c.sample_rate, audio_offset=spec.audio_offset, missing_audio=self.cfg.missing_audio,
-                           threads=self.cfg.decoder_threads)
-
     def load(self, video: int, clip: int = 0, generator: torch.Generator | None = None) -> dict[str, Any]:
         """Decode and transform one clip; raises DecodeError."""
-        entry = self.entries[video]
-        g = generator
-        spec = self._spec(video, clip, g)
-        decoded = self._decode(video, entry, spec)
-        frames, video_params = self.video_tf.geometry(torch.from_numpy(decoded.frames), g)
-        item: dict[str, Any] = {
-            "index": video,
-            "clip": clip,
-            "path": entry["path"],
-            "start": spec.start,
-            "padded": decoded.padded,
-        }
-        if self.defer:
-            item["video"], item["video_params"] = frames, video_params
-        elif frames.dim() == 5:  # several evaluation crops: (crops, C, T, H, W)
-            item["video"] = self.video_tf.finish(frames, video_params.expand(len(frames), -1))
-        else:
-            item["video"] = self.video_tf.finish(frames[None], video_params[None])[0]
-        if self.spec is not None:
-            wave = self.audio_tf.waveform(torch.from_numpy(decoded.waveform), g)
-            masks = self.audio_tf.mask_params(self.spec.num_bins, self.spec.num_frames(len(wave)), g)
-            if self.defer:
-                item["waveform"], item["audio_params"] = wave, masks
-            else:
-                with torch.no_grad():
-                    spec_ = self.audio_tf.apply_masks(self.spec(wave)[None], masks[None])
-                item["audio"] = spec_  # (1, F, T)
-            item["has_audio"] = decoded.has_audio
-        if "label" in entry:
-            item["label"] = int(entry["label"])
-        return item
+        cached = self.cache is not None and (self.cached is None or bool(self.cached[video]))
+        return self.maker.item(self.entries[video], video, clip, generator, cached)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         if self.train:

@@ -9,13 +9,14 @@ encoder delay, e.g. AAC priming samples, through the skip-samples side data FFmp
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import av
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "AudioInfo",
     "Clip",
     "DecodeError",
+    "MediaBytes",
     "MediaInfo",
     "VideoInfo",
     "decode_audio",
@@ -113,8 +115,43 @@ class Clip:
         return self.video_padded_frames > 0 or self.audio_padded_samples > 0
 
 
+@dataclass(frozen=True)
+class MediaBytes:
+    """A media file held in memory (a sample read from a shard), with the name messages give it
+    (e.g. ``shards/000003.tar:clip_0042.mp4``). Every function here takes it where it takes a path."""
+
+    data: bytes
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Source = Union[str, os.PathLike, MediaBytes]
+
+
+def _name(source: Source) -> str:
+    return source.name if isinstance(source, MediaBytes) else os.fspath(source)
+
+
+def _size(source: Source) -> int:
+    return len(source.data) if isinstance(source, MediaBytes) else os.path.getsize(os.fspath(source))
+
+
 @contextmanager
-def _open(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
+def _open(path: Source) -> Iterator[av.container.InputContainer]:
+    if isinstance(path, MediaBytes):
+        if not path.data:
+            raise DecodeError(path.name, "empty file (0 bytes)")
+        try:
+            container = av.open(io.BytesIO(path.data), mode="r", metadata_errors="ignore")
+        except _AV_ERRORS as e:
+            raise DecodeError(path.name, f"cannot open as media: {e}") from e
+        try:
+            yield container
+        finally:
+            container.close()
+        return
     p = os.fspath(path)
     if not os.path.exists(p):
         raise DecodeError(p, "file not found")
@@ -167,7 +204,7 @@ def _scan_end(c: av.container.InputContainer, c_start: float) -> float | None:
     return end
 
 
-def probe(path: str | os.PathLike, verify: bool = False) -> MediaInfo:
+def probe(path: Source, verify: bool = False) -> MediaInfo:
     """Facts about a media file: duration, video and audio stream properties.
 
     The first video frame is decoded (to read its display rotation and check that the codec works).
@@ -175,8 +212,8 @@ def probe(path: str | os.PathLike, verify: bool = False) -> MediaInfo:
     its header claims (a truncated download) is rejected.
     Raises :class:`DecodeError` naming the file and the reason.
     """
-    p = os.fspath(path)
-    with _open(p) as c:
+    p = _name(path)
+    with _open(path) as c:
         try:
             c_start = _container_start(c)
             vs = c.streams.video[0] if c.streams.video else None
@@ -234,7 +271,7 @@ def probe(path: str | os.PathLike, verify: bool = False) -> MediaInfo:
         path=p,
         format=c.format.name,
         duration=float(duration),
-        size_bytes=os.path.getsize(p),
+        size_bytes=_size(path),
         video=video,
         audio=audio,
         start_time=c_start,
@@ -379,7 +416,7 @@ def _decode_video(
 
 
 def iter_frames(
-    path: str | os.PathLike,
+    path: Source,
     times: np.ndarray | list[float],
     size: int | tuple[int, int] | None = None,
     *,
@@ -391,11 +428,11 @@ def iter_frames(
     whatever the video's length. ``padded``: the time lies outside the video (its first or last frame
     repeated), as :func:`decode_clip` counts it; ``math.inf`` gives the video's last frame. Raises DecodeError
     (also part-way through)."""
-    p = os.fspath(path)
+    p = _name(path)
     targets = np.asarray(times, dtype=np.float64)
     if targets.ndim != 1 or len(targets) == 0 or np.any(np.diff(targets) < 0):
         raise ValueError("times must be a non-empty, non-decreasing 1-D sequence")
-    with _open(p) as c:
+    with _open(path) as c:
         convert = _Converter(size, interpolation)
         try:
             vs = _video_stream(c, p, threads)
@@ -493,7 +530,7 @@ def _audio_window(c: av.container.InputContainer, start: float, duration: float,
 
 
 def decode_clip(
-    path: str | os.PathLike,
+    path: Source,
     start: float,
     video_duration: float = 0.5,
     fps: float = 16.0,
@@ -519,14 +556,14 @@ def decode_clip(
     reported on the returned :class:`Clip`; with ``on_short="error"`` it raises instead.
     A file without audio raises, or with ``missing_audio="silence"`` gets zeros and ``has_audio=False``.
     """
-    p = os.fspath(path)
+    p = _name(path)
     if video_duration <= 0 or fps <= 0:
         raise ValueError("video_duration and fps must be positive")
     n_frames = max(1, int(round(video_duration * fps)))
     targets = start + np.arange(n_frames, dtype=np.float64) / fps
     want_audio = bool(audio_duration and audio_duration > 0)
     notes: list[str] = []
-    with _open(p) as c:
+    with _open(path) as c:
         try:
             vs = _video_stream(c, p, threads)
             c_start = _container_start(c)
@@ -569,7 +606,7 @@ def decode_clip(
 
 
 def decode_frames(
-    path: str | os.PathLike,
+    path: Source,
     times: np.ndarray | list[float],
     size: int | tuple[int, int] | None = None,
     *,
@@ -599,7 +636,7 @@ class AudioClip:
 
 
 def decode_audio(
-    path: str | os.PathLike,
+    path: Source,
     start: float,
     duration: float,
     sample_rate: int,
@@ -608,11 +645,11 @@ def decode_audio(
 ) -> AudioClip:
     """Decode ``[start, start + duration)`` of a file's first audio stream, with or without a video stream
     (ESC-50's WAV files, audio tracks): mono, resampled, padded with silence past the ends (counted)."""
-    p = os.fspath(path)
+    p = _name(path)
     if duration <= 0:
         raise ValueError("duration must be positive")
     notes: list[str] = []
-    with _open(p) as c:
+    with _open(path) as c:
         try:
             if not c.streams.audio:
                 raise DecodeError(p, "no audio stream")

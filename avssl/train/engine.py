@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .. import distributed as dist
 from ..config import ConfigError, from_dict, to_dict
@@ -134,24 +134,32 @@ def train_batches(dataset: Dataset, run: RunConfig, batch_size: int, num_workers
                   ) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(epoch, batch)`` for each step from ``step`` to ``total_steps``: every epoch's seeded batches of this
     process (from inside the epoch when resuming), loaded by a fresh DataLoader. Before an epoch's first
-    batch the dataset learns its epoch and ``on_epoch(epoch, step)`` runs."""
+    batch the dataset learns its epoch and ``on_epoch(epoch, step)`` runs. A stream (an IterableDataset:
+    shards) makes its own batches of the epoch and is told how many steps of it were already taken."""
     while step < total_steps:
         epoch = step // steps_per_epoch
         dataset.set_epoch(epoch)
         if on_epoch is not None:
             on_epoch(epoch, step)
-        batches = epoch_indices(len(dataset), epoch, run.seed, batch_size, rt.rank, rt.world)
-        batches = batches[step - epoch * steps_per_epoch :]  # resume inside an epoch
         # the loader's own generator: otherwise it draws its workers' base seed from the global RNG at every
         # (re)start, and a run resumed inside an epoch would draw dropout masks from a different stream
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=av_collate,
-                            pin_memory=rt.device.type == "cuda",
-                            generator=torch.Generator().manual_seed(run.seed * 100_003 + epoch))
+        common = dict(num_workers=num_workers, collate_fn=av_collate, pin_memory=rt.device.type == "cuda",
+                      generator=torch.Generator().manual_seed(run.seed * 100_003 + epoch))
+        if isinstance(dataset, IterableDataset):
+            dataset.skip(step - epoch * steps_per_epoch)  # resume inside an epoch
+            loader = DataLoader(dataset, batch_size=batch_size, **common)
+        else:
+            batches = epoch_indices(len(dataset), epoch, run.seed, batch_size, rt.rank, rt.world)
+            loader = DataLoader(dataset, batch_sampler=batches[step - epoch * steps_per_epoch :], **common)
+        taken = 0
         for batch in loader:
             yield epoch, batch
             step += 1
+            taken += 1
             if step >= total_steps:
                 return
+        if isinstance(dataset, IterableDataset) and step % steps_per_epoch:  # a stream ended early
+            raise RuntimeError(f"the epoch's stream ended after {taken} of its batches")
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
@@ -314,20 +322,33 @@ class Trainer:
         """The training clips of ``entries`` (a list or :class:`~avssl.data.entries.Entries`; with the per-pixel
         and spectrogram work on the device where ``data.preprocess`` asks for it; ``cached``: the entries the
         decode-once cache serves), and the steps per epoch and in all."""
-        on_device = data.preprocess == "device" or (data.preprocess == "auto" and self.device.type == "cuda")
-        self.dataset = AVClipDataset(entries, data, train=True, seed=self.run.seed, defer=on_device, cached=cached)
-        self.preprocess = BatchPreprocess(data, train=True).to(self.device) if on_device else None
+        dataset = AVClipDataset(entries, data, train=True, seed=self.run.seed, defer=self.defer(data), cached=cached)
+        self._use(dataset, data, len(dataset))
+        return dataset
+
+    def set_stream(self, stream: IterableDataset, data: DataConfig) -> IterableDataset:
+        """Train on a stream of clips (:class:`~avssl.data.shards.ShardStream`): ``len(stream)`` samples per
+        epoch, the stream's own batches."""
+        self._use(stream, data, len(stream))
+        return stream
+
+    def defer(self, data: DataConfig) -> bool:
+        """Whether the per-pixel and spectrogram work runs on the device (batched) rather than per item."""
+        return data.preprocess == "device" or (data.preprocess == "auto" and self.device.type == "cuda")
+
+    def _use(self, dataset: Dataset, data: DataConfig, clips: int) -> None:
+        self.dataset = dataset
+        self.preprocess = BatchPreprocess(data, train=True).to(self.device) if self.defer(data) else None
         self.num_workers = data.num_workers
         per_step = self.optim.batch_size * self.rt.world
-        self.steps_per_epoch = len(self.dataset) // per_step
+        self.steps_per_epoch = clips // per_step
         if self.steps_per_epoch == 0:
-            raise ConfigError(f"optim.batch_size: {len(self.dataset)} clips is fewer than one batch "
+            raise ConfigError(f"optim.batch_size: {clips} clips is fewer than one batch "
                               f"({self.optim.batch_size} x {self.rt.world} processes)")
         self.total_steps = self.steps_per_epoch * self.optim.epochs
         if self.run.max_steps is not None:
             self.total_steps = min(self.total_steps, self.run.max_steps)
         torch.manual_seed(self.run.seed)
-        return self.dataset
 
     @property
     def shape(self) -> RunShape:

@@ -20,8 +20,9 @@ from .. import distributed as dist
 from ..config import ConfigError
 from ..data.cache import default_cache_dir, entry_sizes, plan_cache
 from ..data.collection import build_manifest
-from ..data.datasets import DataConfig
+from ..data.datasets import ClipMaker, DataConfig
 from ..data.entries import Entries, load_entries
+from ..data.shards import ShardStream, load_shard_index
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, count_parameters
 from .checkpoint import load_checkpoint, pretrained_model
@@ -136,9 +137,35 @@ def _plan_cache(cfg: PretrainConfig, manifest: str, entries: Entries) -> tuple[D
     return data, plan.cached
 
 
+def _stream(cfg: PretrainConfig, trainer: Trainer) -> tuple[ShardStream, int]:
+    """Shards as a stream of training clips, and the memory bank's size (the index's slots)."""
+    data = cfg.data
+    if data.manifest or data.root:
+        raise ConfigError("data.shards: give the shards, or data.manifest / data.root, not both")
+    if not dist.is_main():  # rank 0 runs the index pass where one is needed; the others read its result
+        dist.barrier()
+    try:
+        index = load_shard_index(data.shards, data.shards_index, fallback_dir=trainer.out)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"data.shards: {e}") from e
+    finally:
+        if dist.is_main():
+            dist.barrier()
+    maker = ClipMaker(replace(data, cache=False), train=True, defer=trainer.defer(data))
+    stream = ShardStream(index, maker, cfg.optim.batch_size, cfg.run.seed, data.on_error, data.max_retries,
+                         data.shuffle_buffer, data.clips_per_video)
+    if dist.is_main():
+        print(f"shards: {len(index.shards)} with {index.samples} samples ({index.path})", flush=True)
+    return stream, max(index.slots, index.samples)
+
+
 def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train; returns a summary (steps, final loss, skipped files, throughput)."""
     trainer = Trainer(cfg, output_dir, "pretrain")
+    if cfg.data.shards:
+        stream, slots = _stream(cfg, trainer)
+        trainer.set_stream(stream, cfg.data)
+        return trainer.fit(PretrainJob(cfg, trainer.rt, slots, trainer.steps_per_epoch))
     manifest = _prepare_manifest(cfg, trainer.out)
     if not dist.is_main():  # rank 0 keeps the manifest's table beside it; the others map it
         dist.barrier()

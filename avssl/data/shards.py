@@ -1,0 +1,318 @@
+"""WebDataset shards: collections kept as tar files, read as streams split by rank and worker, and written.
+
+A shard is a tar file whose samples are consecutive members sharing a key: ``KEY.mp4`` (the video with its
+audio track, or another video extension), optionally the audio beside it (``KEY.m4a``, ``.flac``, ``.wav``,
+...: what ``video2dataset`` writes when it extracts audio), and ``KEY.json``. ``avssl data shard`` writes
+``KEY.json`` with the sample's memory-bank ``index``, its ``duration`` and probe facts, and ``shards.json``
+beside the shards: each shard's sample count and memory-bank indices. Shards made elsewhere
+(``video2dataset``'s layout) are indexed once by reading their member lists (:func:`index_shards`): a sample's
+index is its shard's first index plus its position, kept in ``avssl-index.json`` beside them.
+
+Reading (:class:`ShardStream`), one epoch:
+
+- the shards are put in a seeded order (seed, epoch) and dealt to the slots (process x loader worker), each to
+  the slot holding the fewest samples so far; each slot yields a fixed number of batches (the epoch's
+  ``samples x clips_per_video // (batch x processes)`` steps shared out over the workers), so every process
+  runs the same number of steps; with ``clips_per_video`` > 1 a slot reads its shards that many times, a
+  fresh random clip of each video per pass. Where every slot's shards hold exactly its quota, an epoch sees every sample exactly once;
+  otherwise a slot short of samples reads its shards again from the first and one with more leaves the rest
+  for another epoch (at most a shard's worth per slot, different samples every epoch);
+- a slot reads its shards one after another through a shuffle buffer (``data.shuffle_buffer`` samples,
+  seeded by seed, epoch, process and worker) and decodes only the samples it yields, cut exactly as from
+  files (:class:`~avssl.data.datasets.ClipMaker`);
+- resuming inside an epoch replays the same shard order and buffer and skips, without decoding, the samples
+  of the batches already trained on: the resumed epoch sees the samples the uninterrupted one would have
+  (except where a skipped sample had failed to decode: the stream then shifts by one sample);
+- a sample that fails to decode is skipped and recorded as for files (``skipped.jsonl``).
+
+URLs: local paths, ``pipe:COMMAND`` (webdataset's opener) and anything fsspec opens (``s3://``, ``gs://``,
+``https://``, with the matching fsspec package installed); ``{000000..000123}`` ranges are expanded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import braceexpand
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from .decode import DecodeError, MediaBytes, probe
+
+__all__ = ["AUDIO_KEYS", "INDEX_NAME", "SHARDS_JSON", "VIDEO_KEYS", "ShardIndex", "ShardStream", "expand_shards",
+           "index_shards", "load_shard_index", "open_url", "read_samples", "slot_plan"]
+
+log = logging.getLogger(__name__)
+
+SHARDS_JSON = "shards.json"  # written by `avssl data shard`
+INDEX_NAME = "avssl-index.json"  # written by the index pass over shards made elsewhere
+VIDEO_KEYS = ("mp4", "mkv", "webm", "mov", "m4v", "avi", "flv", "mpg", "mpeg", "ts", "3gp", "ogv", "wmv")
+AUDIO_KEYS = ("m4a", "flac", "wav", "mp3", "ogg", "opus", "aac")
+
+
+def expand_shards(spec: str | list[str]) -> list[str]:
+    """The shard URLs of ``data.shards``: brace ranges expanded (``shards/{000000..000123}.tar``); a list as
+    given; whitespace-separated patterns each expanded."""
+    specs = spec if isinstance(spec, list) else spec.split()
+    return [u for s in specs for u in braceexpand.braceexpand(s)]
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url and not url.startswith("pipe:") or url.startswith("file://")
+
+
+def open_url(url: str) -> Any:
+    """A binary stream of a shard: local files and ``pipe:`` through webdataset's opener, other URLs through
+    fsspec."""
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    if _is_local(url) or url.startswith("pipe:"):
+        return gopen(url, "rb")
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
+
+
+def read_samples(url: str) -> Iterator[dict[str, Any]]:
+    """A shard's samples in order: ``{"__key__", "__url__", EXT: bytes, ...}`` (webdataset's grouping of
+    consecutive members by key)."""
+    stream = open_url(url)
+    try:
+        yield from group_by_keys(tar_file_expander([{"url": url, "stream": stream}]))
+    finally:
+        stream.close()
+
+
+@dataclass
+class ShardIndex:
+    """The shards of a collection in order: each one's URL, sample count and first memory-bank index; where
+    ``indices`` is ``"json"`` a sample's index is its ``KEY.json``'s (avssl's shards), else first index +
+    position. ``slots``: the memory bank's size."""
+
+    shards: list[dict[str, Any]]
+    indices: str = "position"
+    slots: int = 0
+    path: Path | None = None
+
+    @property
+    def samples(self) -> int:
+        return sum(int(s["count"]) for s in self.shards)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": 1, "indices": self.indices, "samples": self.samples, "slots": self.slots,
+                "shards": self.shards}
+
+
+def _count(url: str) -> int:
+    return sum(1 for _ in read_samples(url))
+
+
+def index_shards(urls: list[str], output: str | os.PathLike | None, progress: Callable | None = None) -> ShardIndex:
+    """The index pass over shards made elsewhere: count each shard's samples (reading it once), number them
+    in order, and keep the result at ``output`` (JSON)."""
+    shards, first = [], 0
+    for url in (progress(urls) if progress else urls):
+        n = _count(url)
+        shards.append({"url": url, "count": n, "first_index": first})
+        first += n
+    index = ShardIndex(shards, "position", first)
+    if output is not None:
+        from ..fileio import atomic_write
+
+        with atomic_write(output) as f:
+            json.dump(index.to_dict(), f, indent=1)
+        index.path = Path(output)
+    return index
+
+
+def _resolve(url: str, base: Path) -> str:
+    return url if not _is_local(url) or os.path.isabs(url) else str((base / url).resolve())
+
+
+def load_shard_index(spec: str | list[str], index_path: str | os.PathLike | None = None,
+                     fallback_dir: str | os.PathLike | None = None) -> ShardIndex:
+    """The index of the shards ``spec`` names: ``index_path`` when given, else ``shards.json`` (written by
+    ``avssl data shard``) or ``avssl-index.json`` beside the first shard; without either, an index pass is run
+    and kept beside the shards (or in ``fallback_dir`` where they are not local). Raises ValueError when a
+    named shard is not in the index."""
+    urls = expand_shards(spec)
+    if not urls:
+        raise ValueError(f"data.shards {spec!r} names no shard")
+    first = urls[0][len("file://"):] if urls[0].startswith("file://") else urls[0]
+    beside = Path(first).resolve().parent if _is_local(urls[0]) else None
+    candidates = [Path(index_path)] if index_path else [d / n for d in (beside, Path(fallback_dir or "."))
+                                                         if d is not None for n in (SHARDS_JSON, INDEX_NAME)]
+    for cand in candidates:
+        if cand.is_file():
+            data = json.loads(cand.read_text())
+            known = {_resolve(s["url"], cand.parent): s for s in data["shards"]}
+            want = [_resolve(u, Path(".")) for u in urls]
+            missing = [u for u in want if u not in known]
+            if missing:
+                raise ValueError(f"{cand} does not list {len(missing)} of the shards, e.g. {missing[0]}: index them "
+                                 f"again (remove {cand}) or name the shards it lists")
+            chosen = [dict(known[u], url=u) for u in want]
+            return ShardIndex(chosen, data.get("indices", "position"), int(data.get("slots") or 0), cand)
+    target = Path(index_path) if index_path else (beside if beside is not None and os.access(beside, os.W_OK)
+                                                  else Path(fallback_dir or ".")) / INDEX_NAME
+    return index_shards(urls, target)
+
+
+def slot_plan(index: ShardIndex, seed: int, epoch: int, slots: int) -> list[list[int]]:
+    """The shards each slot (process x worker, in that order) reads in an epoch: a seeded order, each shard
+    dealt to the slot with the fewest samples so far."""
+    order = torch.randperm(len(index.shards), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    plan: list[list[int]] = [[] for _ in range(slots)]
+    held = [0] * slots
+    for s in order.tolist():
+        k = min(range(slots), key=lambda i: (held[i], i))
+        plan[k].append(s)
+        held[k] += int(index.shards[s]["count"])
+    return plan
+
+
+def _quota(total: int, parts: int, k: int) -> int:
+    return total // parts + (1 if k < total % parts else 0)
+
+
+@dataclass
+class _Raw:
+    shard: int
+    position: int
+    cycle: int  # the pass over the slot's shards (clips per video, or a slot short of samples)
+    sample: dict[str, Any] = field(repr=False)
+
+
+class ShardStream(IterableDataset):
+    """Training clips from shards (see the module's description): ``len()`` is the number of samples, an
+    epoch yields ``steps_per_epoch x batch`` items per process. Call :meth:`set_epoch` (and :meth:`skip` when
+    resuming inside an epoch) before making a DataLoader over it with ``batch_size=batch``."""
+
+    def __init__(self, index: ShardIndex, maker: Any, batch: int, seed: int, on_error: str = "skip",
+                 max_retries: int = 10, shuffle_buffer: int = 256, clips_per_video: int = 1, rank: int | None = None,
+                 world: int | None = None) -> None:
+        from .. import distributed as dist
+
+        self.index, self.maker, self.batch, self.seed = index, maker, batch, seed
+        self.clips_per_video = max(1, clips_per_video)  # passes over the shards per epoch
+        self.on_error, self.max_retries, self.buffer = on_error, max_retries, max(1, shuffle_buffer)
+        self.rank = dist.rank() if rank is None else rank
+        self.world = dist.world_size() if world is None else world
+        self.epoch, self.skipped_batches = 0, 0
+
+    def __len__(self) -> int:
+        return self.index.samples * self.clips_per_video
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self) // (self.batch * self.world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.skipped_batches = epoch, 0
+
+    def skip(self, batches: int) -> None:
+        """Resume inside the epoch: leave out its first ``batches`` steps (their samples are read, not decoded)."""
+        self.skipped_batches = batches
+
+    def _raw(self, shards: list[int], cycle: int = 0) -> Iterator[_Raw]:
+        """One pass over the slot's shards, read in order."""
+        for s in shards:
+            for position, sample in enumerate(read_samples(self.index.shards[s]["url"])):
+                yield _Raw(s, position, cycle, sample)
+
+    def _passes(self, shards: list[int], rng: random.Random) -> Iterator[_Raw]:
+        """The slot's samples, pass after pass (a clip per video and pass; or a slot short of its quota), each
+        pass through the shuffle buffer on its own: a sample comes again only after every other one."""
+        cycle = 0
+        while shards:
+            yield from self._shuffled(self._raw(shards, cycle), rng)
+            cycle += 1
+
+    def _shuffled(self, raw: Iterator[_Raw], rng: random.Random) -> Iterator[_Raw]:
+        buf: list[_Raw] = []
+        for r in raw:
+            if len(buf) < self.buffer:
+                buf.append(r)
+                continue
+            k = rng.randrange(len(buf))
+            buf[k], r = r, buf[k]
+            yield r
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        slots = self.world * workers
+        slot = self.rank * workers + worker
+        plan = slot_plan(self.index, self.seed, self.epoch, slots)
+        quota = _quota(self.steps_per_epoch, workers, worker)  # this worker's batches of the epoch
+        done = _quota(self.skipped_batches, workers, worker)  # ...already trained on (a resume)
+        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_007 + slot)
+        stream = self._passes(plan[slot], rng)
+        for _ in range(done * self.batch):
+            next(stream, None)
+        for _ in range((quota - done) * self.batch):
+            item = self._next_item(stream)
+            if item is None:
+                return
+            yield item
+
+    def _next_item(self, stream: Iterator[_Raw]) -> dict[str, Any] | None:
+        failures: list[dict[str, Any]] = []
+        for _ in range(self.max_retries + 1):
+            raw = next(stream, None)
+            if raw is None:
+                return None
+            try:
+                item = self._item(raw)
+            except DecodeError as e:
+                if self.on_error == "raise":
+                    raise
+                failures.append({"path": e.path, "reason": e.reason})
+                log.warning("skipping %s: %s", e.path, e.reason)
+                continue
+            item["failures"] = failures
+            return item
+        raise DecodeError(failures[-1]["path"], f"{len(failures)} consecutive samples failed to decode; last: "
+                                                f"{failures[-1]['reason']}")
+
+    def _item(self, raw: _Raw) -> dict[str, Any]:
+        entry, index = self.entry(raw)
+        seed = ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) * 101 + raw.cycle
+        return self.maker.item(entry, index, 0, torch.Generator().manual_seed(seed))
+
+    def entry(self, raw: _Raw) -> tuple[dict[str, Any], int]:
+        """A raw sample as the clip cutter's entry (video and audio as bytes, duration) and its memory-bank
+        index. Raises DecodeError for a sample without a video or with an unreadable ``json``."""
+        sample, shard = raw.sample, self.index.shards[raw.shard]
+        name = f"{shard['url']}:{sample['__key__']}"
+        video = next((k for k in VIDEO_KEYS if k in sample), None)
+        if video is None:
+            raise DecodeError(name, f"sample has no video ({', '.join(k for k in sample if not k.startswith('__'))})")
+        try:
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DecodeError(f"{name}.json", f"unreadable JSON: {e}") from e
+        entry: dict[str, Any] = {"path": MediaBytes(sample[video], f"{name}.{video}")}
+        audio = next((k for k in AUDIO_KEYS if k in sample), None)
+        if audio is not None:
+            entry["audio_path"] = MediaBytes(sample[audio], f"{name}.{audio}")
+        duration = meta.get("duration")
+        if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not duration > 0:
+            duration = probe(entry["path"]).duration
+        entry["duration"] = float(duration)
+        if self.index.indices == "json" and isinstance(meta.get("index"), int):
+            index = meta["index"]
+        else:
+            index = int(shard["first_index"]) + raw.position
+        return entry, index
