@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -331,8 +332,15 @@ def _pretrained(args: argparse.Namespace, command: str) -> tuple[Any, Any]:
     from .train.checkpoint import pretrained_model
     from .train.configs import PretrainConfig
 
+    from .config import ConfigError
+
     check_overrides(args.set, ("data.",), command)
-    model, cfg = pretrained_model(args.checkpoint, _device(args.device))
+    if not Path(args.checkpoint).is_file():
+        raise ConfigError(f"{command}: --checkpoint {args.checkpoint}: no such file")
+    try:
+        model, cfg = pretrained_model(args.checkpoint, _device(args.device))
+    except (ValueError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise ConfigError(f"{command}: --checkpoint {args.checkpoint}: {str(e).splitlines()[0]}") from None
     return model, from_dict(PretrainConfig, apply_overrides(to_dict(cfg), args.set))
 
 
@@ -418,7 +426,12 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
     from .data.formats.localization import read_localization
     from .localize.evaluate import evaluate_localization
 
+    from .config import ConfigError
+
     localizer = _localizer(args, "avssl evaluate localization")
+    for name, path in (("--annotations", args.annotations), ("--media", args.media)):
+        if not Path(path).exists():
+            raise ConfigError(f"avssl evaluate localization: {name} {path}: no such file or folder")
     data = read_localization(args.format, args.annotations, args.media)
     if not data.samples:
         raise SystemExit(f"avssl evaluate localization: no annotated sample has media: {data.summary()}")
@@ -434,9 +447,12 @@ def _localize(args: argparse.Namespace) -> int:
     from .data.collection import resolve_media
     from .localize.render import localize_videos
 
-    if args.fps is not None and args.fps <= 0:
-        raise SystemExit("avssl localize: --fps must be positive")
+    from .config import ConfigError
+
     localizer = _localizer(args, "avssl localize")
+    for name, path in (("--video", args.video), ("--audio", args.audio)):
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"avssl localize: {name} {path}: no such file or folder")
     summary = localize_videos(localizer, resolve_media(args.video), args.output_dir, audio=args.audio,
                               audio_offset=args.audio_offset, gif=args.gif, model_name=f"checkpoint {args.checkpoint}",
                               progress=not args.quiet)
@@ -519,7 +535,8 @@ def _add_evaluation(sub: Any) -> None:
     q.add_argument("--annotations", required=True, help="vggss.json, or Flickr-SoundNet's folder of XML files")
     q.add_argument("--media", required=True, help="folder of the annotated videos (or stills with sound files)")
     q.add_argument("--format", default="vggss", choices=["vggss", "flickr"])
-    q.add_argument("--binarize", nargs="+", default=["median"], choices=["median", "absolute", "adaptive"],
+    q.add_argument("--binarize", nargs="+", default=["median"], choices=["median", "median_inclusive", "absolute",
+                                                                        "adaptive"],
                    help="one or more; the first is reported at the top level")
     q.add_argument("--output-dir", required=True)
     q.set_defaults(func=_evaluate_localization)

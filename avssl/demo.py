@@ -162,8 +162,8 @@ def _localization_text(loc: dict[str, Any], clips: int) -> list[str]:
         lines.append(f"{mode:34s} {cells[0]:>12s} {cells[1]:>12s}")
     listen = loc["listening"]
     if listen and listen["num_samples"]:
-        lines += [f"does the map listen? the clip's own sound lights the object more than another class's sound on "
-                  f"{listen['true_beats_mismatched']:.2f} of the clips; cIoU drops by {listen['ciou_drop_mismatched']:.3f} "
-                  f"under that sound (a centred prior: 0 and 0)"]
+        lines += [f"does the map listen? under another class's sound the cIoU drops by "
+                  f"{listen['ciou_drop_mismatched']:.3f}, and the clip's own sound puts more of the map on the object "
+                  f"in {listen['own_sound_more_mass_on_object']:.2f} of the pairs (a centred prior: 0 and 0)"]
     lines.append(f"heatmaps of {min(4, clips)} held-out clips: {loc['index']}")
     return lines

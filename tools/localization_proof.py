@@ -249,9 +249,9 @@ def main() -> int:
         listen = scores["listening"]
         print(f"{name}: " + ", ".join(f"{m} {scores[m]['model']['ciou_at_0.5']:.3f}/{scores[m]['model']['auc']:.3f}"
                                       for m in MODES)
-              + f"; own sound ahead on {listen['true_beats_mismatched']:.2f}, cIoU drop "
-                f"{listen['ciou_drop_mismatched']:.3f}, extended AP {listen['extended']['ap']:.3f} / max-F1 "
-                f"{listen['extended']['max_f1']:.3f}", flush=True)
+              + f"; own sound more mass on the object {listen['own_sound_more_mass_on_object']:.2f}, cIoU drop "
+                f"{listen['ciou_drop_mismatched']:.3f}, SLAVC extended AP {listen['slavc_extended']['ap']:.3f} / "
+                f"max-F1 {listen['slavc_extended']['max_f1']:.3f}", flush=True)
         print("  mean adaptive cIoU per kind (model / centred prior): " + ", ".join(
             f"{k.split('/')[-1]} {v['model']:.2f}/{v['centre']:.2f}" for k, v in per_class.items()), flush=True)
     if args.figure and results["variants"]:
@@ -282,17 +282,17 @@ def main() -> int:
         return f"{s['ciou_at_0.5']:.3f} / {s['auc']:.3f}"
 
     print("\n| pretraining | " + " | ".join(f"{m}: cIoU@0.5 / AUC" for m in MODES)
-          + " | own sound ahead | cIoU drop | extended AP / max-F1 | pretraining time |")
+          + " | own sound more mass on object | cIoU drop | SLAVC extended AP / max-F1 | pretraining time |")
     print("|---|" + "---|" * (len(MODES) + 4))
     for name, r in results["variants"].items():
         lst = r["scores"]["listening"]
         print(f"| {name} | " + " | ".join(cell(r["scores"][m]["model"]) for m in MODES)
-              + f" | {lst['true_beats_mismatched']:.2f} | {lst['ciou_drop_mismatched']:.3f} | "
-                f"{lst['extended']['ap']:.3f} / {lst['extended']['max_f1']:.3f} | {r['wall_seconds']} s |")
+              + f" | {lst['own_sound_more_mass_on_object']:.2f} | {lst['ciou_drop_mismatched']:.3f} | "
+                f"{lst['slavc_extended']['ap']:.3f} / {lst['slavc_extended']['max_f1']:.3f} | {r['wall_seconds']} s |")
     any_r = next(iter(results["variants"].values()))["scores"]
     prior = any_r["listening"]["centre"]
     print("| centre | " + " | ".join(cell(any_r[m]["centre"]) for m in MODES)
-          + f" | 0 | 0 | {prior['extended']['ap']:.3f} / {prior['extended']['max_f1']:.3f} | |")
+          + f" | 0 | 0 | {prior['slavc_extended']['ap']:.3f} / {prior['slavc_extended']['max_f1']:.3f} | |")
     print("| oracle | " + " | ".join(cell(any_r[m]["oracle"]) for m in MODES) + " | | | | |")
     if results["sweep"]:
         print(f"\nmap settings ({args.sweep_variant}), cIoU@0.5 / AUC:")

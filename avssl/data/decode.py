@@ -93,6 +93,11 @@ class MediaInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def is_still(self) -> bool:
+        """A still image (PNG, JPEG, ...: FFmpeg's image demuxers), which probes as one 0.04 s frame."""
+        return self.format == "image2" or self.format.endswith("_pipe")
+
 
 
 @dataclass

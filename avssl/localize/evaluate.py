@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from ..data.formats.localization import LocalizationSample, LocalizationSet
 from ..progress import track
 from .heatmap import Localizer
 from .heatmap import normalize_maps
-from .metrics import Binarize, binarize, box_map, centre_prior, ciou, consensus_map, detection_scores, summarize
+from .metrics import (RULES, Binarize, binarize, box_map, centre_prior, ciou, consensus_map, slavc_confidence,
+                      slavc_extended, summarize)
 
 __all__ = ["evaluate_localization", "ground_truth", "score_samples"]
 
@@ -35,72 +37,105 @@ def _when(sample: LocalizationSample) -> tuple[float, float]:
     """(time of the annotated frame, audio offset): a video's middle frame with its own audio around it;
     a still image with the middle of its sound file."""
     info = probe(sample.video)
-    duration = (info.video.duration if info.video is not None and info.video.duration else info.duration) or 0.0
-    if duration and (info.video is None or (info.video.num_frames or 2) > 1):
+    if not info.is_still:
+        duration = (info.video.duration if info.video is not None and info.video.duration else info.duration) or 0.0
         return duration / 2, 0.0
-    audio = probe(sample.audio)
-    return 0.0, (audio.duration or 0.0) / 2
+    return 0.0, (probe(sample.audio).duration or 0.0) / 2
 
 
-def _partners(samples: list[LocalizationSample]) -> list[int]:
-    """For each sample, another whose sound is of another kind (the next such in order; any other sample when
-    the set names no kinds); -1 when there is none."""
+def _partners(samples: list[LocalizationSample], per_clip: int, seed: int) -> list[list[int]]:
+    """For each sample, ``per_clip`` others drawn at random (seeded) among those whose sound is of another kind
+    (any other sample when the set names no kinds), without repeats where there are enough."""
+    rng = random.Random(seed)
     out = []
     for i, s in enumerate(samples):
-        order = samples[i + 1 :] + samples[:i]
-        other = next((o for o in order if s.class_name is None or o.class_name != s.class_name), None)
-        out.append(samples.index(other) if other is not None else -1)
+        pool = [j for j, o in enumerate(samples) if j != i and (not s.class_name or o.class_name != s.class_name)]
+        out.append(rng.sample(pool, min(per_clip, len(pool))) if pool else [])
     return out
 
 
-def _score(localizer: Localizer, s: LocalizationSample, partner: LocalizationSample | None, modes: list[Binarize]
+def _mass_on(heat: np.ndarray, gt: np.ndarray) -> float:
+    """The share of a map's mass inside the ground truth."""
+    total = float(heat.sum())
+    return float((heat * (gt > 0)).sum() / total) if total > 0 else 0.0
+
+
+def _score(localizer: Localizer, s: LocalizationSample, partners: list[LocalizationSample], modes: list[Binarize]
            ) -> dict[str, Any]:
-    """One sample's row: cIoU of the model, the centred prior and the oracle under each binarization; with a
-    partner, the same map made with the partner's sound and with silence (similarity on the object, cIoU,
-    peak confidence)."""
+    """One sample's row: cIoU of the model, the centred prior and the oracle under each binarization; with
+    partners, the same map made with each partner's sound and with silence: cIoU, share of the map's mass on the
+    object, raw cosine on the object, SLAVC's confidence."""
     t, offset = _when(s)
     waves = [localizer.audio_at(s.video, t, s.audio, offset)]
-    if partner is not None:
-        tp, op = _when(partner)
-        waves += [localizer.audio_at(partner.video, tp, partner.audio, op), np.zeros_like(waves[0])]
+    for p in partners:
+        tp, op = _when(p)
+        waves.append(localizer.audio_at(p.video, tp, p.audio, op))
+    if partners:
+        waves.append(np.zeros_like(waves[0]))
     frame, sims = localizer.compare(s.video, t, waves)
     heat = normalize_maps(torch.from_numpy(sims), localizer.cfg.norm).numpy()
     h, w = frame.shape[:2]
     gt = ground_truth(s, h, w)
-    row: dict[str, Any] = {"id": s.id, "class": s.class_name, "time": round(t, 3), "height": h, "width": w,
-                           "gt_area": round(float((gt > 0).mean()), 4)}
+    row: dict[str, Any] = {"id": s.id, "class": s.class_name, "time": t, "height": h, "width": w,
+                           "gt_area": float((gt > 0).mean())}
     maps = {"model": heat[0], "centre": centre_prior(h, w), "oracle": gt}
     for mode in modes:
         for name, m in maps.items():
-            row[f"{name}_{mode}"] = round(ciou(binarize(m, mode, gt), gt), 6)
-    if partner is not None:
-        row["mismatched_with"] = partner.id
-        row[f"mismatched_{modes[0]}"] = round(ciou(binarize(heat[1], modes[0], gt), gt), 6)
-        inside = gt > 0
-        for name, sim in zip(("true", "mismatched", "silence"), sims):
-            row[f"similarity_{name}_on_object"] = round(float(sim[inside].mean()), 6)
-            row[f"peak_{name}"] = round(float(sim.max()), 6)
+            row[f"{name}_{mode}"] = ciou(binarize(m, mode, gt), gt)
+    row["mass_on_object_true"] = _mass_on(heat[0], gt)
+    row["confidence_true"] = slavc_confidence(sims[0])
+    row["similarity_true_on_object"] = float(sims[0][gt > 0].mean())
+    if partners:
+        k = len(partners)
+        mode = modes[0]
+        row["mismatched_with"] = " ".join(p.id for p in partners)
+        row[f"mismatched_{mode}"] = float(np.mean([ciou(binarize(heat[1 + j], mode, gt), gt) for j in range(k)]))
+        row["mass_on_object_mismatched"] = float(np.mean([_mass_on(heat[1 + j], gt) for j in range(k)]))
+        row["spatial_wins"] = float(np.mean([row["mass_on_object_true"] > _mass_on(heat[1 + j], gt)
+                                             for j in range(k)]))
+        row["similarity_mismatched_on_object"] = float(np.mean([sims[1 + j][gt > 0].mean() for j in range(k)]))
+        row["similarity_silence_on_object"] = float(sims[-1][gt > 0].mean())
+        row["confidence_mismatched"] = slavc_confidence(sims[1])  # the first partner's: a negative for SLAVC
     return row
 
 
-def _listening(rows: list[dict[str, Any]], mode: Binarize) -> dict[str, Any]:
-    """Does the map depend on the sound? Over the samples with a partner: how often the clip's own sound lights
-    the sounding object more than another kind's sound does, the mean drop in cIoU under that sound, and SLAVC's
-    extended protocol (maps under a mismatched sound or silence as detections that are never right). The
-    centred prior does not hear, so it scores zero on the first two by construction; it is printed anyway."""
+def _listening(rows: list[dict[str, Any]], mode: Binarize, seed: int) -> dict[str, Any]:
+    """Does the map depend on the sound? Over the samples with partners: the headline is spatial, the mean drop in
+    cIoU when the clip's own sound is replaced by another kind's, and how often the own sound puts a larger share
+    of the map's mass on the sounding object; beside it, how often the raw cosine on the object is higher with the
+    own sound (which also moves with overall agreement, not only with where the map points). SLAVC's extended
+    protocol on separate clips: a seeded half of the samples as positives (their own sound), the other half as
+    negatives (another kind's sound); the centred prior, which does not hear, beside it."""
     rows = [r for r in rows if "mismatched_with" in r]
     if not rows:
         return {"num_samples": 0}
-    right = [r[f"model_{mode}"] >= 0.5 for r in rows]
-    confidence = [r["peak_true"] for r in rows] + [r["peak_mismatched"] for r in rows] + [r["peak_silence"] for r in rows]
-    wins = [r["similarity_true_on_object"] > r["similarity_mismatched_on_object"] for r in rows]
-    drop = [r[f"model_{mode}"] - r[f"mismatched_{mode}"] for r in rows]
-    centre_right = [r[f"centre_{mode}"] >= 0.5 for r in rows]
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    pos, neg = order[: (len(rows) + 1) // 2], order[(len(rows) + 1) // 2 :]
+    obj = [True] * len(pos) + [False] * len(neg)
+    cious = [rows[i][f"model_{mode}"] for i in pos] + [0.0] * len(neg)
+    conf = [rows[i]["confidence_true"] for i in pos] + [rows[i]["confidence_mismatched"] for i in neg]
+    centre = [rows[i][f"centre_{mode}"] for i in pos] + [0.0] * len(neg)
     return {"num_samples": len(rows), "binarize": mode,
-            "true_beats_mismatched": float(np.mean(wins)), "ciou_drop_mismatched": float(np.mean(drop)),
-            "extended": detection_scores(confidence, right + [False] * 2 * len(rows)),
-            "centre": {"true_beats_mismatched": 0.0, "ciou_drop_mismatched": 0.0,
-                       "extended": detection_scores([1.0] * 3 * len(rows), centre_right + [False] * 2 * len(rows))}}
+            "ciou_drop_mismatched": float(np.mean([r[f"model_{mode}"] - r[f"mismatched_{mode}"] for r in rows])),
+            "own_sound_more_mass_on_object": float(np.mean([r["spatial_wins"] for r in rows])),
+            "mass_on_object": {"true": float(np.mean([r["mass_on_object_true"] for r in rows])),
+                               "mismatched": float(np.mean([r["mass_on_object_mismatched"] for r in rows]))},
+            "true_beats_mismatched_cosine": float(np.mean([r["similarity_true_on_object"]
+                                                           > r["similarity_mismatched_on_object"] for r in rows])),
+            "slavc_extended": slavc_extended(obj, cious, conf),
+            "centre": {"ciou_drop_mismatched": 0.0, "own_sound_more_mass_on_object": 0.0,
+                       "slavc_extended": slavc_extended(obj, centre, [1.0] * len(obj))}}
+
+
+def _write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """The rows, floats rounded to 6 decimals for display (the figures are computed from the exact values)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            writer.writeheader()
+            writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
 
 
 def score_samples(
@@ -110,27 +145,25 @@ def score_samples(
     csv_path: str | os.PathLike,
     progress: bool = False,
     listening: bool = True,
+    partners_per_clip: int = 3,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Per-sample cIoU of the model, the centred prior and the oracle under each binarization in ``modes``,
-    and with ``listening`` the maps of each sample under another kind's sound and under silence; writes the CSV
-    and returns ``{mode: {"model": summary, "centre": ..., "oracle": ...}}``, ``listening`` and ``skipped``."""
+    and with ``listening`` the maps of each sample under ``partners_per_clip`` other kinds' sounds (drawn with
+    ``seed``) and under silence; writes the CSV and returns ``{mode: {"model": summary, "centre": ...,
+    "oracle": ...}}``, ``listening`` and ``skipped``."""
     rows, skipped = [], []
-    partners = _partners(data.samples) if listening else [-1] * len(data.samples)
-    for s, p in zip(track(data.samples, enabled=progress, desc="localization", unit="sample"), partners):
+    partners = _partners(data.samples, partners_per_clip, seed) if listening else [[] for _ in data.samples]
+    for s, ps in zip(track(data.samples, enabled=progress, desc="localization", unit="sample"), partners):
         try:
-            rows.append(_score(localizer, s, data.samples[p] if p >= 0 else None, modes))
+            rows.append(_score(localizer, s, [data.samples[p] for p in ps], modes))
         except DecodeError as e:
             skipped.append({"id": s.id, "path": e.path, "reason": e.reason})
-    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-            writer.writeheader()
-            writer.writerows(rows)
+    _write_csv(csv_path, rows)
     out: dict[str, Any] = {}
     for mode in modes:
         out[mode] = {name: summarize([r[f"{name}_{mode}"] for r in rows]) for name in ("model", *_BASELINES)}
-    out["listening"] = _listening(rows, modes[0]) if listening else None
+    out["listening"] = _listening(rows, modes[0], seed) if listening else None
     out["skipped"] = skipped
     return out
 
@@ -144,7 +177,8 @@ def evaluate_localization(localizer: Localizer, data: LocalizationSet, modes: li
     out.mkdir(parents=True, exist_ok=True)
     scores = score_samples(localizer, data, modes, out / "per_sample.csv", progress=progress)
     first, c = scores[modes[0]], localizer.cfg
-    result = {**first["model"], "binarize": modes[0], "centre": first["centre"], "oracle": first["oracle"],
+    result = {**first["model"], "binarize": modes[0], "binarize_rule": RULES[modes[0]], "centre": first["centre"],
+              "oracle": first["oracle"], "rules": {m: RULES[m] for m in modes},
               "by_binarization": {m: scores[m] for m in modes}, "listening": scores["listening"],
               "norm": c.norm, "size": localizer.size,
               "last_stride": c.last_stride, "pad": c.pad, "missing_media": len(data.missing),

@@ -5,8 +5,9 @@ resized so that the short side is ``size``: no crop, so the map covers the full 
 the video encoder, whose last feature map, averaged over time, is embedded per location
 (:meth:`AVModel.spatial_video`); the audio window of the pretraining spec centred on ``t`` (shifted by
 ``audio_offset``; from the video's own track or another file) is embedded by the audio encoder. The
-cosine similarity per location is upsampled bilinearly to the displayed frame (upright, at its own
-size and aspect) and normalized to [0, 1]: ``minmax`` per frame, or ``fixed`` (the cosine clipped to
+cosine similarity per location is put on the displayed frame (upright, at its own size and aspect), each
+cell's value at its receptive field's centre and interpolated bilinearly between centres
+(:meth:`Localizer.project`), and normalized to [0, 1]: ``minmax`` per frame, or ``fixed`` (the cosine clipped to
 [0, 1], so that a sound that matches nothing stays dark).
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
 from ..data.audio import Spectrogram
 from ..data.clips import clip_span
 from ..data.datasets import DataConfig
@@ -28,7 +30,7 @@ from ..data.decode import DecodeError, decode_audio, decode_frames, probe
 from ..models.avmodel import AVModel
 from ..progress import track
 
-__all__ = ["Localizer", "MapConfig", "VideoMaps", "normalize_maps"]
+__all__ = ["Geometry", "Localizer", "MapConfig", "VideoMaps", "normalize_maps"]
 
 
 @dataclass
@@ -42,12 +44,42 @@ class MapConfig:
     batch_size: int = 16
     chunk: int = 32  # output frames decoded at once (bounds memory on long videos)
 
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"localize.{key} (--{key.replace('_', '-')}): {why}, got {getattr(self, key)!r}")
+
+        if self.smooth < 1 or self.smooth % 2 == 0:
+            raise bad("smooth", "an odd number of cells, 1 for none (an even box would move the map by half a cell)")
+        if self.last_stride not in (1, 2):
+            raise bad("last_stride", "1 or 2")
+        if not 0 <= self.pad < 0.5:
+            raise bad("pad", "a fraction of the short side in [0, 0.5)")
+        if self.size is not None and self.size < 8:
+            raise bad("size", "a short side of at least 8 pixels")
+        for key in ("fps",):
+            if not getattr(self, key) > 0:
+                raise bad(key, "must be positive")
+        for key in ("batch_size", "chunk"):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be at least 1")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the encoder's cells lie: ``stride`` input pixels per cell, cell ``i`` centred on pixel ``stride * i``
+    of the frame padded by ``pad`` pixels on each side; ``height`` x ``width`` the frame given to the encoder."""
+
+    stride: int
+    pad: int
+    height: int
+    width: int
+
 
 @dataclass
 class VideoMaps:
     """``maps`` float32 ``(T, H, W)`` in [0, 1] at the displayed frames' size; ``frames`` uint8
-    ``(T, H, W, 3)``; ``similarity`` the raw cosine ``(T, h, w)`` (on the encoder's grid, or on the input's
-    pixel grid when the frames are padded, see :meth:`Localizer.similarity`); ``waveform`` the audio
+    ``(T, H, W, 3)``; ``similarity`` the raw cosine ``(T, h, w)`` on the encoder's grid (see
+    :meth:`Localizer.project` for where its cells lie on the frame); ``waveform`` the audio
     that was compared, over the whole video (for muxing), at ``sample_rate``."""
 
     maps: np.ndarray
@@ -82,7 +114,10 @@ class Localizer:
         self.data = data
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.model.video.set_last_stride(cfg.last_stride)
+        try:
+            self.model.video.set_last_stride(cfg.last_stride)
+        except ValueError as e:
+            raise ConfigError(f"localize.last_stride (--last-stride): {e}") from None
         self.size = cfg.size or 2 * data.clip.crop
         self.spec = Spectrogram(data.spectrogram).to(self.device)
         self.mean = torch.tensor(data.video_aug.mean, device=self.device).view(1, 3, 1, 1, 1)
@@ -91,7 +126,7 @@ class Localizer:
     @torch.no_grad()
     def similarity(self, video: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
         """uint8 clips ``(B, T, H, W, 3)`` and waveforms ``(B, N)`` -> cosine maps ``(B, h, w)`` on the encoder's
-        grid (with ``pad``: on the input's pixel grid ``(B, H, W)``, the padding cropped off)."""
+        grid (of the frames reflect-padded by ``pad``); :meth:`project` puts them on a displayed frame."""
         x = video.to(self.device).permute(0, 4, 1, 2, 3).float().div_(255).sub_(self.mean).div_(self.std)
         h, w = x.shape[-2:]
         p = int(round(self.cfg.pad * min(h, w)))
@@ -102,12 +137,27 @@ class Localizer:
         a = self.model.embed_audio(spec)
         sim = torch.einsum("bdhw,bd->bhw", v, a).float()
         k = self.cfg.smooth
-        if k > 1:  # a best location on an object's edge spreads over the object
-            sim = F.avg_pool2d(sim[:, None], k, 1, k // 2, count_include_pad=False)[:, 0, : sim.shape[1], : sim.shape[2]]
-        if p:
-            sim = F.interpolate(sim[:, None], size=(h + 2 * p, w + 2 * p), mode="bilinear", align_corners=False)
-            sim = sim[:, 0, p : p + h, p : p + w]
+        if k > 1:  # a best location on an object's edge spreads over the object (odd k: centred on each cell)
+            sim = F.avg_pool2d(sim[:, None], k, 1, k // 2, count_include_pad=False)[:, 0]
+        self.geometry = Geometry(self.model.video.spatial_stride, p, h, w)
         return sim
+
+    def project(self, sim: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Cell maps ``(B, h', w')`` of the last :meth:`similarity` -> ``(B, height, width)`` on the displayed frame:
+        each cell's value sits at its receptive field's centre (input pixel ``stride * i`` of the padded
+        frame), carried through the padding and the resize to the displayed frame, and pixels between centres
+        are interpolated bilinearly (beyond the outer centres, the outer cells' values)."""
+        g = self.geometry
+
+        def cells(n_out: int, n_in: int, n_cells: int) -> torch.Tensor:
+            pixel = (torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5  # on the encoder's input
+            c = (pixel + g.pad) / g.stride
+            return (2 * c / (n_cells - 1) - 1) if n_cells > 1 else torch.zeros_like(c)
+
+        ys, xs = cells(height, g.height, sim.shape[1]), cells(width, g.width, sim.shape[2])
+        grid = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)], -1)
+        grid = grid.to(sim.device, torch.float32)[None].expand(len(sim), -1, -1, -1)
+        return F.grid_sample(sim[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
 
     def default_times(self, duration: float | None) -> np.ndarray:
         """Output times ``k / fps`` covering the video (one at 0 for a still image)."""
@@ -129,6 +179,9 @@ class Localizer:
         return np.clip(starts, first, last) if last >= first else np.full_like(starts, max(0.0, (duration - hi - lo) / 2))
 
     def _duration(self, info) -> float:
+        """The video's length; 0 for a still image (its frame repeats, its sound comes from another file)."""
+        if info.is_still:
+            return 0.0
         return (info.video.duration if info.video is not None and info.video.duration else info.duration) or 0.0
 
     def audio_at(self, video: str | os.PathLike, t: float, audio: str | os.PathLike, audio_offset: float = 0.0
@@ -153,11 +206,6 @@ class Localizer:
         return torch.cat([self.similarity(clips[b : b + self.cfg.batch_size], waves[b : b + self.cfg.batch_size])
                           for b in range(0, len(clips), self.cfg.batch_size)])
 
-    @staticmethod
-    def _upsample(sim: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """Raw cosine maps ``(B, h', w')`` -> ``(B, h, w)``, bilinear."""
-        return F.interpolate(sim[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-
     @torch.no_grad()
     def compare(self, video: str | os.PathLike, t: float, waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(the frame shown at ``t``, raw cosine maps ``(K, H, W)`` at its size): the clip at ``t`` against each
@@ -167,7 +215,7 @@ class Localizer:
         frame = decode_frames(video, [t])
         clips = self._clips(video, start).expand(len(waveforms), -1, -1, -1, -1)
         waves = torch.stack([torch.as_tensor(np.asarray(w, np.float32)) for w in waveforms])
-        sims = self._upsample(self._similarities(clips, waves), *frame.shape[1:3])
+        sims = self.project(self._similarities(clips, waves), *frame.shape[1:3])
         return frame[0], sims.cpu().numpy()
 
     def __call__(
@@ -190,6 +238,9 @@ class Localizer:
         if audio is not None and probe(source).audio is None:
             raise DecodeError(source, "no audio stream")
         sr, n_audio, notes = clip.sample_rate, int(round(clip.audio_duration * clip.sample_rate)), []
+        if info.is_still:  # one map, the sound's window taken from the middle of its file
+            audio_offset += (probe(source).duration or 0.0) / 2
+            notes.append(f"a still image: compared with the middle of {source}")
         starts = self.starts(times, duration)
         a_starts = starts + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset + audio_offset
         a0 = float(a_starts.min())  # the audio every window touches, decoded once
@@ -203,7 +254,7 @@ class Localizer:
             offsets = [int(round((a - a0) * sr)) for a in a_starts[s : s + cfg.chunk]]
             waves = torch.stack([wave_all[o : o + n_audio] for o in offsets])
             sim = self._similarities(self._clips(video, starts[s : s + cfg.chunk]), waves)
-            maps.append(normalize_maps(self._upsample(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy().astype(np.float32))
+            maps.append(normalize_maps(self.project(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy().astype(np.float32))
             sims.append(sim.cpu().numpy())
             shown.append(frames)
         whole = decode_audio(source, audio_offset, max(duration, 1.0 / cfg.fps), sr).waveform

@@ -5,16 +5,29 @@ for Flickr-SoundNet the annotators' consensus ``min(sum / 2, 1)``):
 ``cIoU = sum(A * g) / (sum(g) + sum(A * (g == 0)))``. A set of samples is reported by the fraction
 with ``cIoU >= 0.5`` and the AUC of that fraction over thresholds 0, 0.05, ..., 1.
 
-Binarizations: ``median`` (the field's common protocol: the pixels above the map's median value),
-``absolute`` (the pixels at or above 0.5 of the normalized map), ``adaptive`` (the most salient pixels,
-as many as the ground truth covers). Baselines under the same binarization: a centred prior (a map
-falling off with distance from the frame's centre) and the oracle (the ground truth itself as the map).
+Binarizations (:data:`RULES` says each one in words, and every result names its rule):
+
+- ``median``: the pixels strictly above ``v``, the value at index ``N // 2`` of the sorted map (LVS's code);
+- ``median_inclusive``: the pixels at or above the same ``v`` (EZ-VSL's and SLAVC's code); the two differ
+  only where pixels tie at ``v`` (quantized, saturated or ``fixed``-normalized maps);
+- ``absolute``: the pixels at or above 0.5 of the normalized map;
+- ``adaptive`` (avssl's): the ``k`` most salient pixels, ``k`` the ground truth's area; where pixels tie at the
+  ``k``-th value and would take the count past ``k``, all of them are left out, so a constant map selects
+  nothing (it carries no information) and no pixel order (raster or other) decides a score.
+
+Baselines under the same binarization: a centred prior (a map falling off with distance from the frame's
+centre) and the oracle (the ground truth itself as the map). cIoUs are kept at full precision; only
+displays round them.
+
+SLAVC's extended protocol (:func:`slavc_extended`, Mo and Morgado, 2022) is computed as its ``EvaluatorFull``
+computes it: each sample has a confidence (:func:`slavc_confidence`: the mean of the top quarter of the map
+scaled as ``(cosine + 1) / 2``) and, where it has a sounding object, a cIoU; negatives are samples without one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,12 +40,20 @@ __all__ = [
     "centre_prior",
     "ciou",
     "consensus_map",
-    "detection_scores",
+    "RULES",
+    "slavc_confidence",
+    "slavc_extended",
     "summarize",
 ]
 
-Binarize = Literal["median", "absolute", "adaptive"]
+Binarize = Literal["median", "median_inclusive", "absolute", "adaptive"]
 THRESHOLDS = np.linspace(0.0, 1.0, 21)
+RULES = {
+    "median": "pixels > the value at index N // 2 of the sorted map (LVS)",
+    "median_inclusive": "pixels >= the value at index N // 2 of the sorted map (EZ-VSL, SLAVC)",
+    "absolute": "pixels >= 0.5 of the normalized map",
+    "adaptive": "the k most salient pixels, k = the ground truth's area; ties that would pass k are all left out",
+}
 
 
 def box_map(boxes: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
@@ -57,22 +78,24 @@ def _span(lo: float, hi: float, n: int) -> slice:
 
 
 def binarize(heat: np.ndarray, mode: Binarize, gt: np.ndarray | None = None) -> np.ndarray:
-    """A 0/1 float map from a map in [0, 1]; ``adaptive`` needs the ground truth (its area)."""
+    """A 0/1 float map from a map in [0, 1] by the rule :data:`RULES` names; ``adaptive`` needs the ground truth
+    (its area)."""
     heat = np.asarray(heat, dtype=np.float32)
-    if mode == "median":
-        flat = np.sort(heat, axis=None)
-        return (heat > flat[flat.size // 2]).astype(np.float32)
+    if mode in ("median", "median_inclusive"):
+        v = np.sort(heat, axis=None)[heat.size // 2]
+        return (heat >= v if mode == "median_inclusive" else heat > v).astype(np.float32)
     if mode == "absolute":
         return (heat >= 0.5).astype(np.float32)
     if mode == "adaptive":
         if gt is None:
             raise ValueError("adaptive binarization needs the ground truth's area")
         k = int((gt > 0).sum())
-        out = np.zeros(heat.size, dtype=np.float32)
-        if k:
-            out[np.argsort(-heat, axis=None, kind="stable")[:k]] = 1.0
-        return out.reshape(heat.shape)
-    raise ValueError(f"unknown binarization {mode!r} (median, absolute, adaptive)")
+        if k == 0:
+            return np.zeros_like(heat)
+        v = np.sort(heat, axis=None)[::-1][min(k, heat.size) - 1]  # the k-th largest value
+        keep = heat >= v if int((heat >= v).sum()) <= k else heat > v
+        return keep.astype(np.float32)
+    raise ValueError(f"unknown binarization {mode!r} ({', '.join(RULES)})")
 
 
 def ciou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -106,22 +129,54 @@ def summarize(cious: Sequence[float]) -> dict[str, float | int]:
             "num_samples": int(c.size)}
 
 
-def detection_scores(confidence: Sequence[float], correct: Sequence[bool]) -> dict[str, float]:
-    """SLAVC's extended protocol (Mo and Morgado, 2022): every map is a detection with a ``confidence`` (the
-    peak of its raw similarity); a detection is right when its sound is the clip's own and it localizes the
-    object (``correct``); maps made with a mismatched sound or silence are never right, so confident ones
-    count as false positives. Returns average precision (precision summed at each right detection, ties in
-    confidence taken together) and the best F1 over thresholds, with recall over the right detections."""
+def slavc_confidence(similarity: np.ndarray) -> float:
+    """SLAVC's confidence of a map: the mean of the top quarter (``N // 4`` values) of the map scaled to
+    ``(cosine + 1) / 2`` (its ``(S / tau + 1 / tau) / (2 / tau)``)."""
+    scores = (np.asarray(similarity, np.float64).ravel() + 1.0) / 2.0
+    n = scores.size
+    return float(np.sort(scores)[-(n // 4):].mean()) if n >= 4 else float(scores.mean())
+
+
+def _slavc_pr(has_object: np.ndarray, cious: np.ndarray, conf: np.ndarray, thr: float, ciou_thr: float
+              ) -> tuple[float, float]:
+    """Precision and recall at confidence ``thr``, as ``EvaluatorFull.calc_precision_recall``: a confident map
+    without a sounding object is a false positive, a confident one in the wrong place too, an unconfident one
+    with an object a false negative; 1 where nothing is counted."""
+    detected = conf >= thr
+    tp = int((detected & has_object & (cious >= ciou_thr)).sum())
+    fp = int((detected & ~has_object).sum() + (detected & has_object & (cious < ciou_thr)).sum())
+    fn = int((~detected & has_object).sum())
+    return (1.0 if tp + fp == 0 else tp / (tp + fp)), (1.0 if tp + fn == 0 else tp / (tp + fn))
+
+
+def slavc_extended(has_object: Sequence[bool], cious: Sequence[float], confidence: Sequence[float],
+                   ciou_thr: float = 0.5) -> dict[str, Any]:
+    """SLAVC's extended protocol, as ``EvaluatorFull.finalize_stats`` computes its 'all' subset: ``ap`` (the
+    thresholds are the sorted confidences without the top one, from the highest down, every ``N // 200``-th;
+    precision interpolated as the best at any lower threshold; summed over recall steps), ``f1`` at its grid
+    (every ``N // 10``-th sorted confidence, from the lowest), ``max_f1``, ``precision`` with every map detected,
+    and the ``auc`` of the cIoUs of the samples with an object. ``cious`` of samples without one are ignored."""
+    obj = np.asarray(has_object, bool)
+    c = np.nan_to_num(np.asarray(cious, np.float64), nan=0.0)
     conf = np.asarray(confidence, np.float64)
-    ok = np.asarray(correct, bool)
-    positives = int(ok.sum())
-    if positives == 0:
-        return {"ap": 0.0, "max_f1": 0.0, "positives": 0, "detections": int(conf.size)}
-    levels = np.unique(conf)[::-1]  # thresholds from the most confident down, ties grouped
-    tp = np.array([(ok & (conf >= t)).sum() for t in levels], np.float64)
-    kept = np.array([(conf >= t).sum() for t in levels], np.float64)
-    precision, recall = tp / kept, tp / positives
-    gain = np.diff(np.concatenate([[0.0], recall]))
-    f1 = np.where(tp > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    return {"ap": float((precision * gain).sum()), "max_f1": float(f1.max()), "positives": positives,
-            "detections": int(conf.size)}
+    n = conf.size
+    if n == 0:
+        return {"ap": float("nan"), "max_f1": float("nan"), "f1": [], "precision": float("nan"),
+                "auc": float("nan"), "positives": 0, "negatives": 0}
+    step = max(1, n // 200)
+    precision, recall = [], []
+    for thr in np.sort(conf)[:-1][::-step]:
+        p, r = _slavc_pr(obj, c, conf, float(thr), ciou_thr)
+        precision.append(p)
+        recall.append(r)
+    best = [max(precision[i:]) for i in range(len(precision))]
+    ap = sum(best[i] * (recall[i + 1] - recall[i]) for i in range(len(best) - 1))
+    grid = sorted(conf)[:: max(1, n // 10)]
+    f1 = []
+    for thr in grid:
+        p, r = _slavc_pr(obj, c, conf, float(thr), ciou_thr)
+        f1.append(2 * r * p / (r + p) if r + p > 0 else 0.0)
+    return {"ap": float(ap), "max_f1": float(max(f1)), "f1": [float(x) for x in f1],
+            "precision": _slavc_pr(obj, c, conf, -1000.0, ciou_thr)[0],
+            "auc": auc(c[obj]) if obj.any() else float("nan"), "positives": int(obj.sum()),
+            "negatives": int((~obj).sum())}

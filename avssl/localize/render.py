@@ -12,7 +12,9 @@ import html
 import json
 import os
 import sys
+import unicodedata
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 import av
@@ -152,12 +154,12 @@ window.addEventListener("load", () => {{
 </body></html>
 """
 
-_SECTION = """<section id="{stem}">
+_SECTION = """<section id="{url}">
 <h2>{stem}</h2>
 <p class="meta">{meta}</p>
 <div class="row">
-<video controls preload="metadata" src="{stem}/overlay.mp4"></video>
-<div><img src="{stem}/contact_sheet.png" alt="{stem}: frames (top) and where the sound comes from (bottom)">
+<video controls preload="metadata" src="{url}/overlay.mp4"></video>
+<div><img src="{url}/contact_sheet.png" alt="{stem}: frames (top) and where the sound comes from (bottom)">
 <p class="meta">Top: the frames at {times} s. Bottom: the same frames with the audio-video similarity
 (JET colours: red = most similar){links}</p></div>
 </div>
@@ -169,20 +171,31 @@ def write_index(out_dir: str | os.PathLike, videos: dict[str, dict[str, Any]], t
     sections = []
     for stem, info in videos.items():
         e = html.escape
+        u = e(quote(stem))  # in links: percent-encoded ("#", "?", "%" would cut the address), then escaped
         meta = (f"audio: {e(str(info['audio']))}" + (f" shifted by {info['audio_offset']:+.2f} s"
                                                        if info["audio_offset"] else "")
                 + f"; normalization: {e(info['norm'])}; {info['num_maps']} maps of "
                 f"{info['frame_size'][1]}x{info['frame_size'][0]}")
-        links = f'; <a href="{e(stem)}/maps.npy">maps.npy</a>, <a href="{e(stem)}/times.json">times.json</a>'
+        links = f'; <a href="{u}/maps.npy">maps.npy</a>, <a href="{u}/times.json">times.json</a>'
         if "gif" in info["files"]:
-            links += f', <a href="{e(stem)}/overlay.gif">GIF</a>'
-        sections.append(_SECTION.format(stem=e(stem), meta=meta, times=", ".join(map(str, info["sheet_times"])),
+            links += f', <a href="{u}/overlay.gif">GIF</a>'
+        sections.append(_SECTION.format(stem=e(stem), url=u, meta=meta, times=", ".join(map(str, info["sheet_times"])),
                                         links=links + "."))
     page = _PAGE.format(title=html.escape(title), about=html.escape(about), count=len(videos),
                         sections="\n".join(sections))
     path = Path(out_dir) / "index.html"
     path.write_text(page)
     return path
+
+
+def safe_stem(name: str) -> str:
+    """A folder name for a video's outputs that stays inside the output folder whatever the file is called:
+    path separators and control characters (a newline) become ``_``, so do leading dots and dashes; a name
+    left with nothing else (``..``, ``.``) becomes ``video``."""
+    stem = "".join("_" if ch in "/\\" or unicodedata.category(ch)[0] == "C" else ch for ch in name)
+    lead = len(stem) - len(stem.lstrip(".-"))
+    stem = "_" * lead + stem[lead:]
+    return stem if stem.strip("_") else "video"
 
 
 def localize_videos(localizer: Localizer, paths: list[str], out_dir: str | os.PathLike, *, audio: str | None = None,
@@ -195,7 +208,7 @@ def localize_videos(localizer: Localizer, paths: list[str], out_dir: str | os.Pa
     videos: dict[str, dict[str, Any]] = {}
     failed = []
     for i, path in enumerate(paths, 1):
-        stem = Path(path).stem
+        stem = safe_stem(Path(path).stem)
         while stem in videos:  # same name in two folders
             stem += "_"
         try:

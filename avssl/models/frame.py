@@ -53,12 +53,22 @@ class FrameEncoder(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def set_last_stride(self, stride: int) -> FrameEncoder:
-        """The last stage's stride (as configured, or 1 for a twice finer map from the same weights, when it
-        was trained with 2); a last stage trained at stride 1 stays at 1."""
-        conv = self.stages[-1][0]
+        """The last stage's stride: as trained, or 1 (a twice finer map from the same weights) when it was trained
+        with 2. Raises ValueError for a stride the stage was not trained at or cannot reach."""
         trained = self.cfg.strides[-1]
-        conv.stride = (min(stride, trained),) * 2 if trained > 1 else (1, 1)
+        if stride not in (1, trained):
+            raise ValueError(f"the last stage was trained at stride {trained}: it runs at 1 or {trained}, not {stride}")
+        self.stages[-1][0].stride = (stride, stride)
         return self
+
+    @property
+    def spatial_stride(self) -> int:
+        """Input pixels per cell of the feature map. Every convolution has an odd kernel padded by half of it, so
+        cell ``i`` is centred on input pixel ``spatial_stride * i``."""
+        stride = self.stem[0].stride[0]
+        for stage in self.stages:
+            stride *= stage[0].stride[0]
+        return stride
 
     def _pick(self, video: torch.Tensor) -> torch.Tensor:
         t = video.shape[2]

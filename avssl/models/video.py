@@ -124,12 +124,21 @@ class R2Plus1D(nn.Module):
 
     def set_last_stride(self, stride: int) -> R2Plus1D:
         """Set the spatial stride of the last stage (2 as trained; 1 doubles the resolution of the feature
-        map with the same weights, as localization work does to get finer maps)."""
+        map with the same weights, as localization work does to get finer maps). Raises ValueError otherwise."""
+        if stride not in (1, 2):
+            raise ValueError(f"the last stage was trained at stride 2: it runs at 1 or 2, not {stride}")
         first = self.stages[-1][0]
         for name in self._last_strided:
             conv = first.get_submodule(name)
             conv.stride = (conv.stride[0], stride, stride)
+        self._last_stride = stride
         return self
+
+    @property
+    def spatial_stride(self) -> int:
+        """Input pixels per cell of the feature map. Every convolution and the stem's pooling have odd kernels
+        padded by half of them, so cell ``i`` is centred on input pixel ``spatial_stride * i``."""
+        return self.cfg.stem_stride[1] * (2 if self.cfg.stem_pool else 1) * 2 * 2 * getattr(self, "_last_stride", 2)
 
     def stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature map after each of the four stages (for per-stage linear evaluation)."""

@@ -33,6 +33,14 @@ class OptimConfig:
     lr_milestones: list[int] = field(default_factory=list)  # epochs, for "step"
     lr_gamma: float = 0.1
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"optim.batch_size: at least 1 clip per process, got {self.batch_size}")
+        if self.epochs < 1:
+            raise ConfigError(f"optim.epochs: at least 1, got {self.epochs}")
+        if not self.lr >= 0:
+            raise ConfigError(f"optim.lr: must be >= 0, got {self.lr}")
+
 
 @dataclass
 class RunConfig:

@@ -134,3 +134,60 @@ def test_set_keys_a_command_ignores_are_errors(run, tmp_path, capsys, command):
                "--set", "model.embed_dim=64"])
     err = capsys.readouterr().err
     assert rc == 2 and "--set model.embed_dim has no effect" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["...mp4", "..mp4", "-a.mp4", "new\nline.mp4", "clip #1?%.mp4"])
+def test_outputs_stay_in_the_output_folder_and_the_page_links_work(run, tmp_path, capsys, name):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(run["test"] / "clip_00000.mp4", src / name)
+    out = tmp_path / "deep" / "out"
+    assert main(["localize", "--checkpoint", str(run["ckpt"]), "--video", str(src / name), "--fps", "2",
+                 "--size", "64", "--output-dir", str(out), "--quiet"]) == 0
+    written = [p for p in (tmp_path / "deep").rglob("*") if p.is_file()]
+    assert written and all(out in p.parents for p in written), written
+    page = (out / "index.html").read_text()
+    from urllib.parse import unquote
+
+    links = [unquote(x) for x in re.findall(r'(?:src|href)="([^"]+)"', page)]
+    assert len(links) >= 4 and all((out / link).exists() for link in links), links
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["localize", "--checkpoint", "nowhere.pt", "--video", "x.mp4"], "--checkpoint nowhere.pt: no such file"),
+    (["localize", "--checkpoint", "CKPT", "--video", "nowhere.mp4"], "--video nowhere.mp4: no such file"),
+    (["localize", "--checkpoint", "CKPT", "--video", "VIDEO", "--smooth", "4"], "localize.smooth"),
+    (["localize", "--checkpoint", "CKPT", "--video", "VIDEO", "--smooth", "0"], "localize.smooth"),
+    (["localize", "--checkpoint", "CKPT", "--video", "VIDEO", "--batch-size", "0"], "localize.batch_size"),
+    (["localize", "--checkpoint", "CKPT", "--video", "VIDEO", "--last-stride", "2"], "trained at stride 1"),
+    (["localize", "--checkpoint", "VIDEO", "--video", "VIDEO"], "--checkpoint"),
+    (["pretrain", "--set", "data.root=nowhere/"], "data.root: no such folder"),
+    (["pretrain", "--set", "data.root=ROOT", "--set", "optim.batch_size=0"], "optim.batch_size"),
+])
+def test_command_mistakes_end_with_one_line_and_status_2(run, tmp_path, capsys, argv, message):
+    fill = {"CKPT": str(run["ckpt"]), "VIDEO": str(run["test"] / "clip_00000.mp4"), "ROOT": str(run["test"])}
+    argv = [fill.get(a, a.replace("ROOT", fill["ROOT"])) for a in argv] + ["--output-dir", str(tmp_path / "o")]
+    if argv[0] == "pretrain":
+        argv += ["--config", str(CONFIG)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_summaries_are_computed_from_unrounded_cious(run, tmp_path, monkeypatch):
+    import avssl.localize.evaluate as ev
+    from avssl.data.formats.localization import read_localization
+    from avssl.localize.heatmap import Localizer
+    from avssl.train.checkpoint import pretrained_model
+
+    model, cfg = pretrained_model(run["ckpt"])
+    monkeypatch.setattr(ev, "ciou", lambda pred, gt: 0.49999996)  # a hair under 0.5 (possible on large frames)
+    data = read_localization("vggss", run["test"] / "vggss.json", run["test"])
+    res = ev.evaluate_localization(Localizer(model, cfg.data, cfg.localize), data, ["median"], tmp_path)
+    assert res["ciou_at_0.5"] == 0.0 and res["binarize_rule"].startswith("pixels > the value")
+    rows = list(csv.DictReader(open(tmp_path / "per_sample.csv")))
+    assert rows[0]["model_median"] == "0.5"  # rounded for display only
+    listen = res["listening"]
+    assert {"ciou_drop_mismatched", "own_sound_more_mass_on_object", "true_beats_mismatched_cosine",
+            "slavc_extended"} <= set(listen)
+    assert listen["slavc_extended"]["positives"] == 2 and listen["slavc_extended"]["negatives"] == 1

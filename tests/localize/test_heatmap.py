@@ -165,3 +165,60 @@ def test_on_a_static_clip_the_first_map_equals_the_middle_one(tmp_path):
     assert loc.starts(res.times, 1.0).tolist() == [0.125, 0.125, 0.375, 0.625]  # inside [0, 1 s]
     np.testing.assert_allclose(res.maps[0], res.maps[2], atol=1e-4)
     assert not res.notes  # no silence compared
+
+
+def _uniform(model: torch.nn.Module) -> torch.nn.Module:
+    """Every convolution averages its inputs (positive, equal weights) and batch norm is the identity: a linear,
+    symmetric network whose receptive fields are centred exactly where the architecture puts them."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            torch.nn.init.constant_(m.weight, 1.0 / m.weight[0].numel())
+    return model.eval()
+
+
+def _centroid(m: torch.Tensor) -> tuple[float, float]:
+    m = m.abs().double()
+    ys, xs = torch.meshgrid(torch.arange(m.shape[0]), torch.arange(m.shape[1]), indexing="ij")
+    return float((m * ys).sum() / m.sum()), float((m * xs).sum() / m.sum())
+
+
+@pytest.mark.parametrize("encoder, last_stride", [("frame", 1), ("r2plus1d", 2), ("r2plus1d", 1)])
+@pytest.mark.parametrize("pad, display", [(0.0, (64, 80)), (0.125, (96, 120)), (0.125, (50, 62))])
+def test_each_cell_is_drawn_where_its_receptive_field_is(encoder, last_stride, pad, display):
+    """The centroid of the input gradient of cell (i, j), carried through the padding and the resize to the
+    displayed frame, is where the map puts that cell's value, within a pixel (before: half a cell off)."""
+    from avssl.models.frame import FrameEncoderConfig
+
+    video = VideoEncoderConfig(widths=(4, 4, 4, 4), blocks=(1, 1, 1, 1))
+    cfg = ModelConfig(video=video, video_encoder=encoder, frame=FrameEncoderConfig(widths=(4, 4, 4, 4)),
+                      audio=AudioEncoderConfig(widths=(4, 4, 4, 4), convs_per_stage=1, stem_channels=4), embed_dim=2)
+    model = _uniform(AVModel(cfg))
+    loc = Localizer(model, _data(), MapConfig(size=64, pad=pad, last_stride=last_stride))
+    h, w = 64, 80  # the encoder's input (short side 64)
+    p = int(round(pad * h))
+    x = torch.full((1, 3, 2, h + 2 * p, w + 2 * p), 0.5, requires_grad=True)
+    fmap = model.video(x)[0].mean(2)[0]  # (C, h', w')
+    i, j = fmap.shape[1] // 2, fmap.shape[2] // 2
+    fmap[:, i, j].sum().backward()
+    gy, gx = _centroid(x.grad[0].sum((0, 1)))  # on the padded input
+    H, W = display
+    want = ((gy - p + 0.5) * H / h - 0.5, (gx - p + 0.5) * W / w - 0.5)  # on the displayed frame
+    loc.similarity(torch.zeros(1, 2, h, w, 3, dtype=torch.uint8), torch.zeros(1, 8000))  # sets the geometry
+    one = torch.zeros(1, *fmap.shape[1:])
+    one[0, i, j] = 1.0
+    drawn = _centroid(loc.project(one, H, W)[0])
+    assert abs(drawn[0] - want[0]) < 1.0 and abs(drawn[1] - want[1]) < 1.0, (drawn, want)
+
+
+def test_map_settings_that_cannot_work_stop_with_one_line():
+    from avssl.config import ConfigError
+
+    for bad in (dict(smooth=4), dict(smooth=0), dict(smooth=-3), dict(last_stride=3), dict(pad=0.6)):
+        with pytest.raises(ConfigError, match="localize\\."):
+            MapConfig(**bad)
+    from avssl.models.frame import FrameEncoderConfig
+
+    cfg = ModelConfig(video_encoder="frame", frame=FrameEncoderConfig(widths=(4, 4, 4, 4), strides=(1, 2, 2, 1)),
+                      audio=AudioEncoderConfig(widths=(4, 4, 4, 4), convs_per_stage=1, stem_channels=4), embed_dim=2)
+    with pytest.raises(ConfigError, match="trained at stride 1"):
+        Localizer(AVModel(cfg), _data(), MapConfig(last_stride=2))

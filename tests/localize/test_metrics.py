@@ -74,15 +74,89 @@ def test_centre_prior_peaks_in_the_middle_and_is_symmetric():
     assert binarize(c, "median").mean() == pytest.approx(0.5, abs=0.01)
 
 
-def test_detection_scores_rank_confident_right_maps_above_confident_wrong_ones():
-    from avssl.localize.metrics import detection_scores
+def _slavc_reference(bb, ciou_list, confidence_list, iou_thr=0.5):
+    """SLAVC's EvaluatorFull (utils.py, stoneMo/SLAVC) transcribed loop for loop: calc_precision_recall, calc_ap
+    and the F1 grid of finalize_stats, to check avssl's vectorized version against."""
+    def pr(thr):
+        tp = fp = fn = 0
+        for b, c, conf in zip(bb, ciou_list, confidence_list):
+            if b == 0:
+                if conf >= thr:
+                    fp += 1
+            elif conf >= thr:
+                if c >= iou_thr:
+                    tp += 1
+                else:
+                    fp += 1
+            else:
+                fn += 1
+        return (1.0 if tp + fp == 0 else tp / (tp + fp)), (1.0 if tp + fn == 0 else tp / (tp + fn))
 
-    perfect = detection_scores([0.9, 0.8, 0.2, 0.1], [True, True, False, False])
-    assert perfect["ap"] == pytest.approx(1.0) and perfect["max_f1"] == pytest.approx(1.0)
-    # a map under silence more confident than the right one: precision 1/2 at the first right detection
-    worse = detection_scores([0.9, 0.8, 0.2], [False, True, False])
-    assert worse["ap"] == pytest.approx(0.5) and worse["max_f1"] == pytest.approx(2 / 3)
-    # the same confidence for every map (a map that does not depend on the sound): one threshold, AP = share right
-    flat = detection_scores([0.5] * 6, [True, False, False, True, False, False])
-    assert flat["ap"] == pytest.approx(2 / 6)
-    assert detection_scores([0.3], [False]) == {"ap": 0.0, "max_f1": 0.0, "positives": 0, "detections": 1}
+    precision, recall, skip = [], [], max(1, len(ciou_list) // 200)
+    for thr in np.sort(np.array(confidence_list))[:-1][::-skip]:
+        p, r = pr(thr)
+        precision.append(p)
+        recall.append(r)
+    pmax = [np.max(precision[i:]) for i in range(len(precision))]
+    ap = sum(pmax[i] * (recall[i + 1] - recall[i]) for i in range(len(pmax) - 1))
+    f1 = [2 * r * p / (r + p) if r + p > 0 else 0.0
+          for p, r in (pr(t) for t in list(sorted(confidence_list))[:: max(1, len(confidence_list) // 10)])]
+    return ap, f1
+
+
+def test_slavc_extended_is_slavcs_evaluator():
+    from avssl.localize.metrics import slavc_extended
+
+    # confidences .9 right, .8 wrong, .7 right (every sample with an object): SLAVC's AP is 1/3
+    r = slavc_extended([True] * 3, [0.9, 0.1, 0.9], [0.9, 0.8, 0.7])
+    assert r["ap"] == pytest.approx(1 / 3) and r["max_f1"] == pytest.approx(0.8)
+    rng = np.random.default_rng(0)
+    for n_pos, n_neg in ((10, 20), (7, 0), (250, 250), (3, 500)):
+        has = [True] * n_pos + [False] * n_neg
+        cious = list(rng.random(n_pos)) + [0.0] * n_neg
+        conf = list(rng.random(n_pos + n_neg).round(2))  # ties included
+        ours = slavc_extended(has, cious, conf)
+        ap, f1 = _slavc_reference([1] * n_pos + [0] * n_neg, cious, conf)
+        assert ours["ap"] == pytest.approx(ap, abs=1e-12) and ours["f1"] == pytest.approx(f1, abs=1e-12)
+        assert ours["max_f1"] == pytest.approx(max(f1))
+    # recall counts every true-sound sample: one localized map of ten cannot reach an AP of 1
+    one = slavc_extended([True] * 10 + [False] * 20, [0.9] + [0.1] * 9 + [0.0] * 20,
+                         [1.0] + list(np.linspace(0.4, 0.05, 9)) + list(np.linspace(0.9, 0.45, 20)))
+    assert one["ap"] < 0.1 and one["max_f1"] < 0.2
+
+
+def test_slavc_confidence_is_the_mean_of_the_top_quarter_of_the_scaled_map():
+    from avssl.localize.metrics import slavc_confidence
+
+    sim = np.array([[-1.0, 0.0], [0.5, 1.0], [0.0, 0.0], [0.0, 0.0]])  # 8 values: the top 2 are 1.0 and 0.5
+    assert slavc_confidence(sim) == pytest.approx(((1.0 + 1) / 2 + (0.5 + 1) / 2) / 2)
+
+
+@pytest.mark.parametrize("mode", ["median", "median_inclusive", "adaptive"])
+def test_a_map_without_information_scores_the_same_wherever_the_box_is(mode):
+    flat = np.zeros((40, 60), np.float32)  # what `fixed` gives where nothing matches, or minmax of a flat map
+    boxes = ([0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0, 0, 1, 0.25], [0.25, 0.25, 0.75, 0.75])
+    scores = [ciou(binarize(flat, mode, box_map([b], 40, 60)), box_map([b], 40, 60)) for b in boxes]
+    assert len(set(scores)) == 1 and scores[0] < 0.5
+
+
+def test_median_rules_differ_only_at_ties():
+    heat = np.array([[0.0, 0.5, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])  # the value at index 4 of the sorted map: 0.5
+    np.testing.assert_array_equal(binarize(heat, "median"), [[0, 0, 0, 0], [0, 0, 1, 1]])  # LVS: > 0.5
+    np.testing.assert_array_equal(binarize(heat, "median_inclusive"), [[0, 1, 1, 1], [1, 1, 1, 1]])  # EZ-VSL: >=
+    smooth = np.arange(8.0).reshape(2, 4) / 7
+    assert np.array_equal(binarize(smooth, "median"), binarize(smooth, "median_inclusive") * (smooth > 4 / 7))
+
+
+def test_adaptive_keeps_k_pixels_and_leaves_out_ties_that_would_pass_k():
+    gt = np.zeros((2, 4))
+    gt[0, :2] = 1  # k = 2
+    np.testing.assert_array_equal(binarize(np.array([[0, 0.1, 0.9, 0.9], [0.9, 0.2, 0.3, 1.0]]), "adaptive", gt),
+                                  [[0, 0, 0, 0], [0, 0, 0, 1]])  # 1.0, then three at 0.9 for one place: none
+    np.testing.assert_array_equal(binarize(np.array([[0, 0.1, 0.9, 0.8], [0.7, 0.2, 0.3, 1.0]]), "adaptive", gt),
+                                  [[0, 0, 1, 0], [0, 0, 0, 1]])
+
+
+def test_summaries_use_the_exact_cious():
+    s = summarize([0.4999995, 0.5])  # a cIoU a hair under 0.5 does not count at 0.5, rounded or not
+    assert s["ciou_at_0.5"] == 0.5
