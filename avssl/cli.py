@@ -91,9 +91,12 @@ def _data_synth(args: argparse.Namespace) -> int:
 def _data_compose(args: argparse.Namespace) -> int:
     from .data.synthetic import ComposeSpec, compose
 
-    spec = _spec(ComposeSpec, args, distractors="distractors", **_MEDIA_OPTIONS)
+    spec = _spec(ComposeSpec, args, distractors="distractors", placement="placement", clips_per_kind="clips_per_kind",
+                 **_MEDIA_OPTIONS)
+    if args.scale is not None:
+        spec = dataclasses.replace(spec, scale=tuple(args.scale))
     paths = compose(args.output_dir, args.num_clips, args.seed, args.stamps, args.backgrounds, spec,
-                    kinds=args.kinds, progress=True)
+                    kinds=args.kinds, progress=True, kind_offset=args.kind_offset)
     print(f"wrote {len(paths)} clips and {Path(args.output_dir) / 'vggss.json'}", file=sys.stderr)
     return 0
 
@@ -242,6 +245,14 @@ def _add_data(sub: Any) -> None:
                    help=f"silent cut-outs of other kinds per clip (default: {ComposeSpec.distractors})")
     q.add_argument("--kinds", type=int, default=None,
                    help="use this many kinds of cut-out, spread over the sorted list (same for every seed)")
+    q.add_argument("--scale", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help=f"a cut-out's longer side as a fraction of the frame's height (default: {ComposeSpec.scale})")
+    q.add_argument("--placement", default=None, choices=["uniform", "centre", "off_centre"],
+                   help=f"where the sounding cut-out goes (default: {ComposeSpec.placement})")
+    q.add_argument("--clips-per-kind", type=int, default=None,
+                   help="balanced kinds: each sounds in this many clips (--num-clips: at most kinds x this)")
+    q.add_argument("--kind-offset", type=int, default=0,
+                   help="with --kinds: other kinds, as evenly spread (the spread moved this many places)")
     media(q, ComposeSpec)
     q.set_defaults(func=_data_compose)
 
@@ -555,6 +566,34 @@ def _add_evaluation(sub: Any) -> None:
 
 # ------------------------------------------------------------------------------------------------ demo
 
+def _report(args: argparse.Namespace) -> int:
+    """`avssl report`: the page of curves of one or more run folders (again every --watch seconds)."""
+    import time
+
+    from .config import ConfigError
+    from .report import write_report
+
+    for run in args.runs:
+        if not (Path(run) / "metrics.jsonl").exists() and not (Path(run) / "config.yaml").exists():
+            raise ConfigError(f"avssl report: {run} is not a run folder (no metrics.jsonl or config.yaml)")
+    while True:
+        path = write_report(args.runs, args.output_dir, refresh=args.watch)
+        print(f"wrote {path}", file=sys.stderr)
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)
+
+
+def _add_report(sub: Any) -> None:
+    q = sub.add_parser("report", help="one HTML page of the curves (loss, lr, clips/s, every evaluation figure) of "
+                                      "one or more run folders, also while they run")
+    q.add_argument("runs", nargs="+", help="run folders (pretraining or fine-tuning --output-dir)")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--watch", type=int, default=None, metavar="SECONDS",
+                   help="rewrite the page every SECONDS (the page reloads itself) until interrupted")
+    q.set_defaults(func=_report)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -579,7 +618,7 @@ def _add_demo(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avssl", description="Audio-visual self-supervised learning.")
     sub = p.add_subparsers(dest="group", required=True)
-    for add in (_add_data, _add_training, _add_evaluation, _add_demo):
+    for add in (_add_data, _add_training, _add_evaluation, _add_report, _add_demo):
         add(sub)
     return p
 
@@ -587,12 +626,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
 
+    from .train.guard import RunDiverged
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:
         print(f"avssl: config error: {e}", file=sys.stderr)
         return 2
+    except RunDiverged as e:
+        print(f"avssl: the run diverged at {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from .localize.evaluate import score_samples
 from .localize.heatmap import Localizer
 from .localize.render import write_index, write_video_outputs
 from .models.avmodel import AVModel
+from .report import write_report
 from .evaluation.features import extract, linear_probe
 from .evaluation.retrieval import rank_metrics
 from .train.configs import PretrainConfig
@@ -42,11 +43,9 @@ def _scores(model: AVModel, train_ds: AVClipDataset, test_ds: AVClipDataset) -> 
     return {"video_to_audio": v2a, "audio_to_video": a2v, "linear_probe": probe}
 
 
-def _localization(out: Path, rows: list[dict[str, Any]], model: AVModel, cfg: PretrainConfig, pages: int = 4
-                  ) -> dict[str, Any]:
-    """Score the localization model's maps on the held-out clips (the sounding object's box on the middle frame,
-    from the synthetic ground truth) beside the centre prior, with the same maps under another class's sound and
-    under silence, and render a few of them."""
+def _heldout_boxes(out: Path, rows: list[dict[str, Any]]) -> Path:
+    """The held-out clips' boxes (the sounding object on the middle frame, from the synthetic ground truth) as
+    VGG-SS annotations, ``OUT/localize/heldout_vggss.json``."""
     loc_dir = out / "localize"
     loc_dir.mkdir(parents=True, exist_ok=True)
     boxes = []
@@ -57,7 +56,15 @@ def _localization(out: Path, rows: list[dict[str, Any]], model: AVModel, cfg: Pr
         boxes.append({"file": Path(r["path"]).stem, "class": truth["class_name"], "bbox": [[x0 / w, y0 / h, x1 / w,
                                                                                             y1 / h]]})
     (loc_dir / "heldout_vggss.json").write_text(json.dumps(boxes, indent=1))
-    data = read_vggss(loc_dir / "heldout_vggss.json", Path(rows[0]["path"]).parent)
+    return loc_dir / "heldout_vggss.json"
+
+
+def _localization(out: Path, rows: list[dict[str, Any]], model: AVModel, cfg: PretrainConfig, pages: int = 4
+                  ) -> dict[str, Any]:
+    """Score the localization model's maps on the held-out clips beside the centre prior, with the same maps under
+    other classes' sounds and under silence, and render a few of them."""
+    loc_dir = out / "localize"
+    data = read_vggss(_heldout_boxes(out, rows), Path(rows[0]["path"]).parent)
     localizer = Localizer(model, cfg.data, cfg.localize)  # the config's map settings, as `avssl localize` uses
     scores = score_samples(localizer, data, ["median", "adaptive"], loc_dir / "per_sample.csv")
     shown = {}
@@ -71,10 +78,14 @@ def _localization(out: Path, rows: list[dict[str, Any]], model: AVModel, cfg: Pr
             "listening": scores["listening"]}
 
 
-def _localization_model(out: Path, seed: int, overrides: list[str]) -> tuple[AVModel, PretrainConfig, dict]:
-    """The localization config pretrained on the demo's training clips (its own run folder, resumed like any)."""
+def _localization_model(out: Path, seed: int, overrides: list[str], boxes: Path) -> tuple[AVModel, PretrainConfig,
+                                                                                        dict]:
+    """The localization config pretrained on the demo's training clips (its own run folder, resumed like any),
+    evaluated on the held-out clips' boxes every 10 epochs."""
     cfg = load_config(PretrainConfig, LOCALIZE_CONFIG, [f"data.manifest={out / 'train.jsonl'}", f"run.seed={seed}",
-                                                        f"optim.epochs={LOCALIZE_EPOCHS}", *overrides])
+                                                        f"optim.epochs={LOCALIZE_EPOCHS}", "eval.holdout=0",
+                                                        f"eval.localization={boxes}", "eval.localization_clips=24",
+                                                        *overrides])
     summary = pretrain(cfg, out / "localize_run")
     return load_pretrained(out / "localize_run" / "last.pt"), cfg, summary
 
@@ -105,8 +116,11 @@ def run_demo(output_dir: str | Path, num_clips: int = 240, held_out: int = 48, s
     write_jsonl(out / "train.jsonl", train_rows)
     write_jsonl(out / "heldout.jsonl", test_rows)
 
-    cfg = load_config(PretrainConfig, config or DEFAULT_CONFIG,
-                      [f"data.manifest={out / 'train.jsonl'}", f"run.seed={seed}"] + list(overrides or []))
+    cfg = load_config(PretrainConfig, config or DEFAULT_CONFIG,  # evaluated on the held-out clips while it trains
+                      [f"data.manifest={out / 'train.jsonl'}", f"run.seed={seed}", "eval.holdout=0",
+                       f"eval.manifest={out / 'heldout.jsonl'}", "eval.labels_format=manifest",
+                       f"eval.labels_root={out / 'train.jsonl'}", f"eval.labels_annotations={out / 'heldout.jsonl'}"]
+                      + list(overrides or []))
     summary = pretrain(cfg, out / "run")
 
     train_ds = AVClipDataset(train_rows, cfg.data, train=False)
@@ -114,7 +128,8 @@ def run_demo(output_dir: str | Path, num_clips: int = 240, held_out: int = 48, s
     torch.manual_seed(seed)  # the same initialization pretraining started from
     random_init = AVModel(cfg.model)
     pretrained = load_pretrained(out / "run" / "last.pt")
-    loc_model, loc_cfg, loc_summary = _localization_model(out, seed, list(localize_overrides or []))
+    loc_model, loc_cfg, loc_summary = _localization_model(out, seed, list(localize_overrides or []),
+                                                          _heldout_boxes(out, test_rows))
     results = {
         "train_clips": len(train_rows),
         "heldout_clips": len(test_rows),
@@ -123,6 +138,7 @@ def run_demo(output_dir: str | Path, num_clips: int = 240, held_out: int = 48, s
         "pretrain": summary,
         "localization": {**_localization(out, test_rows, loc_model, loc_cfg), "pretrain": loc_summary},
         "seconds": round(time.perf_counter() - t0, 1),
+        "report": str(write_report([out / "run", out / "localize_run"], out / "report")),
     }
     (out / "demo_results.json").write_text(json.dumps(results, indent=1))
     text = _summary_text(results)
@@ -149,7 +165,8 @@ def _summary_text(r: dict[str, Any]) -> str:
     chance = 1 / r["heldout_clips"]
     probe_chance = pre["linear_probe"]["chance"]
     lines += ["", f"chance: retrieval R@1 {chance:.3f}, R@5 {5 * chance:.3f}; probe (majority) {probe_chance:.3f}"]
-    return "\n".join(lines + _localization_text(r["localization"], r["heldout_clips"])) + "\n"
+    lines = lines + _localization_text(r["localization"], r["heldout_clips"])
+    return "\n".join(lines + [f"how both runs learned (curves, held-out figures, maps): {r['report']}"]) + "\n"
 
 
 def _localization_text(loc: dict[str, Any], clips: int) -> list[str]:

@@ -29,6 +29,7 @@ class Progress:
         self.bar = None
         self.postfix: dict[str, Any] = {}
         self._last_print, self._last_n = time.monotonic(), initial
+        self._start, self._initial = time.monotonic(), initial
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
@@ -55,7 +56,17 @@ class Progress:
         of = f"/{self.total}" if self.total else ""
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
-        print(f"{self.desc or 'progress'}: {self.done}{of} {self.unit}{pct}{extra}", file=self.stream, flush=True)
+        print(f"{self.desc or 'progress'}: {self.done}{of} {self.unit}{pct}{extra}{self._eta()}", file=self.stream,
+              flush=True)
+
+    def _eta(self) -> str:
+        """`` eta 1h02m`` from the rate since the start (nothing before the first update or without a total)."""
+        done, elapsed = self.done - self._initial, time.monotonic() - self._start
+        if not self.total or done <= 0 or elapsed <= 0 or self.done >= self.total:
+            return ""
+        left = int((self.total - self.done) * elapsed / done)
+        h, m, s = left // 3600, left // 60 % 60, left % 60
+        return f" eta {h}h{m:02d}m" if h else f" eta {m}m{s:02d}s"
 
     def close(self) -> None:
         if self.bar is not None:

@@ -28,6 +28,11 @@ def test_demo_runs_end_to_end_and_reports_both_models(tmp_path, capsys):
     assert len(list((tmp_path / "localize").glob("*/overlay.mp4"))) == 4
     assert loc["listening"]["num_samples"] == 8 and "does the map listen?" in text
     assert loc["pretrain"]["steps"] == 2 and (tmp_path / "localize_run" / "last.pt").exists()
+    # both runs were evaluated while they trained (before and after their epoch), and the report draws them
+    evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in evals if r.get("kind") == "eval"] == [0]  # every 10 epochs, and before the first
+    assert {"retrieval_v2a_R@1", "knn_top1"} <= set(next(r for r in evals if r.get("kind") == "eval"))
+    assert res["report"] in text and (tmp_path / "report" / "train_loss.png").exists()
 
 
 @pytest.mark.slow

@@ -200,6 +200,12 @@ def main() -> int:
     p.add_argument("--backgrounds", default=str(TUX_BACKGROUNDS) if TUX_BACKGROUNDS.exists() else None)
     p.add_argument("--synthetic", action="store_true", help="the synthetic objects on procedural backgrounds")
     p.add_argument("--kinds", type=int, default=32)
+    p.add_argument("--kind-offset", type=int, default=0, help="other kinds, as evenly spread (compose's kind_offset)")
+    p.add_argument("--placement", default="uniform", choices=["uniform", "centre", "off_centre"])
+    p.add_argument("--scale", type=float, nargs=2, default=list(ComposeSpec.scale), metavar=("LOW", "HIGH"))
+    p.add_argument("--distractors", type=int, default=ComposeSpec.distractors)
+    p.add_argument("--epochs", type=int, default=None, help="override the variants' optim.epochs")
+    p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps (a time budget in steps)")
     p.add_argument("--train-clips", type=int, default=480)
     p.add_argument("--test-clips", type=int, default=120)
     p.add_argument("--variants", nargs="+", default=["localize_small_cpu", "frame_random_init"], choices=list(VARIANTS))
@@ -220,21 +226,26 @@ def main() -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="loc_proof_")).resolve()
     if args.synthetic:
         args.stamps = args.backgrounds = None
-    spec = ComposeSpec()
+    spec = ComposeSpec(placement=args.placement, scale=tuple(args.scale), distractors=args.distractors)
     for split, n, seed in (("train", args.train_clips, 1), ("test", args.test_clips, 2)):
         if not (work / split / "vggss.json").exists():
-            compose(work / split, n, seed, args.stamps, args.backgrounds, spec, kinds=args.kinds, progress=True)
+            compose(work / split, n, seed, args.stamps, args.backgrounds, spec, kinds=args.kinds, progress=True,
+                    kind_offset=args.kind_offset)
     if not (work / "train.jsonl").exists():
         build_manifest(work / "train", work / "train.jsonl", require_audio=True, progress=False)
     test = read_vggss(work / "test" / "vggss.json", work / "test")
-    results: dict = {"assets": args.stamps or "synthetic", "kinds": args.kinds, "train_clips": args.train_clips,
+    results: dict = {"assets": args.stamps or "synthetic", "kinds": args.kinds, "kind_offset": args.kind_offset,
+                     "placement": args.placement, "scale": args.scale, "distractors": args.distractors,
+                     "train_clips": args.train_clips,
                      "test_clips": len(test.samples), "variants": {}, "sweep": {}}
     configs: dict[str, PretrainConfig] = {}
     for name in args.variants:
         run = _run_dir(work, name, args.pretrain_seed)
         config, overrides = VARIANTS[name]
+        budget = ([f"optim.epochs={args.epochs}"] if args.epochs else []) + (
+            [f"run.max_steps={args.max_steps}"] if args.max_steps and name != "frame_random_init" else [])
         cfg = load_config(PretrainConfig, config, [f"data.manifest={work / 'train.jsonl'}", "run.progress=false",
-                                                   *overrides, f"run.seed={args.pretrain_seed}"])
+                                                   *overrides, *budget, f"run.seed={args.pretrain_seed}"])
         configs[name] = cfg
         if not (run / "summary.json").exists():
             t0 = time.perf_counter()

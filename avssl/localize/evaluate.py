@@ -21,7 +21,7 @@ from .heatmap import normalize_maps
 from .metrics import (RULES, Binarize, binarize, box_map, centre_prior, ciou, consensus_map, slavc_confidence,
                       slavc_extended, summarize)
 
-__all__ = ["evaluate_localization", "ground_truth", "score_samples"]
+__all__ = ["annotated_time", "evaluate_localization", "ground_truth", "score_samples"]
 
 _BASELINES = ("centre", "oracle")
 
@@ -33,7 +33,7 @@ def ground_truth(sample: LocalizationSample, height: int, width: int) -> np.ndar
     return box_map(sample.boxes, height, width)
 
 
-def _when(sample: LocalizationSample) -> tuple[float, float]:
+def annotated_time(sample: LocalizationSample) -> tuple[float, float]:
     """(time of the annotated frame, audio offset): a video's middle frame with its own audio around it;
     a still image with the middle of its sound file."""
     info = probe(sample.video)
@@ -65,10 +65,10 @@ def _score(localizer: Localizer, s: LocalizationSample, partners: list[Localizat
     """One sample's row: cIoU of the model, the centred prior and the oracle under each binarization; with
     partners, the same map made with each partner's sound and with silence: cIoU, share of the map's mass on the
     object, raw cosine on the object, SLAVC's confidence."""
-    t, offset = _when(s)
+    t, offset = annotated_time(s)
     waves = [localizer.audio_at(s.video, t, s.audio, offset)]
     for p in partners:
-        tp, op = _when(p)
+        tp, op = annotated_time(p)
         waves.append(localizer.audio_at(p.video, tp, p.audio, op))
     if partners:
         waves.append(np.zeros_like(waves[0]))

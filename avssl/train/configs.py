@@ -16,8 +16,8 @@ from ..losses.avid import LossConfig
 from ..models.avmodel import ModelConfig
 from ..models.video import VideoEncoderConfig
 
-__all__ = ["ClassifierModelConfig", "FinetuneConfig", "FinetuneSection", "OptimConfig", "PretrainConfig",
-           "RunConfig"]
+__all__ = ["ClassifierModelConfig", "EvalConfig", "FinetuneConfig", "FinetuneSection", "OptimConfig",
+           "PretrainConfig", "RunConfig"]
 
 
 @dataclass
@@ -62,6 +62,43 @@ class RunConfig:
     progress: bool = True
     # resume from last.pt although training values of the config changed (it names them and stops otherwise)
     allow_config_change: bool = False
+    # keep best.pt: the checkpoint of the evaluation with the highest value of this figure (a key of the "eval"
+    # rows of metrics.jsonl, e.g. retrieval_v2a_R@1, knn_top1, loc_ciou_at_0.5)
+    keep_best: str | None = None
+    # a non-finite loss, or embeddings collapsing (a batch's mean pairwise cosine above collapse_cosine for
+    # collapse_steps steps in a row, after having been below it): stop (last.pt keeps the last good state), skip_batch (no update from a
+    # non-finite loss; a collapse is reported), or warn
+    on_divergence: Literal["stop", "skip_batch", "warn"] = "stop"
+    collapse_cosine: float = 0.99
+    collapse_steps: int = 20
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during pretraining (train/online.py): every ``every`` epochs, on held-out videos."""
+
+    every: int = 0  # epochs between evaluations (0: none)
+    manifest: str | None = None  # held-out videos (a JSONL) for retrieval
+    holdout: float = 0.0  # or: this share of the training videos held out (seeded by run.seed), kept in the run folder
+    clips: int = 256  # retrieval over this many held-out videos, always the same ones
+    # a labeled split for a kNN on frozen features (k, temperature: DINO's eval_knn): an official format with its
+    # root and annotations, or "manifest": labels_root a JSONL with "label" per row (the bank), labels_annotations
+    # the JSONL of the queries
+    labels_format: Literal["ucf101", "hmdb51", "kinetics", "list", "folders", "manifest"] | None = None
+    labels_root: str | None = None
+    labels_annotations: str | None = None
+    labels_test_annotations: str | None = None
+    labels_split: int = 1
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    # a composed localization set (its vggss.json, media beside it): adaptive cIoU@0.5, AUC, listening figures
+    localization: str | None = None
+    localization_clips: int = 48
+    maps: int = 4  # held-out clips whose maps are drawn at each evaluation (with localization)
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or not 0 <= self.holdout < 1:
+            raise ConfigError(f"eval.every >= 0 and 0 <= eval.holdout < 1, got {self.every} and {self.holdout}")
 
 
 @dataclass
@@ -72,6 +109,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     localize: MapConfig = field(default_factory=MapConfig)  # how `avssl localize` makes this model's maps by default
+    eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation during pretraining
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_colla
 from ..progress import Progress
 from .checkpoint import keep_copy, load_checkpoint, prune_checkpoints, save_atomic
 from .configs import OptimConfig, RunConfig
+from .guard import DivergenceGuard, RunDiverged
 from .resume import RunShape, changed_values, config_hash, gather_rng_states, resume_position, set_rng_state
 
 __all__ = ["Checkpointer", "EpochBatches", "Job", "RunLog", "Runtime", "Trainer", "epoch_indices", "lr_at", "make_optimizer",
@@ -206,6 +207,13 @@ class RunLog:
                 if isinstance(val, (int, float)):
                     self.writer.add_scalar(f"{self.tag}/{k}", val, step)
 
+    def image(self, name: str, path: Path, step: int) -> None:
+        """A PNG (an evaluation's maps) in TensorBoard, when on."""
+        if self.writer is not None and path.exists():
+            from torchvision.io import read_image
+
+            self.writer.add_image(f"{self.tag}/{name}", read_image(str(path))[:3], step)
+
     def close(self) -> None:
         for f in (self.metrics, self.skipped, self.writer):
             if f is not None:
@@ -218,13 +226,15 @@ class Checkpointer:
     gathered from all of them); rank 0 writes. ``state(rng)`` gives the checkpoint's contents."""
 
     def __init__(self, out: Path, state: Callable[[list[dict[str, torch.Tensor]]], dict[str, Any]], keep: int,
-                 step: int, device: torch.device) -> None:
-        self.out, self.state, self.keep, self.device = out, state, keep, device
+                 step: int, device: torch.device, hold: Callable[[], bool] = lambda: False) -> None:
+        self.out, self.state, self.keep, self.device, self.hold = out, state, keep, device, hold
         self.last = out / "last.pt"
         self.saved_step = step if self.last.exists() else -1  # last.pt already holds this step
 
-    def save_last(self, step: int) -> None:
-        if self.saved_step == step:
+    def save_last(self, step: int, force: bool = False) -> None:
+        """Rewrite ``last.pt`` (not while ``hold()``: a run suspected of diverging keeps its last good state,
+        unless ``force``: the end of a run that did not diverge)."""
+        if self.saved_step == step or (self.hold() and not force):
             return
         self.saved_step = step
         rng = gather_rng_states(self.device)  # every process's own generators
@@ -232,7 +242,7 @@ class Checkpointer:
             save_atomic(self.state(rng), self.last)
 
     def keep_epoch(self, epoch: int) -> None:
-        if dist.is_main():
+        if dist.is_main() and not self.hold():
             keep_copy(self.last, self.out / f"epoch_{epoch:04d}.pt")
             prune_checkpoints(self.out, "epoch_*.pt", self.keep)
 
@@ -281,13 +291,18 @@ class Job(Protocol):
 
 
 def train_step(job: Job, model: nn.Module, video: torch.Tensor, audio: torch.Tensor | None, batch: dict[str, Any],
-               step: int, scaler: torch.amp.GradScaler) -> tuple[torch.Tensor, dict[str, Any], float]:
+               step: int, scaler: torch.amp.GradScaler, guard: Callable[[torch.Tensor], bool] | None = None,
+               ) -> tuple[torch.Tensor, dict[str, Any], float]:
     """One optimizer step of ``job`` on a batch already on the device: (loss, metrics, learning rate). What
-    :meth:`Trainer.fit` runs each step, and what ``tools/bench_train.py`` times."""
+    :meth:`Trainer.fit` runs each step, and what ``tools/bench_train.py`` times. ``guard(loss)`` false: no update
+    (a skipped batch)."""
     opt, lr = job.optimizer_at(step)
     for group in opt.param_groups:
         group["lr"] = lr
     loss, metrics = job.loss(model, video, audio, batch, step)
+    if guard is not None and not guard(loss):
+        opt.zero_grad(set_to_none=True)
+        return loss, metrics, lr
     optimizer_step(loss, opt, scaler)
     job.after_step()
     return loss, metrics, lr
@@ -312,6 +327,8 @@ class Trainer:
         self.preprocess: BatchPreprocess | None = None
         self.steps_per_epoch = self.total_steps = 0
         self.num_workers = 0
+        self.evaluator: Callable[[nn.Module, int], dict[str, Any]] | None = None
+        self.eval_every = 0
 
     @property
     def device(self) -> torch.device:
@@ -391,6 +408,7 @@ class Trainer:
         ck = load_checkpoint(last)
         self._check_config(ck, last)
         step, note = resume_position(ck, self.shape)
+        self.best = dict(ck.get("best") or {})
         job.model.load_state_dict(ck["model"])
         for name, opt in job.optimizers.items():
             opt.load_state_dict(ck[name])
@@ -418,6 +436,31 @@ class Trainer:
             audio = audio.contiguous(memory_format=torch.channels_last) if audio is not None else None
         return video, audio
 
+    def set_evaluator(self, evaluator: Callable[[nn.Module, int], dict[str, Any]] | None, every: int) -> None:
+        """Evaluate the model every ``every`` epochs (and before the first): ``evaluator(model, epoch)`` -> figures
+        (:class:`~avssl.train.online.OnlineEval`), run by rank 0 while the others wait."""
+        self.evaluator, self.eval_every = evaluator, every
+
+    def _evaluate(self, job: Job, log: RunLog, step: int) -> None:
+        epoch = step // self.steps_per_epoch
+        if self.evaluator is None or not self.eval_every or epoch % self.eval_every:
+            return
+        if dist.is_main():
+            t0 = time.perf_counter()
+            figures = self.evaluator(job.model, epoch)
+            job.model.train()
+            row = {"kind": "eval", "epoch": epoch, "step": step, **figures, "seconds": time.perf_counter() - t0}
+            log.row(step, row)
+            if "maps" in figures:
+                log.image("eval_maps", self.out / figures["maps"], step)
+            key = self.run.keep_best
+            if key and isinstance(row.get(key), (int, float)) and row[key] > self.best.get("value", -math.inf):
+                if self._ckpt.saved_step == step:  # last.pt holds this evaluation's weights
+                    keep_copy(self.out / "last.pt", self.out / "best.pt")
+                    self.best = {"figure": key, "value": row[key], "epoch": epoch, "step": step}
+                    print(f"best.pt: {key} {row[key]:.4f} at epoch {epoch}", flush=True)
+        dist.barrier()
+
     def fit(self, job: Job) -> dict[str, Any]:
         """Train ``job`` to ``total_steps``; returns the summary (also in ``summary.json``)."""
         run, rt = self.run, self.rt
@@ -425,7 +468,7 @@ class Trainer:
         if self.channels_last:
             to_channels_last(job.model)
         self.scaler = rt.grad_scaler()
-        self.samples_seen = 0
+        self.samples_seen, self.best = 0, {}
         step, skipped = self._start(job)
         model: nn.Module = job.model
         if rt.world > 1:
@@ -439,38 +482,59 @@ class Trainer:
                     "scaler": self.scaler.state_dict(), "step": step, "epoch": step // self.steps_per_epoch,
                     "world_size": rt.world, "batch_size": self.optim.batch_size,
                     "steps_per_epoch": self.steps_per_epoch, "samples_seen": self.samples_seen,
-                    "skipped_total": skipped, "rng": rng, **job.state()}
+                    "skipped_total": skipped, "rng": rng, "best": self.best, **job.state()}
 
-        ckpt = Checkpointer(self.out, state, run.keep, step, self.device)
         log = RunLog(self.out, run.tensorboard, self.tag)
+        guard = DivergenceGuard(run.on_divergence, run.collapse_cosine, run.collapse_steps,
+                                lambda row: log.row(row["step"], row))
+        ckpt = Checkpointer(self.out, state, run.keep, step, self.device, hold=lambda: guard.suspect)
+        self._ckpt = ckpt
         if dist.is_main():
             print(job.describe(self), flush=True)
         bar = Progress(self.total_steps, self.tag, "step", step, run.progress and dist.is_main(), run.log_every)
         job.model.train()
+        if step == 0:
+            self._evaluate(job, log, 0)  # where the run starts from
         t_start, clips, last_loss = time.perf_counter(), 0, float("nan")
-        for epoch, batch in train_batches(self.dataset, run, self.optim.batch_size, self.num_workers, rt, step,
-                                          self.steps_per_epoch, self.total_steps, job.on_epoch):
-            video, audio = self._inputs(batch)
-            loss, metrics, lr = train_step(job, model, video, audio, batch, step, self.scaler)
-            step += 1
-            clips += len(batch["index"]) * rt.world
-            self.samples_seen += len(batch["index"]) * rt.world
-            last_loss = float(loss.detach())
-            skipped += log.failures(step, batch["failures"])  # from every process
-            bar.update(1, loss=f"{last_loss:.4f}")
-            if dist.is_main() and (step % run.log_every == 0 or step == self.total_steps):
-                elapsed = time.perf_counter() - t_start
-                log.row(step, {"step": step, "epoch": epoch, "loss": last_loss,
-                               **{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()},
-                               "lr": lr, "clips_per_s": clips / elapsed, "clips": clips,
-                               "seconds": round(elapsed, 3), "time": time.time(), "skipped_total": skipped})
-            ckpt.after_step(step, self.steps_per_epoch, run)
-        ckpt.save_last(step)
+        watch = getattr(job, "embeddings", lambda: ())
+        try:
+            for epoch, batch in train_batches(self.dataset, run, self.optim.batch_size, self.num_workers, rt, step,
+                                              self.steps_per_epoch, self.total_steps, job.on_epoch):
+                video, audio = self._inputs(batch)
+                loss, metrics, lr = train_step(job, model, video, audio, batch, step, self.scaler,
+                                               lambda loss: guard.check(step + 1, epoch, loss, watch()))
+                step += 1
+                clips += len(batch["index"]) * rt.world
+                self.samples_seen += len(batch["index"]) * rt.world
+                last_loss = float(loss.detach())
+                skipped += log.failures(step, batch["failures"])  # from every process
+                bar.update(1, loss=f"{last_loss:.4f}")
+                if dist.is_main() and (step % run.log_every == 0 or step == self.total_steps):
+                    elapsed = time.perf_counter() - t_start
+                    log.row(step, {"kind": "train", "step": step, "epoch": epoch,
+                                   "epochs": step / self.steps_per_epoch, "loss": last_loss,
+                                   **{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()},
+                                   "lr": lr, "clips_per_s": clips / elapsed, "clips": clips,
+                                   "seconds": round(elapsed, 3), "time": time.time(), "skipped_total": skipped})
+                ckpt.after_step(step, self.steps_per_epoch, run)
+                if step % self.steps_per_epoch == 0:
+                    self._evaluate(job, log, step)
+        except RunDiverged:
+            bar.close()
+            log.close()
+            self.write_summary({"steps": step, "final_loss": last_loss, "skipped_files": skipped,
+                                "diverged": True, "last_good_step": ckpt.saved_step, "output_dir": str(self.out)})
+            raise
+        ckpt.save_last(step, force=True)
         bar.close()
         log.close()
         elapsed = time.perf_counter() - t_start
         summary = {"steps": step, "final_loss": last_loss, "skipped_files": skipped,
                    "clips_per_s": clips / elapsed if elapsed > 0 and clips else None, "output_dir": str(self.out)}
+        if self.best:
+            summary["best"] = self.best
+        if guard.events:
+            summary["divergence_events"] = guard.events
         if dist.is_main() and skipped:
             print(f"skipped {skipped} clip(s) that failed to decode; see {self.out / 'skipped.jsonl'}", flush=True)
         self.write_summary(summary)

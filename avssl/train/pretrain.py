@@ -19,7 +19,7 @@ from torch import nn
 from .. import distributed as dist
 from ..config import ConfigError
 from ..data.cache import default_cache_dir, entry_sizes, plan_cache
-from ..data.collection import build_manifest
+from ..data.collection import build_manifest, read_manifest
 from ..data.datasets import ClipMaker, DataConfig
 from ..data.entries import Entries, load_entries
 from ..data.shards import ShardStream, load_shard_index
@@ -28,6 +28,7 @@ from ..models.avmodel import AVModel, count_parameters
 from .checkpoint import load_checkpoint, pretrained_model
 from .configs import OptimConfig, PretrainConfig, RunConfig
 from .engine import Runtime, Trainer, lr_at, make_optimizer
+from .online import OnlineEval, prepare_holdout
 
 __all__ = ["OptimConfig", "PretrainConfig", "PretrainJob", "RunConfig", "load_pretrained", "pretrain"]
 
@@ -111,6 +112,10 @@ class PretrainJob:
     def after_step(self) -> None:
         self.loss_fn.update(*self._last)
 
+    def embeddings(self) -> tuple[torch.Tensor, ...]:
+        """The last step's video and audio embeddings (what the divergence guard watches for a collapse)."""
+        return self._last[1:]
+
     def state(self) -> dict[str, Any]:
         return {"loss": self.loss_fn.state_dict()}
 
@@ -165,8 +170,16 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     if cfg.data.shards:
         stream, slots = _stream(cfg, trainer)
         trainer.set_stream(stream, cfg.data)
-        return trainer.fit(PretrainJob(cfg, trainer.rt, slots, trainer.steps_per_epoch))
+        job = PretrainJob(cfg, trainer.rt, slots, trainer.steps_per_epoch)
+        trainer.set_evaluator(_evaluator(cfg, trainer, None), cfg.eval.every)
+        return trainer.fit(job)
     manifest = _prepare_manifest(cfg, trainer.out)
+    heldout = None
+    if cfg.eval.every and cfg.eval.holdout:  # a seeded share of the videos kept out of training, for evaluation
+        if dist.is_main():
+            prepare_holdout(manifest, trainer.out, cfg.eval.holdout, cfg.run.seed)
+        dist.barrier()
+        manifest, heldout = prepare_holdout(manifest, trainer.out, cfg.eval.holdout, cfg.run.seed)
     if not dist.is_main():  # rank 0 keeps the manifest's table beside it; the others map it
         dist.barrier()
     entries = load_entries(manifest)
@@ -177,7 +190,26 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
                           "rejected files and why beside it)")
     data, cached = _plan_cache(cfg, manifest, entries)
     dataset = trainer.set_data(entries, data, cached)
-    return trainer.fit(PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch))
+    job = PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch)
+    trainer.set_evaluator(_evaluator(cfg, trainer, heldout), cfg.eval.every)
+    return trainer.fit(job)
+
+
+def _evaluator(cfg: PretrainConfig, trainer: Trainer, heldout: list[dict[str, Any]] | None) -> OnlineEval | None:
+    """The evaluation during pretraining (``eval:``), on rank 0; None when off or when it has nothing to score."""
+    if not cfg.eval.every:
+        return None
+    if heldout is None and cfg.eval.manifest:
+        heldout = read_manifest(cfg.eval.manifest)
+    elif heldout is None and cfg.eval.holdout and cfg.data.shards and dist.is_main():
+        print("eval: eval.holdout splits a manifest, not shards: give eval.manifest (held-out videos) to evaluate "
+              "retrieval", flush=True)
+    evaluator = OnlineEval(cfg, trainer.out, heldout, trainer.device) if dist.is_main() else None
+    if dist.is_main() and not evaluator.enabled:
+        print("eval: nothing to evaluate on (eval.manifest or eval.holdout with 2 or more held-out videos with sound, "
+              "eval.labels_*, or eval.localization): no evaluation during this run", flush=True)
+        return None
+    return evaluator
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> AVModel:

@@ -30,8 +30,10 @@ OPERATIONAL_KEYS = (
     "run.max_steps", "run.device", "run.channels_last", "run.init_from", "run.allow_config_change",
     "data.manifest", "data.root", "data.shards", "data.shards_index", "data.annotations", "data.test_annotations",
     "data.num_workers", "data.decoder_threads", "data.preprocess", "data.cache",
-    "data.cache_dir", "data.cache_max_gb", "data.on_error", "data.max_retries", "localize.",
+    "data.cache_dir", "data.cache_max_gb", "data.on_error", "data.max_retries", "localize.", "eval.",
+    "run.keep_best", "run.on_divergence", "run.collapse_cosine", "run.collapse_steps",
 )
+TRAINING_KEYS = ("eval.holdout",)  # under an operational section, but what the run trains on
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -46,7 +48,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _relevant(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in _flat(config).items()
-            if not any(k == op or (op.endswith(".") and k.startswith(op)) for op in OPERATIONAL_KEYS)}
+            if k in TRAINING_KEYS or not any(k == op or (op.endswith(".") and k.startswith(op)) for op in OPERATIONAL_KEYS)}
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -79,3 +79,22 @@ def test_stamps_with_their_sounds_and_photo_backgrounds(tmp_path):
     assert np.abs(clip.waveform).max() > 0.2  # the stamp's sound
     with pytest.raises(FileNotFoundError, match="NAME.ogg"):
         load_stamps(bgs, 16000)
+
+
+def test_placement_scale_and_balanced_kinds(tmp_path):
+    from collections import Counter
+
+    def centres(name: str, **kw) -> np.ndarray:
+        spec = ComposeSpec(width=64, height=48, fps=4, duration=0.5, **kw)
+        compose(tmp_path / name, 24, seed=5, spec=spec, kinds=4)
+        rows = json.loads((tmp_path / name / "vggss.json").read_text())
+        return rows, np.array([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for b in (r["bbox"][0] for r in rows)])
+
+    _, middle = centres("centre", placement="centre", scale=(0.2, 0.3))
+    _, away = centres("off", placement="off_centre", scale=(0.2, 0.3))
+    dist = lambda c: np.abs(c - 0.5).max(1)  # noqa: E731
+    assert dist(middle).mean() < 0.15 and (dist(away) > 0.2).mean() > 0.9
+    rows, _ = centres("balanced", clips_per_kind=6)
+    assert sorted(Counter(r["class"] for r in rows).values()) == [6, 6, 6, 6]
+    with pytest.raises(ValueError, match="scale"):
+        ComposeSpec(scale=(0.6, 0.3))

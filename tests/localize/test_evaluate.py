@@ -11,7 +11,7 @@ from avssl.data.datasets import DataConfig
 from avssl.data.decode import decode_audio
 from avssl.data.encode import write_av
 from avssl.data.formats.localization import LocalizationSample
-from avssl.localize.evaluate import _partners, _when
+from avssl.localize.evaluate import _partners, annotated_time
 from avssl.localize.heatmap import Localizer, MapConfig
 from avssl.models.audio import AudioEncoderConfig
 from avssl.models.avmodel import AVModel, ModelConfig
@@ -39,7 +39,7 @@ def test_a_still_is_scored_against_the_middle_of_its_sound(tmp_path):
     loc = _localizer()
     for name in ("still.png", "still.jpg"):
         sample = LocalizationSample("s", str(tmp_path / name), str(tmp_path / "tone.wav"), [[0, 0, 1, 1]])
-        when, offset = _when(sample)
+        when, offset = annotated_time(sample)
         assert (when, offset) == (0.0, 2.0)  # the image's one frame, the middle of the 4 s sound
         wave = loc.audio_at(sample.video, when, sample.audio, offset)
         np.testing.assert_array_equal(wave, decode_audio(tmp_path / "tone.wav", 1.5, 1.0, SR).waveform)

@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,6 +45,17 @@ class ComposeSpec:
     distractors: int = 1
     scale: tuple[float, float] = (0.35, 0.55)  # a cut-out's longer side, as a fraction of the frame height
     gop: int = 16
+    # where the sounding cut-out goes (distractors: anywhere): "uniform" (any position inside the frame),
+    # "centre" (its centre drawn around the frame's, 0.12 of the frame's size apart on average), "off_centre"
+    # (its centre outside the frame's central half in both directions' sense: away from the middle)
+    placement: Literal["uniform", "centre", "off_centre"] = "uniform"
+    clips_per_kind: int | None = None  # balanced kinds: each kind sounds in this many clips (None: drawn at random)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"scale: 0 < low <= high <= 1 (of the frame's height), got {self.scale}")
+        if self.distractors < 0:
+            raise ValueError(f"distractors: at least 0, got {self.distractors}")
 
 
 @dataclass
@@ -62,10 +74,11 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def load_stamps(folder: str | os.PathLike, sample_rate: int, kinds: int | None = None) -> list[Asset]:
+def load_stamps(folder: str | os.PathLike, sample_rate: int, kinds: int | None = None, offset: int = 0) -> list[Asset]:
     """Every ``NAME.png`` under ``folder`` that has a sound file of the same name beside it (sorted by
     path). ``kinds`` keeps that many, spread evenly over the sorted list (independent of any seed, so that
-    a training and a test split made with different seeds share their kinds)."""
+    a training and a test split made with different seeds share their kinds); ``offset`` moves that spread by
+    so many places along the list (other kinds, as evenly spread)."""
     pairs = []
     for png in sorted(Path(folder).rglob("*.png")):
         sound = next((png.with_suffix(e) for e in AUDIO_EXTENSIONS if png.with_suffix(e).exists()), None)
@@ -74,7 +87,7 @@ def load_stamps(folder: str | os.PathLike, sample_rate: int, kinds: int | None =
     if not pairs:
         raise FileNotFoundError(f"{folder}: no NAME.png with a NAME.ogg/.wav/.flac/.mp3 beside it")
     if kinds is not None and kinds < len(pairs):
-        pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, kinds).round()]
+        pairs = [pairs[(int(i) + offset) % len(pairs)] for i in np.linspace(0, len(pairs) - 1, kinds).round()]
     assets = []
     for png, sound in pairs:
         rgba = tvio.decode_image(str(png), mode=tvio.ImageReadMode.RGB_ALPHA).permute(1, 2, 0).numpy()
@@ -129,7 +142,22 @@ def _cover(img: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndar
     return _resize(img[y0 : y0 + ch, x0 : x0 + cw], h, w)
 
 
-def _place(asset: Asset, spec: ComposeSpec, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+def _position(h: int, w: int, spec: ComposeSpec, rng: np.random.Generator, placement: str) -> tuple[int, int]:
+    """A top-left corner that keeps an ``h`` x ``w`` cut-out inside the frame, by ``placement``."""
+    H, W = spec.height, spec.width
+    if placement == "centre":
+        cy, cx = rng.normal(H / 2, 0.12 * H), rng.normal(W / 2, 0.12 * W)
+        return (int(np.clip(round(cy - h / 2), 0, H - h)), int(np.clip(round(cx - w / 2), 0, W - w)))
+    y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    for _ in range(50 if placement == "off_centre" else 0):  # a centre away from the frame's central half
+        if abs(y + h / 2 - H / 2) > H / 4 or abs(x + w / 2 - W / 2) > W / 4:
+            break
+        y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    return y, x
+
+
+def _place(asset: Asset, spec: ComposeSpec, rng: np.random.Generator, placement: str = "uniform"
+           ) -> tuple[np.ndarray, int, int]:
     """The cut-out scaled and maybe mirrored, and a top-left position inside the frame."""
     ah, aw = asset.rgba.shape[:2]
     longer = rng.uniform(*spec.scale) * spec.height
@@ -138,7 +166,7 @@ def _place(asset: Asset, spec: ComposeSpec, rng: np.random.Generator) -> tuple[n
     img = _resize(asset.rgba, h, w)
     if rng.random() < 0.5:
         img = img[:, ::-1]
-    return img, int(rng.integers(0, spec.height - h + 1)), int(rng.integers(0, spec.width - w + 1))
+    return (img, *_position(h, w, spec, rng, placement))
 
 
 def _paste(frame: np.ndarray, cut: np.ndarray, y: int, x: int) -> np.ndarray:
@@ -184,11 +212,14 @@ def compose_clip(
     rng = np.random.default_rng([seed, index])
     h, w = spec.height, spec.width
     kind = int(rng.integers(len(assets)))
+    if spec.clips_per_kind is not None:  # balanced: clip i sounds as the kind of a seeded deal of the kinds
+        deal = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(assets)), spec.clips_per_kind))
+        kind = int(deal[index % len(deal)])
     others = [k for k in range(len(assets)) if k != kind]
     picks = [int(k) for k in rng.choice(others, size=min(spec.distractors, len(others)), replace=False)]
     bg = (_cover(backgrounds[int(rng.integers(len(backgrounds)))], h, w, rng) if backgrounds
           else _procedural_background(rng, h, w))
-    sounding = _place(assets[kind], spec, rng)
+    sounding = _place(assets[kind], spec, rng, spec.placement)
     placed = []
     for k in picks:  # distractors beside (not on top of) the sounding cut-out where possible
         for _ in range(20):
@@ -227,11 +258,14 @@ def compose(
     spec: ComposeSpec = ComposeSpec(),
     kinds: int | None = None,
     progress: bool = False,
+    kind_offset: int = 0,
 ) -> list[str]:
-    """Write ``OUT/clip_NNNNN.mp4`` and ``OUT/vggss.json``; returns the MP4 paths."""
+    """Write ``OUT/clip_NNNNN.mp4`` and ``OUT/vggss.json``; returns the MP4 paths. ``kinds``, ``kind_offset``:
+    which stamps (:func:`load_stamps`)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    assets = load_stamps(stamps, spec.sample_rate, kinds) if stamps else synthetic_assets(spec.sample_rate)
+    assets = (load_stamps(stamps, spec.sample_rate, kinds, kind_offset) if stamps
+              else synthetic_assets(spec.sample_rate))
     if kinds is not None and not stamps:
         assets = assets[:kinds]
     if len(assets) < 2 and spec.distractors:

@@ -1,0 +1,191 @@
+"""``avssl report RUN_DIR [RUN_DIR ...]``: one HTML page (and PNGs) of how runs learn, readable while they run.
+
+From each run folder's ``metrics.jsonl`` (training rows, evaluation rows, divergence events), ``config.yaml`` and
+``summary.json`` when the run has ended: the curves of the loss, the learning rate, clips per second and every
+evaluation figure against epochs, the runs on the same plots (seeds, variants) with the config values in which
+they differ, the share of the run's time spent evaluating, the events, and for localization runs the maps of a
+few held-out clips at each evaluation. A run still going is drawn as far as it has come; ``--watch N`` rewrites
+the page every ``N`` seconds and the page reloads itself.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+
+__all__ = ["load_run", "write_report"]
+
+_TRAIN_CURVES = (("loss", "loss"), ("lr", "learning rate"), ("clips_per_s", "clips / s"))
+_SKIP = {"kind", "epoch", "epochs", "step", "seconds", "maps", "retrieval_clips", "time"}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def load_run(folder: str | Path) -> dict[str, Any]:
+    """A run folder's rows by kind (rows written before kinds existed count as training rows), its config and
+    summary (None while it runs)."""
+    folder = Path(folder)
+    rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": [], "event": []}
+    metrics = folder / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line being written
+                continue
+            rows.setdefault(row.get("kind", "train"), []).append(row)
+    train = rows["train"]
+    if train and any("epochs" not in r for r in train):  # rows written before they carried fractional epochs
+        per_epoch = max(r["step"] for r in train) / (max(r.get("epoch", 0) for r in train) + 1)
+        for r in train:
+            r.setdefault("epochs", r["step"] / per_epoch)
+    config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").exists() else {}
+    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else None
+    return {"folder": folder, "name": folder.name, "rows": rows, "config": config or {}, "summary": summary}
+
+
+def _x(row: dict[str, Any]) -> float:
+    return float(row.get("epochs", row.get("epoch", 0)))
+
+
+def _plot(runs: list[dict[str, Any]], kind: str, key: str, label: str, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=100)
+    drawn = False
+    for run in runs:
+        pts = [(_x(r), r[key]) for r in run["rows"][kind] if isinstance(r.get(key), (int, float))]
+        if pts:
+            xs, ys = zip(*sorted(pts))
+            ax.plot(xs, ys, marker="o" if kind == "eval" else None, markersize=3, label=run["name"])
+            drawn = True
+    if drawn:
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+        if key == "lr":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        if len(runs) > 1:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path)
+    plt.close(fig)
+    return drawn
+
+
+def _differences(runs: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    flats = [_flat(r["config"]) for r in runs]
+    keys = sorted(set().union(*flats)) if flats else []
+    return [(k, [f.get(k, "-") for f in flats]) for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
+
+
+def _status(run: dict[str, Any]) -> str:
+    s, train = run["summary"], run["rows"]["train"]
+    if s is not None:
+        return f"diverged at step {s['steps']}" if s.get("diverged") else f"finished: {s['steps']} steps"
+    if not train:
+        return "started, no step logged yet"
+    ago = time.time() - float(train[-1].get("time", time.time()))
+    return f"running: step {train[-1]['step']}, last logged {ago:.0f} s ago"
+
+
+def _eval_share(run: dict[str, Any]) -> float | None:
+    train, evals = run["rows"]["train"], run["rows"]["eval"]
+    if not train or not evals:
+        return None
+    spent = sum(float(r.get("seconds", 0)) for r in evals)
+    return spent / (float(train[-1].get("seconds", 0)) + spent) if spent else None
+
+
+def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | None = None) -> Path:
+    """``OUTPUT/index.html`` and its PNGs for the run folders ``runs``; returns the page's path."""
+    out = Path(output_dir)
+    (out / "maps").mkdir(parents=True, exist_ok=True)
+    loaded = [load_run(r) for r in runs]
+    e = html.escape
+    plots = []
+    for key, label in _TRAIN_CURVES:
+        if _plot(loaded, "train", key, label, out / f"train_{key}.png"):
+            plots.append(f"train_{key}.png")
+    figures = sorted({k for r in loaded for row in r["rows"]["eval"] for k, v in row.items()
+                      if isinstance(v, (int, float)) and k not in _SKIP and not k.endswith("_seconds")})
+    for key in figures:
+        name = "eval_" + "".join(ch if ch.isalnum() else "_" for ch in key) + ".png"
+        if _plot(loaded, "eval", key, f"held out: {key}", out / name):
+            plots.append(name)
+    rows_html = []
+    for run in loaded:
+        share = _eval_share(run)
+        evals = run["rows"]["eval"]
+        last = evals[-1] if evals else {}
+        best = (run["summary"] or {}).get("best")
+        best_text = f"{best['figure']} {best['value']:.3f} (epoch {best['epoch']})" if best else ""
+        share_text = "" if share is None else f"{100 * share:.1f}%"
+        last_text = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k in figures)
+        rows_html.append(f"<tr><td>{e(run['name'])}</td><td>{e(_status(run))}</td><td>{len(evals)}</td>"
+                         f"<td>{share_text}</td><td>{e(last_text)}</td><td>{e(best_text)}</td></tr>")
+    diffs = _differences(loaded) if len(loaded) > 1 else []
+    diff_html = "".join(f"<tr><td>{e(k)}</td>" + "".join(f"<td>{e(str(v))}</td>" for v in vals) + "</tr>"
+                        for k, vals in diffs)
+    events = [f"<li>{e(run['name'])}: step {ev['step']} (epoch {ev['epoch']}): {e(ev['event'])} ({ev['value']:.4g}), "
+              f"{e(ev['action'])}</li>" for run in loaded for ev in run["rows"]["event"]]
+    maps = []
+    for i, run in enumerate(loaded):
+        shown = []
+        for row in run["rows"]["eval"]:
+            src = run["folder"] / row["maps"] if row.get("maps") else None
+            if src is not None and src.exists():
+                dst = out / "maps" / f"run{i}_{src.name}"
+                shutil.copyfile(src, dst)
+                shown.append(f'<figure><img src="maps/{quote(dst.name)}" alt="maps at epoch {row["epoch"]}">'
+                              f"<figcaption>epoch {row['epoch']}</figcaption></figure>")
+        if shown:
+            maps.append(f"<h3>{e(run['name'])}: held-out clips (top) and maps (bottom) at each evaluation</h3>"
+                        f"<div class=maps>{''.join(shown)}</div>")
+    page = _PAGE.format(
+        refresh=f'<meta http-equiv="refresh" content="{refresh}">' if refresh else "",
+        when=time.strftime("%Y-%m-%d %H:%M:%S"), runs="".join(rows_html),
+        plots="".join(f'<img src="{quote(p)}" alt="{e(p)}">' for p in plots) or "<p>No logged step yet.</p>",
+        diffs=("<h2>Config differences</h2><table><tr><th>key</th>"
+               + "".join(f"<th>{e(r['name'])}</th>" for r in loaded) + f"</tr>{diff_html}</table>") if diffs else "",
+        events=f"<h2>Events</h2><ul>{''.join(events)}</ul>" if events else "", maps="".join(maps))
+    path = out / "index.html"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">{refresh}<title>avssl report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; font-size: 0.9em; text-align: left; }}
+.plots img {{ margin: 0.3em; border: 1px solid #ddd; background: white; }}
+.maps {{ display: flex; flex-wrap: wrap; gap: 0.5em; }}
+figure {{ margin: 0; }} figcaption {{ font-size: 0.8em; color: #555; }}
+</style></head><body>
+<h1>How the runs learn</h1>
+<p>Written {when}; a run still going is shown as far as it has come.</p>
+<table><tr><th>run</th><th>status</th><th>evaluations</th><th>time evaluating</th><th>last evaluation</th>
+<th>best.pt</th></tr>{runs}</table>
+<h2>Curves</h2><div class=plots>{plots}</div>
+{diffs}{events}{maps}
+</body></html>
+"""

@@ -1,0 +1,179 @@
+"""Evaluation during pretraining: does the representation get better while the run goes on?
+
+Every ``eval.every`` epochs the model, frozen and in eval mode, is scored on held-out data (``eval:`` in the
+config, :class:`~avssl.train.configs.EvalConfig`):
+
+- **retrieval** on a fixed set of held-out videos (``eval.manifest``, or ``eval.holdout`` of the training videos,
+  the first ``eval.clips`` of them): video->audio and audio->video R@1 and R@5, each video's centre clip;
+- **kNN** on frozen pooled features of a labeled split (``eval.labels_*``): DINO's weighted k-nearest-neighbour
+  vote (cosine similarity, ``k`` neighbours weighted by ``exp(similarity / temperature)``), top-1 and top-5, for
+  the video encoder and, where every file has sound, the audio encoder;
+- **localization** on a composed set (``eval.localization``): adaptive cIoU@0.5, AUC, and whether the map
+  listens (the cIoU drop and the share of the map on the object under another kind's sound), with the maps of
+  a few clips drawn for the report.
+
+Each evaluation is a row ``{"kind": "eval", "epoch", "step", figures..., "seconds"}``. It draws no number from
+the training random streams (it runs inside :func:`torch.random.fork_rng`), so a resumed run stays bit-exact
+with evaluation on. Under torchrun, rank 0 evaluates while the others wait.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.collection import read_manifest, write_jsonl
+from ..data.datasets import AVClipDataset, DataConfig
+from ..data.formats.localization import read_vggss
+from ..data.labeled import LabeledDataConfig, labeled_entries
+from ..evaluation.features import extract
+from ..evaluation.retrieval import rank_metrics
+from ..localize.evaluate import annotated_time, score_samples
+from ..localize.heatmap import Localizer, MapConfig
+from ..localize.render import contact_sheet, overlay
+from ..models.avmodel import AVModel
+from .configs import EvalConfig
+
+__all__ = ["OnlineEval", "knn_accuracy", "prepare_holdout", "split_holdout"]
+
+
+def split_holdout(rows: list[dict[str, Any]], share: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training rows, held-out rows): a seeded ``share`` of the videos held out, both in manifest order."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[: max(1, round(share * len(rows)))]) if share > 0 else set()
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, labels: torch.Tensor,
+                 k: int = 20, temperature: float = 0.07) -> dict[str, float]:
+    """DINO's weighted kNN: top-1 and top-5 of each query's vote among its ``k`` most cosine-similar bank items,
+    each weighted by ``exp(similarity / temperature)``."""
+    bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
+    classes = int(max(bank_labels.max(), labels.max())) + 1
+    sim, idx = (queries @ bank.T).topk(min(k, len(bank)), dim=1)
+    votes = torch.zeros(len(queries), classes).scatter_add_(1, bank_labels[idx], (sim / temperature).exp())
+    top = votes.topk(min(5, classes), dim=1).indices
+    return {"top1": float((top[:, 0] == labels).float().mean()),
+            "top5": float((top == labels[:, None]).any(1).float().mean())}
+
+
+class OnlineEval:
+    """The held-out data of ``cfg.eval``, prepared once; :meth:`__call__` scores a model on it."""
+
+    def __init__(self, cfg: Any, out: Path, heldout: list[dict[str, Any]] | None, device: torch.device) -> None:
+        self.cfg: EvalConfig = cfg.eval
+        self.data: DataConfig = replace(cfg.data, cache=False, num_workers=0, preprocess="worker")
+        self.maps_cfg: MapConfig = cfg.localize
+        self.out, self.device = out, device
+        self.retrieval = None
+        if heldout:
+            rows = [r for r in heldout if r.get("audio")][: self.cfg.clips]
+            self.retrieval = AVClipDataset(rows, self.data, train=False) if len(rows) >= 2 else None
+        self.knn = self._labeled() if self.cfg.labels_format else None
+        self.localization = None
+        if self.cfg.localization:
+            data = read_vggss(self.cfg.localization, Path(self.cfg.localization).parent)
+            data.samples = data.samples[: self.cfg.localization_clips]
+            self.localization = data
+
+    def _labeled(self) -> tuple[AVClipDataset, AVClipDataset]:
+        c = self.cfg
+        if c.labels_format == "manifest":
+            train, test = read_manifest(c.labels_root), read_manifest(c.labels_annotations)
+        else:
+            d = LabeledDataConfig(format=c.labels_format, root=c.labels_root, annotations=c.labels_annotations,
+                                  test_annotations=c.labels_test_annotations, split=c.labels_split)
+            work = self.out / "eval"
+            work.mkdir(parents=True, exist_ok=True)
+            train, test = (labeled_entries(d, subset, work)[0] for subset in ("train", "test"))
+        data = replace(self.data, missing_audio="silence")
+        return AVClipDataset(train, data, train=False), AVClipDataset(test, data, train=False)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cfg.every) and any(x is not None for x in (self.retrieval, self.knn, self.localization))
+
+    def __call__(self, model: AVModel, epoch: int) -> dict[str, Any]:
+        """The figures of ``model`` (left in eval mode; the caller restores its mode)."""
+        row: dict[str, Any] = {}
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(0)
+            model.eval()
+            if self.retrieval is not None:
+                t0 = time.perf_counter()
+                f = extract(model, self.retrieval, device=self.device)
+                for name, (q, k) in (("v2a", ("video_emb", "audio_emb")), ("a2v", ("audio_emb", "video_emb"))):
+                    m = rank_metrics(f[q], f[k], (1, 5))
+                    row[f"retrieval_{name}_R@1"], row[f"retrieval_{name}_R@5"] = m["R@1"], m["R@5"]
+                row["retrieval_clips"], row["retrieval_seconds"] = len(self.retrieval), time.perf_counter() - t0
+            if self.knn is not None:
+                row.update(self._knn(model))
+            if self.localization is not None:
+                row.update(self._localization(model, epoch))
+        return row
+
+    def _knn(self, model: AVModel) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        (train, test), c = self.knn, self.cfg
+        a, b = extract(model, train, device=self.device), extract(model, test, device=self.device)
+        row = {f"knn_{k}": v for k, v in knn_accuracy(a["video_feat"], a["label"], b["video_feat"], b["label"],
+                                                      c.knn_k, c.knn_temperature).items()}
+        if all(e.get("audio") for e in list(train.entries) + list(test.entries)):  # labels on sounds too
+            row.update({f"knn_audio_{k}": v for k, v in knn_accuracy(a["audio_emb"], a["label"], b["audio_emb"],
+                                                                     b["label"], c.knn_k, c.knn_temperature).items()})
+        row["knn_seconds"] = time.perf_counter() - t0
+        return row
+
+    def _localization(self, model: AVModel, epoch: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        folder = self.out / "eval"
+        folder.mkdir(parents=True, exist_ok=True)
+        loc = Localizer(model, self.data, self.maps_cfg, self.device)
+        scores = score_samples(loc, self.localization, ["adaptive"], folder / "localization_last.csv",
+                               partners_per_clip=1)
+        listen, s = scores["listening"], scores["adaptive"]["model"]
+        row = {"loc_ciou_at_0.5": s["ciou_at_0.5"], "loc_auc": s["auc"],
+               "loc_centre_ciou_at_0.5": scores["adaptive"]["centre"]["ciou_at_0.5"]}
+        if listen and listen["num_samples"]:
+            row["loc_ciou_drop_mismatched"] = listen["ciou_drop_mismatched"]
+            row["loc_own_sound_more_mass"] = listen["own_sound_more_mass_on_object"]
+        frames, overlays = [], []
+        for sample in self.localization.samples[: self.cfg.maps]:
+            t, _ = annotated_time(sample)
+            maps = loc(sample.video, [t], audio=sample.audio)  # a still: the middle of its sound, as scored
+            frames.append(maps.frames[0])
+            overlays.append(overlay(maps.frames[0], maps.maps[0]))
+        if frames:
+            from torchvision.io import write_png
+
+            sheet = torch.from_numpy(np.ascontiguousarray(contact_sheet(frames, overlays, height=96)))
+            write_png(sheet.permute(2, 0, 1).contiguous(), str(folder / f"maps_epoch_{epoch:04d}.png"))
+            row["maps"] = f"eval/maps_epoch_{epoch:04d}.png"
+        row["loc_seconds"] = time.perf_counter() - t0
+        return row
+
+
+def prepare_holdout(manifest: str, out: Path, share: float, seed: int) -> tuple[str, list[dict[str, Any]] | None]:
+    """The training manifest without a seeded ``share`` of its videos, and those videos, both kept in the run folder
+    (``train.jsonl``, ``heldout.jsonl``; reused when the run resumes). Where fewer than 2 of them have sound (too few
+    to rank) nothing is held out: ``(manifest, None)``."""
+    train, held = out / "train.jsonl", out / "heldout.jsonl"
+    if not (train.exists() and held.exists()):
+        kept, heldout = split_holdout(read_manifest(manifest), share, seed)
+        if sum(1 for r in heldout if r.get("audio")) < 2:
+            return manifest, None
+        write_jsonl(held, heldout)
+        write_jsonl(train, kept)
+        (out / "heldout.json").write_text(json.dumps({"source": str(manifest), "share": share, "seed": seed,
+                                                      "videos": len(heldout)}))
+    return str(train), read_manifest(held)

@@ -1,0 +1,79 @@
+"""`avssl report`: curves of runs (finished and still going) on one page, their config differences, maps."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torchvision.io import write_png
+
+from avssl.cli import main
+from avssl.report import load_run, write_report
+
+
+def _run(folder: Path, lr: float, steps: int, finished: bool, maps: bool = False) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"optim": {"lr": lr, "epochs": 4}, "run": {"seed": 0}}))
+    rows = []
+    for s in range(1, steps + 1):
+        rows.append({"kind": "train", "step": s, "epoch": (s - 1) // 5, "epochs": s / 5, "loss": 5 - s / 10, "lr": lr,
+                     "clips_per_s": 100.0, "seconds": s * 0.5, "time": time.time()})
+        if s % 5 == 0:
+            row = {"kind": "eval", "epoch": s // 5, "step": s, "retrieval_v2a_R@1": s / 40, "seconds": 0.1}
+            if maps:
+                (folder / "eval").mkdir(exist_ok=True)
+                write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(folder / "eval" / f"maps_epoch_{s // 5:04d}.png"))
+                row["maps"] = f"eval/maps_epoch_{s // 5:04d}.png"
+            rows.append(row)
+    rows.append({"kind": "event", "event": "non-finite loss", "step": 3, "epoch": 0, "value": float("nan"),
+                 "action": "warn"})
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if not finished:
+        text += '{"kind": "train", "step": 99, "lo'  # a line being written
+    (folder / "metrics.jsonl").write_text(text)
+    if finished:
+        (folder / "summary.json").write_text(json.dumps({"steps": steps, "best": {
+            "figure": "retrieval_v2a_R@1", "value": 0.5, "epoch": 4, "step": steps}}))
+    return folder
+
+
+def test_the_page_shows_curves_differences_status_and_maps(tmp_path):
+    a = _run(tmp_path / "seed0", 0.002, 20, finished=True, maps=True)
+    b = _run(tmp_path / "lr_high", 0.01, 7, finished=False)
+    page = write_report([a, b], tmp_path / "report").read_text()
+    assert "finished: 20 steps" in page and "running: step 7" in page
+    assert "<td>optim.lr</td><td>0.002</td><td>0.01</td>" in page  # the config value that differs
+    assert "non-finite loss" in page and "retrieval_v2a_R@1 0.500 (epoch 4)" in page
+    links = [unquote(x) for x in re.findall(r'(?:src|href)="([^"]+)"', page)]
+    assert {"train_loss.png", "train_lr.png", "eval_retrieval_v2a_R_1.png"} <= set(links)
+    assert all((tmp_path / "report" / link).exists() for link in links)
+    assert sum(1 for link in links if link.startswith("maps/")) == 4
+    assert len(load_run(b)["rows"]["train"]) == 7  # the half-written line is left for the next reading
+
+
+def test_report_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--output-dir", str(tmp_path / "r")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium on this machine (Debian: apt-get install "
+                                                              "chromium)")
+def test_the_page_renders_in_a_headless_browser(tmp_path):
+    a = _run(tmp_path / "seed0", 0.002, 20, finished=True, maps=True)
+    page = write_report([a], tmp_path / "report")
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,900", f"--screenshot={shot}",
+                    page.as_uri()], capture_output=True, timeout=120)
+    img = torch.from_numpy(np.array(__import__("PIL.Image", fromlist=["Image"]).open(shot).convert("RGB")))
+    assert img.shape[0] == 900 and (img < 200).any()  # something drawn on the white page
