@@ -438,14 +438,15 @@ class Trainer:
 
     def set_evaluator(self, evaluator: Callable[[nn.Module, int], dict[str, Any]] | None, every: int) -> None:
         """Evaluate the model every ``every`` epochs (and before the first): ``evaluator(model, epoch)`` -> figures
-        (:class:`~avssl.train.online.OnlineEval`), run by rank 0 while the others wait."""
+        (:class:`~avssl.train.online.OnlineEval`), run by rank 0 while the others wait (they pass None and the same
+        ``every``)."""
         self.evaluator, self.eval_every = evaluator, every
 
     def _evaluate(self, job: Job, log: RunLog, step: int) -> None:
         epoch = step // self.steps_per_epoch
-        if self.evaluator is None or not self.eval_every or epoch % self.eval_every:
+        if not self.eval_every or epoch % self.eval_every:  # the same on every process
             return
-        if dist.is_main():
+        if dist.is_main() and self.evaluator is not None:
             t0 = time.perf_counter()
             figures = self.evaluator(job.model, epoch)
             job.model.train()

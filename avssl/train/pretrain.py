@@ -171,7 +171,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
         stream, slots = _stream(cfg, trainer)
         trainer.set_stream(stream, cfg.data)
         job = PretrainJob(cfg, trainer.rt, slots, trainer.steps_per_epoch)
-        trainer.set_evaluator(_evaluator(cfg, trainer, None), cfg.eval.every)
+        trainer.set_evaluator(*_evaluator(cfg, trainer, None))
         return trainer.fit(job)
     manifest = _prepare_manifest(cfg, trainer.out)
     heldout = None
@@ -191,25 +191,30 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     data, cached = _plan_cache(cfg, manifest, entries)
     dataset = trainer.set_data(entries, data, cached)
     job = PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch)
-    trainer.set_evaluator(_evaluator(cfg, trainer, heldout), cfg.eval.every)
+    trainer.set_evaluator(*_evaluator(cfg, trainer, heldout))
     return trainer.fit(job)
 
 
-def _evaluator(cfg: PretrainConfig, trainer: Trainer, heldout: list[dict[str, Any]] | None) -> OnlineEval | None:
-    """The evaluation during pretraining (``eval:``), on rank 0; None when off or when it has nothing to score."""
+def _evaluator(cfg: PretrainConfig, trainer: Trainer, heldout: list[dict[str, Any]] | None
+               ) -> tuple[OnlineEval | None, int]:
+    """The evaluation during pretraining (``eval:``) and its interval: built on rank 0 (the others get None and the
+    same interval); interval 0 when off or when there is nothing to score (said once)."""
     if not cfg.eval.every:
-        return None
-    if heldout is None and cfg.eval.manifest:
-        heldout = read_manifest(cfg.eval.manifest)
-    elif heldout is None and cfg.eval.holdout and cfg.data.shards and dist.is_main():
-        print("eval: eval.holdout splits a manifest, not shards: give eval.manifest (held-out videos) to evaluate "
-              "retrieval", flush=True)
-    evaluator = OnlineEval(cfg, trainer.out, heldout, trainer.device) if dist.is_main() else None
-    if dist.is_main() and not evaluator.enabled:
-        print("eval: nothing to evaluate on (eval.manifest or eval.holdout with 2 or more held-out videos with sound, "
-              "eval.labels_*, or eval.localization): no evaluation during this run", flush=True)
-        return None
-    return evaluator
+        return None, 0
+    evaluator = None
+    if dist.is_main():
+        if heldout is None and cfg.eval.manifest:
+            heldout = read_manifest(cfg.eval.manifest)
+        elif heldout is None and cfg.eval.holdout and cfg.data.shards:
+            print("eval: eval.holdout splits a manifest, not shards: give eval.manifest (held-out videos) to evaluate "
+                  "retrieval", flush=True)
+        evaluator = OnlineEval(cfg, trainer.out, heldout, trainer.device)
+        if not evaluator.enabled:
+            print("eval: nothing to evaluate on (eval.manifest or eval.holdout with 2 or more held-out videos with "
+                  "sound, eval.labels_*, or eval.localization): no evaluation during this run", flush=True)
+            evaluator = None
+    on = float(dist.all_reduce_mean(torch.tensor([1.0 if evaluator is not None else 0.0]))) > 0  # rank 0 decides
+    return evaluator, cfg.eval.every if on else 0
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> AVModel:

@@ -165,3 +165,24 @@ def test_mean_pairwise_cosine():
     assert mean_pairwise_cosine(torch.ones(4, 3)) == pytest.approx(1.0)
     assert mean_pairwise_cosine(torch.eye(3)) == pytest.approx(0.0)
     assert mean_pairwise_cosine(torch.tensor([[1.0, 0], [-1.0, 0]])) == pytest.approx(-1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_evaluation_under_torchrun_runs_on_rank_0_while_the_other_waits(collection, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    rows = read_manifest(collection / "manifest.jsonl")
+    write_jsonl(tmp_path / "train.jsonl", rows[:8])
+    write_jsonl(tmp_path / "held.jsonl", rows[8:])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29551", "-m", "avssl",
+           "pretrain", "--config", str(SMALL), "--output-dir", str(tmp_path / "run")]
+    for o in [*_over(collection, "optim.batch_size=2", "eval.every=1", f"eval.manifest={tmp_path / 'held.jsonl'}"),
+              f"data.manifest={tmp_path / 'train.jsonl'}"]:
+        cmd += ["--set", o]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                         cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [r["epoch"] for r in _rows(tmp_path / "run", "eval")] == [0, 1, 2]
