@@ -85,6 +85,7 @@ def _localization_model(out: Path, seed: int, overrides: list[str], boxes: Path)
     cfg = load_config(PretrainConfig, LOCALIZE_CONFIG, [f"data.manifest={out / 'train.jsonl'}", f"run.seed={seed}",
                                                         f"optim.epochs={LOCALIZE_EPOCHS}", "eval.holdout=0",
                                                         f"eval.localization={boxes}", "eval.localization_clips=24",
+                                                        f"eval.localization_media={out / 'media'}",
                                                         *overrides])
     summary = pretrain(cfg, out / "localize_run")
     return load_pretrained(out / "localize_run" / "last.pt"), cfg, summary

@@ -104,12 +104,23 @@ def _status(run: dict[str, Any]) -> str:
     return f"running: step {train[-1]['step']}, last logged {ago:.0f} s ago"
 
 
-def _eval_share(run: dict[str, Any]) -> float | None:
+def eval_share(run: dict[str, Any]) -> float | None:
+    """The share of the run's wall time spent evaluating, over its last process (a resumed run's clock restarts).
+    A training row's ``seconds`` counts from the first step and includes the evaluations that ran between rows;
+    the one before the first step and those at or after the last training row are added to it."""
     train, evals = run["rows"]["train"], run["rows"]["eval"]
     if not train or not evals:
         return None
-    spent = sum(float(r.get("seconds", 0)) for r in evals)
-    return spent / (float(train[-1].get("seconds", 0)) + spent) if spent else None
+    start = max((i for i in range(1, len(train)) if float(train[i]["seconds"]) < float(train[i - 1]["seconds"])),
+                default=0)
+    resumed_at = int(train[start - 1]["step"]) if start else -1
+    last = train[-1]
+    ours = [r for r in evals if int(r["step"]) > resumed_at]  # the previous process ran those before it stopped
+    outside = sum(float(r.get("seconds", 0)) for r in ours if int(r["step"]) in (0, int(last["step"]))
+                  or int(r["step"]) > int(last["step"]))
+    spent = sum(float(r.get("seconds", 0)) for r in ours)
+    total = float(last.get("seconds", 0)) + outside
+    return spent / total if spent and total > 0 else None
 
 
 def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | None = None) -> Path:
@@ -130,7 +141,7 @@ def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | 
             plots.append(name)
     rows_html = []
     for run in loaded:
-        share = _eval_share(run)
+        share = eval_share(run)
         evals = run["rows"]["eval"]
         last = evals[-1] if evals else {}
         best = (run["summary"] or {}).get("best")

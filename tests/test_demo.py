@@ -32,6 +32,9 @@ def test_demo_runs_end_to_end_and_reports_both_models(tmp_path, capsys):
     evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in evals if r.get("kind") == "eval"] == [0]  # every 10 epochs, and before the first
     assert {"retrieval_v2a_R@1", "knn_top1"} <= set(next(r for r in evals if r.get("kind") == "eval"))
+    loc_evals = [json.loads(x) for x in (tmp_path / "localize_run" / "metrics.jsonl").read_text().splitlines()]
+    loc_evals = [r for r in loc_evals if r.get("kind") == "eval"]  # scored on the held-out clips' boxes
+    assert loc_evals and all(0 <= r["loc_auc"] <= 1 for r in loc_evals)
     assert res["report"] in text and (tmp_path / "report" / "train_loss.png").exists()
 
 

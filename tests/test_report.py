@@ -17,7 +17,7 @@ import yaml
 from torchvision.io import write_png
 
 from avssl.cli import main
-from avssl.report import load_run, write_report
+from avssl.report import eval_share, load_run, write_report
 
 
 def _run(folder: Path, lr: float, steps: int, finished: bool, maps: bool = False) -> Path:
@@ -77,3 +77,21 @@ def test_the_page_renders_in_a_headless_browser(tmp_path):
                     page.as_uri()], capture_output=True, timeout=120)
     img = torch.from_numpy(np.array(__import__("PIL.Image", fromlist=["Image"]).open(shot).convert("RGB")))
     assert img.shape[0] == 900 and (img < 200).any()  # something drawn on the white page
+
+
+def test_the_evaluation_share_counts_each_evaluation_once():
+    def run(rows):
+        return {"rows": {"train": [r for r in rows if r[0] == "t"], "eval": [r for r in rows if r[0] == "e"]}}
+
+    def t(step, seconds):
+        return {0: "t", "step": step, "seconds": seconds}
+
+    def e(step, seconds):
+        return {0: "e", "step": step, "seconds": seconds}
+
+    # eval before step 1 (not in the clock), at step 10 (inside the step-20 row's 20 s), at step 20 (after it)
+    assert eval_share(run([e(0, 1), t(10, 9), e(10, 2), t(20, 20), e(20, 3)])) == pytest.approx(6 / 24)
+    # resumed after step 20: its clock restarts; the evaluations of the first process are not this one's
+    resumed = [e(0, 1), t(10, 9), e(10, 2), t(20, 20), t(30, 8), e(30, 4), t(40, 18)]
+    assert eval_share(run(resumed)) == pytest.approx(4 / 18)
+    assert eval_share(run([t(10, 9)])) is None

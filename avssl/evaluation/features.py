@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -11,17 +12,24 @@ from torch.utils.data import DataLoader
 from ..data.datasets import AVClipDataset, av_collate
 from ..models.avmodel import AVModel
 
-__all__ = ["extract", "linear_probe"]
+__all__ = ["embed_batches", "extract", "linear_probe"]
 
 
 @torch.no_grad()
 def extract(model: AVModel, dataset: AVClipDataset, batch_size: int = 32, num_workers: int = 0,
             device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Per-clip video/audio embeddings, pooled video encoder features, labels and video indices."""
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=av_collate)
+    return embed_batches(model, loader, device)
+
+
+@torch.no_grad()
+def embed_batches(model: AVModel, batches: Iterable[dict[str, Any]], device: str | torch.device = "cpu"
+                  ) -> dict[str, torch.Tensor]:
+    """:func:`extract` over batches already made (``av_collate``'s): a loader, or batches kept in memory."""
     model.eval()
     out: dict[str, list[torch.Tensor]] = {"video_emb": [], "audio_emb": [], "video_feat": [], "index": [], "label": []}
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=av_collate)
-    for batch in loader:
+    for batch in batches:
         if batch["failures"]:
             raise RuntimeError(f"evaluation clips failed to decode: {batch['failures']}")
         video = batch["video"].to(device)

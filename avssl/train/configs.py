@@ -81,6 +81,7 @@ class EvalConfig:
     manifest: str | None = None  # held-out videos (a JSONL) for retrieval
     holdout: float = 0.0  # or: this share of the training videos held out (seeded by run.seed), kept in the run folder
     clips: int = 256  # retrieval over this many held-out videos, always the same ones
+    keep_decoded_mb: int = 512  # evaluation clips decoded once and kept in memory up to this size (0: decode each time)
     # a labeled split for a kNN on frozen features (k, temperature: DINO's eval_knn): an official format with its
     # root and annotations, or "manifest": labels_root a JSONL with "label" per row (the bank), labels_annotations
     # the JSONL of the queries
@@ -91,14 +92,18 @@ class EvalConfig:
     labels_split: int = 1
     knn_k: int = 20
     knn_temperature: float = 0.07
-    # a composed localization set (its vggss.json, media beside it): adaptive cIoU@0.5, AUC, listening figures
+    # a composed localization set (its vggss.json): adaptive cIoU@0.5, AUC, listening figures; its media under
+    # localization_media (default: the annotations' folder)
     localization: str | None = None
+    localization_media: str | None = None
     localization_clips: int = 48
     maps: int = 4  # held-out clips whose maps are drawn at each evaluation (with localization)
 
     def __post_init__(self) -> None:
         if self.every < 0 or not 0 <= self.holdout < 1:
             raise ConfigError(f"eval.every >= 0 and 0 <= eval.holdout < 1, got {self.every} and {self.holdout}")
+        if self.keep_decoded_mb < 0:
+            raise ConfigError(f"eval.keep_decoded_mb >= 0, got {self.keep_decoded_mb}")
 
 
 @dataclass

@@ -24,17 +24,20 @@ import random
 import time
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
+from ..config import ConfigError
 from ..data.collection import read_manifest, write_jsonl
-from ..data.datasets import AVClipDataset, DataConfig
+from ..data.datasets import AVClipDataset, DataConfig, av_collate
 from ..data.formats.localization import read_vggss
 from ..data.labeled import LabeledDataConfig, labeled_entries
-from ..evaluation.features import extract
+from ..evaluation.features import embed_batches
 from ..evaluation.retrieval import rank_metrics
 from ..localize.evaluate import annotated_time, score_samples
 from ..localize.heatmap import Localizer, MapConfig
@@ -42,7 +45,7 @@ from ..localize.render import contact_sheet, overlay
 from ..models.avmodel import AVModel
 from .configs import EvalConfig
 
-__all__ = ["OnlineEval", "knn_accuracy", "prepare_holdout", "split_holdout"]
+__all__ = ["HeldBatches", "OnlineEval", "knn_accuracy", "prepare_holdout", "split_holdout"]
 
 
 def split_holdout(rows: list[dict[str, Any]], share: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -66,6 +69,35 @@ def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.T
             "top5": float((top == labels[:, None]).any(1).float().mean())}
 
 
+class HeldBatches:
+    """The batches of a test-mode dataset (the same clips and crops at every evaluation), decoded at the first
+    evaluation and kept in memory if they fit in what is left of ``room[0]`` bytes (shared by the evaluation's
+    sets); past it they are decoded anew each time."""
+
+    def __init__(self, dataset: AVClipDataset, room: list[int], batch_size: int = 32) -> None:
+        self.dataset, self.room, self.batch_size = dataset, room, batch_size
+        self.kept: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept: list[dict[str, Any]] | None = []
+        size = 0
+        for batch in DataLoader(self.dataset, batch_size=self.batch_size, num_workers=0, collate_fn=av_collate):
+            size += sum(v.numel() * v.element_size() for v in batch.values() if isinstance(v, torch.Tensor))
+            if kept is not None and size <= self.room[0]:
+                kept.append(batch)
+            else:
+                kept = None
+            yield batch
+        if kept is not None:
+            self.kept, self.room[0] = kept, self.room[0] - size
+
+
 class OnlineEval:
     """The held-out data of ``cfg.eval``, prepared once; :meth:`__call__` scores a model on it."""
 
@@ -74,14 +106,19 @@ class OnlineEval:
         self.data: DataConfig = replace(cfg.data, cache=False, num_workers=0, preprocess="worker")
         self.maps_cfg: MapConfig = cfg.localize
         self.out, self.device = out, device
+        self.room = [self.cfg.keep_decoded_mb * 2**20]  # bytes the evaluation sets may keep decoded
         self.retrieval = None
         if heldout:
             rows = [r for r in heldout if r.get("audio")][: self.cfg.clips]
-            self.retrieval = AVClipDataset(rows, self.data, train=False) if len(rows) >= 2 else None
+            self.retrieval = self._held(AVClipDataset(rows, self.data, train=False)) if len(rows) >= 2 else None
         self.knn = self._labeled() if self.cfg.labels_format else None
         self.localization = None
         if self.cfg.localization:
-            data = read_vggss(self.cfg.localization, Path(self.cfg.localization).parent)
+            media = self.cfg.localization_media or Path(self.cfg.localization).parent
+            data = read_vggss(self.cfg.localization, media)
+            if not data.samples:
+                raise ConfigError(f"eval.localization: none of the {len(data.missing)} annotated clips of "
+                                  f"{self.cfg.localization} has its media under {media} (eval.localization_media)")
             data.samples = data.samples[: self.cfg.localization_clips]
             self.localization = data
 
@@ -96,7 +133,10 @@ class OnlineEval:
             work.mkdir(parents=True, exist_ok=True)
             train, test = (labeled_entries(d, subset, work)[0] for subset in ("train", "test"))
         data = replace(self.data, missing_audio="silence")
-        return AVClipDataset(train, data, train=False), AVClipDataset(test, data, train=False)
+        return self._held(AVClipDataset(train, data, train=False)), self._held(AVClipDataset(test, data, train=False))
+
+    def _held(self, dataset: AVClipDataset) -> HeldBatches:
+        return HeldBatches(dataset, self.room)
 
     @property
     def enabled(self) -> bool:
@@ -111,7 +151,7 @@ class OnlineEval:
             model.eval()
             if self.retrieval is not None:
                 t0 = time.perf_counter()
-                f = extract(model, self.retrieval, device=self.device)
+                f = embed_batches(model, self.retrieval, self.device)
                 for name, (q, k) in (("v2a", ("video_emb", "audio_emb")), ("a2v", ("audio_emb", "video_emb"))):
                     m = rank_metrics(f[q], f[k], (1, 5))
                     row[f"retrieval_{name}_R@1"], row[f"retrieval_{name}_R@5"] = m["R@1"], m["R@5"]
@@ -125,10 +165,10 @@ class OnlineEval:
     def _knn(self, model: AVModel) -> dict[str, Any]:
         t0 = time.perf_counter()
         (train, test), c = self.knn, self.cfg
-        a, b = extract(model, train, device=self.device), extract(model, test, device=self.device)
+        a, b = embed_batches(model, train, self.device), embed_batches(model, test, self.device)
         row = {f"knn_{k}": v for k, v in knn_accuracy(a["video_feat"], a["label"], b["video_feat"], b["label"],
                                                       c.knn_k, c.knn_temperature).items()}
-        if all(e.get("audio") for e in list(train.entries) + list(test.entries)):  # labels on sounds too
+        if all(e.get("audio") for e in list(train.dataset.entries) + list(test.dataset.entries)):  # labels on sounds
             row.update({f"knn_audio_{k}": v for k, v in knn_accuracy(a["audio_emb"], a["label"], b["audio_emb"],
                                                                      b["label"], c.knn_k, c.knn_temperature).items()})
         row["knn_seconds"] = time.perf_counter() - t0

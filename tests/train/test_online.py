@@ -77,6 +77,26 @@ def test_a_resumed_run_with_evaluation_on_is_bit_exact(collection, tmp_path):
         torch.testing.assert_close(t, b["model"][name], rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.parametrize("keep_mb", [512, 0])
+def test_evaluation_clips_are_decoded_once_when_they_fit(collection, tmp_path, monkeypatch, keep_mb):
+    from avssl.data import datasets
+    from avssl.models.avmodel import AVModel
+    from avssl.train.online import OnlineEval
+
+    cfg = load_config(PretrainConfig, SMALL, _over(collection, f"eval.keep_decoded_mb={keep_mb}", "eval.every=1"))
+    rows = read_manifest(collection / "manifest.jsonl")
+    evaluator = OnlineEval(cfg, tmp_path, rows[:6], torch.device("cpu"))
+    decoded = []
+    real = datasets.ClipMaker.decode
+    monkeypatch.setattr(datasets.ClipMaker, "decode", lambda self, *a, **k: decoded.append(1) or real(self, *a, **k))
+    model = AVModel(cfg.model, cfg.data.spectrogram)
+    first = evaluator(model, 0)
+    n = len(decoded)
+    second = evaluator(model, 1)
+    assert n == 6 and len(decoded) == (n if keep_mb else 2 * n)  # kept: the second evaluation decodes nothing
+    assert first["retrieval_v2a_R@1"] == second["retrieval_v2a_R@1"]
+
+
 def test_localization_evaluation_draws_maps(tmp_path):
     from avssl.data.collection import build_manifest
     from avssl.data.synthetic.compose import ComposeSpec, compose
@@ -94,6 +114,24 @@ def test_localization_evaluation_draws_maps(tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1]
     assert {"loc_ciou_at_0.5", "loc_auc", "loc_ciou_drop_mismatched", "loc_own_sound_more_mass"} <= set(rows[-1])
     assert (tmp_path / "run" / rows[-1]["maps"]).exists()
+
+
+def test_localization_media_found_where_it_is_said_to_be_or_one_line(tmp_path):
+    from avssl.config import ConfigError
+    from avssl.data.synthetic.compose import ComposeSpec, compose
+    from avssl.train.online import OnlineEval
+
+    compose(tmp_path / "held", 3, seed=2, spec=ComposeSpec(width=64, height=48, fps=8, duration=1.0))
+    boxes = tmp_path / "elsewhere" / "boxes.json"  # annotations kept apart from their media, as the demo keeps them
+    boxes.parent.mkdir()
+    boxes.write_text((tmp_path / "held" / "vggss.json").read_text())
+    over = ["run.device=cpu", "eval.every=1", f"eval.localization={boxes}"]
+    cfg = load_config(PretrainConfig, ROOT / "configs" / "pretrain" / "localize_small_cpu.yaml",
+                      [*over, f"eval.localization_media={tmp_path / 'held'}"])
+    assert len(OnlineEval(cfg, tmp_path / "run", None, torch.device("cpu")).localization.samples) == 3
+    cfg = load_config(PretrainConfig, ROOT / "configs" / "pretrain" / "localize_small_cpu.yaml", over)
+    with pytest.raises(ConfigError, match="none of the 3 annotated clips .*eval.localization_media"):
+        OnlineEval(cfg, tmp_path / "run", None, torch.device("cpu"))  # it would score nothing (NaN) every epoch
 
 
 def test_evaluation_without_anything_to_score_says_so_and_trains(collection, tmp_path, capsys):
