@@ -123,11 +123,27 @@ def eval_share(run: dict[str, Any]) -> float | None:
     return spent / total if spent and total > 0 else None
 
 
+def run_names(folders: list[Path]) -> list[str]:
+    """Each run's name on the page: its folder's name, with as many parent folders as it takes to tell apart runs
+    whose folders share a name (``seed0/run``, ``seed1/run``)."""
+    parts = [Path(f).resolve().parts for f in folders]
+    depth = [1] * len(parts)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            return names
+        for i in clash:
+            depth[i] += 1
+
+
 def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | None = None) -> Path:
     """``OUTPUT/index.html`` and its PNGs for the run folders ``runs``; returns the page's path."""
     out = Path(output_dir)
     (out / "maps").mkdir(parents=True, exist_ok=True)
     loaded = [load_run(r) for r in runs]
+    for run, name in zip(loaded, run_names([r["folder"] for r in loaded])):
+        run["name"] = name
     e = html.escape
     plots = []
     for key, label in _TRAIN_CURVES:

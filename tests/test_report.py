@@ -17,7 +17,7 @@ import yaml
 from torchvision.io import write_png
 
 from avssl.cli import main
-from avssl.report import eval_share, load_run, write_report
+from avssl.report import eval_share, load_run, run_names, write_report
 
 
 def _run(folder: Path, lr: float, steps: int, finished: bool, maps: bool = False) -> Path:
@@ -95,3 +95,9 @@ def test_the_evaluation_share_counts_each_evaluation_once():
     resumed = [e(0, 1), t(10, 9), e(10, 2), t(20, 20), t(30, 8), e(30, 4), t(40, 18)]
     assert eval_share(run(resumed)) == pytest.approx(4 / 18)
     assert eval_share(run([t(10, 9)])) is None
+
+
+def test_runs_in_folders_of_the_same_name_are_told_apart():
+    assert run_names([Path("/x/s0/run"), Path("/x/s1/run"), Path("/x/loc")]) == ["s0/run", "s1/run", "loc"]
+    assert run_names([Path("/a/b/run"), Path("/c/b/run")]) == ["a/b/run", "c/b/run"]
+    assert len(set(run_names([Path("/x/run"), Path("/x/run")]))) == 1  # the same folder twice: ends, one name
