@@ -29,3 +29,19 @@ def test_bench_scale_measures_entries_against_a_list_of_dicts(tmp_path):
     assert ours["table_mb"] > 0 and plain["table_mb"] is None
     # video and audio memories, float32, and the NCE estimate
     assert abs(bench._bank(1000)["bank_paper_mb"] - 1000 * 128 * 4 * 2 / 1e6) < 1e-3
+
+
+def test_tile_pngs_puts_each_image_in_its_cell(tmp_path, monkeypatch):
+    import sys
+
+    import torch
+    from torchvision.io import read_image, write_png
+
+    for k in range(3):
+        write_png(torch.full((3, 4, 6), 50 * (k + 1), dtype=torch.uint8), str(tmp_path / f"{k}.png"))
+    monkeypatch.setattr(sys, "argv", ["tile_pngs", str(tmp_path / "out.png"),
+                                      *(str(tmp_path / f"{k}.png") for k in range(3)), "--columns", "2"])
+    _tool("tile_pngs").main()
+    out = read_image(str(tmp_path / "out.png"))
+    assert out.shape == (3, 8, 12)
+    assert out[0, 0, 0] == 50 and out[0, 0, 6] == 100 and out[0, 4, 0] == 150 and out[0, 4, 6] == 255  # blank cell
