@@ -60,12 +60,20 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _comm_device() -> torch.device | None:
+    """Where the process group's collectives need their tensors: the current CUDA device under NCCL (which
+    cannot reduce CPU tensors), else wherever the tensor is."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+
+
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over the processes, on ``x``'s device (a CPU flag or figure too, under NCCL)."""
     if world_size() == 1:
         return x
-    x = x.clone()
-    dist.all_reduce(x)
-    return x / world_size()
+    device = _comm_device()
+    y = x.to(device, copy=True) if device is not None else x.clone()
+    dist.all_reduce(y)
+    return (y / world_size()).to(x.device)
 
 
 def barrier() -> None:
@@ -80,8 +88,7 @@ def gather_lists(items: list) -> list:
     """
     if world_size() == 1:
         return list(items)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    count = torch.tensor([len(items)], device=device)
+    count = torch.tensor([len(items)], device=_comm_device())
     dist.all_reduce(count)
     if int(count) == 0:
         return []

@@ -69,13 +69,13 @@ class DivergenceGuard:
 
     def check(self, step: int, epoch: int, loss: torch.Tensor, embeddings: tuple[torch.Tensor, ...] = ()) -> bool:
         value = float(loss.detach())
-        bad = torch.tensor([0.0 if math.isfinite(value) else 1.0])
-        if float(dist.all_reduce_mean(bad)) > 0:  # every process stops, or skips, together
+        worst = max((mean_pairwise_cosine(e) for e in embeddings), default=0.0)
+        # one reduction a step: every process stops, or skips, together, and judges a collapse on the same figure
+        bad, worst = dist.all_reduce_mean(torch.tensor([0.0 if math.isfinite(value) else 1.0, worst])).tolist()
+        if bad > 0:
             self._event("non-finite loss", step, epoch, value)
             return self.action != "skip_batch"
         if embeddings:
-            worst = max(mean_pairwise_cosine(e) for e in embeddings)
-            worst = float(dist.all_reduce_mean(torch.tensor([worst])))  # the processes decide together
             self.armed = self.armed or worst <= self.cosine
             self.collapsed = self.collapsed + 1 if self.armed and worst > self.cosine else 0
             if self.collapsed >= self.steps:
