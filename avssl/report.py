@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 import yaml
 
+from .fileio import atomic_write
+
 __all__ = ["load_run", "write_report"]
 
 _TRAIN_CURVES = (("loss", "loss"), ("lr", "learning rate"), ("clips_per_s", "clips / s"))
@@ -192,9 +194,8 @@ def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | 
                + "".join(f"<th>{e(r['name'])}</th>" for r in loaded) + f"</tr>{diff_html}</table>") if diffs else "",
         events=f"<h2>Events</h2><ul>{''.join(events)}</ul>" if events else "", maps="".join(maps))
     path = out / "index.html"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    with atomic_write(path) as f:  # a browser reloading the page never reads half of it
+        f.write(page)
     return path
 
 
