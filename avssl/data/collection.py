@@ -23,6 +23,7 @@ __all__ = [
     "build_manifest",
     "list_media",
     "merge_manifests",
+    "part_range",
     "read_jsonl",
     "read_manifest",
     "rejected_path",
@@ -156,10 +157,9 @@ def build_manifest(
     paths = list(source) if isinstance(source, list) else list_media(source)
     output = Path(output)
     i, n = part
-    if not 0 <= i < n:
-        raise ValueError(f"--part {i}/{n}: the part must be in 0..{n - 1}")
     total = len(paths)
-    paths = paths[i * total // n : (i + 1) * total // n]
+    mine = part_range(total, i, n)
+    paths = paths[mine.start : mine.stop]
     rej_file = rejected_path(output)
     old_ok = {r["path"]: r for r in read_jsonl(output)} if output.exists() else {}
     old_bad = {r["path"]: r for r in read_jsonl(rej_file)} if rej_file.exists() else {}
@@ -195,8 +195,15 @@ def build_manifest(
     write_jsonl(rej_file, bad)
     if n > 1:
         with atomic_write(_part_file(output)) as f:
-            json.dump({"part": i, "parts": n, "files": total, "first": i * total // n, "count": len(paths)}, f)
+            json.dump({"part": i, "parts": n, "files": total, "first": mine.start, "count": len(paths)}, f)
     return result
+
+
+def part_range(count: int, part: int, parts: int) -> range:
+    """The items ``[part x count / parts, (part + 1) x count / parts)`` of a job array's ``part`` (0-based)."""
+    if not 0 <= part < parts:
+        raise ValueError(f"--part {part}/{parts}: the part must be in 0..{parts - 1}")
+    return range(part * count // parts, (part + 1) * count // parts)
 
 
 def _part_file(manifest: Path) -> Path:

@@ -23,12 +23,12 @@ from typing import Any
 
 from ..fileio import atomic_write
 from ..progress import track
-from .collection import read_manifest, resolve_media
+from .collection import part_range, read_manifest, resolve_media
 from .decode import DecodeError, probe
 from .reencode import ReencodeConfig, reencode_file
 from .shards import SHARDS_JSON, ShardIndex
 
-__all__ = ["ShardConfig", "ShardResult", "merge_shards", "part_range", "plan_shards", "write_shards"]
+__all__ = ["ShardConfig", "ShardResult", "merge_shards", "plan_shards", "write_shards"]
 
 _PLAN = "plan.json"
 
@@ -51,13 +51,6 @@ class ShardResult:
     samples: int  # in this run's shards (written and kept)
     rejected: list[dict[str, Any]] = field(default_factory=list)  # by this run
     complete: bool = False  # every planned shard finished: shards.json written
-
-
-def part_range(count: int, part: int, parts: int) -> range:
-    """The items ``[part x count / parts, (part + 1) x count / parts)`` of a job array's ``part`` (0-based)."""
-    if not 0 <= part < parts:
-        raise ValueError(f"--part {part}/{parts}: the part must be in 0..{parts - 1}")
-    return range(part * count // parts, (part + 1) * count // parts)
 
 
 def plan_shards(sizes: list[int], samples_per_shard: int | None, shard_bytes: float) -> list[list[int]]:
