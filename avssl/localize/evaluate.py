@@ -90,9 +90,9 @@ def _score(localizer: Localizer, s: LocalizationSample, partners: list[Localizat
         mode = modes[0]
         row["mismatched_with"] = " ".join(p.id for p in partners)
         row[f"mismatched_{mode}"] = float(np.mean([ciou(binarize(heat[1 + j], mode, gt), gt) for j in range(k)]))
-        row["mass_on_object_mismatched"] = float(np.mean([_mass_on(heat[1 + j], gt) for j in range(k)]))
-        row["spatial_wins"] = float(np.mean([row["mass_on_object_true"] > _mass_on(heat[1 + j], gt)
-                                             for j in range(k)]))
+        masses = [_mass_on(heat[1 + j], gt) for j in range(k)]
+        row["mass_on_object_mismatched"] = float(np.mean(masses))
+        row["spatial_wins"] = float(np.mean([row["mass_on_object_true"] > m for m in masses]))
         row["similarity_mismatched_on_object"] = float(np.mean([sims[1 + j][gt > 0].mean() for j in range(k)]))
         row["similarity_silence_on_object"] = float(sims[-1][gt > 0].mean())
         row["confidence_mismatched"] = slavc_confidence(sims[1])  # the first partner's: a negative for SLAVC
