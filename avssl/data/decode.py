@@ -145,29 +145,23 @@ def _size(source: Source) -> int:
 
 @contextmanager
 def _open(path: Source) -> Iterator[av.container.InputContainer]:
+    target: str | io.BytesIO
     if isinstance(path, MediaBytes):
+        name, target = path.name, io.BytesIO(path.data)
         if not path.data:
-            raise DecodeError(path.name, "empty file (0 bytes)")
-        try:
-            container = av.open(io.BytesIO(path.data), mode="r", metadata_errors="ignore")
-        except _AV_ERRORS as e:
-            raise DecodeError(path.name, f"cannot open as media: {e}") from e
-        try:
-            yield container
-        finally:
-            container.close()
-        return
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise DecodeError(p, "file not found")
-    if os.path.isdir(p):
-        raise DecodeError(p, "is a directory, not a media file")
-    if os.path.getsize(p) == 0:
-        raise DecodeError(p, "empty file (0 bytes)")
+            raise DecodeError(name, "empty file (0 bytes)")
+    else:
+        name = target = os.fspath(path)
+        if not os.path.exists(name):
+            raise DecodeError(name, "file not found")
+        if os.path.isdir(name):
+            raise DecodeError(name, "is a directory, not a media file")
+        if os.path.getsize(name) == 0:
+            raise DecodeError(name, "empty file (0 bytes)")
     try:
-        container = av.open(p, mode="r", metadata_errors="ignore")
+        container = av.open(target, mode="r", metadata_errors="ignore")
     except _AV_ERRORS as e:
-        raise DecodeError(p, f"cannot open as media: {e}") from e
+        raise DecodeError(name, f"cannot open as media: {e}") from e
     try:
         yield container
     finally:
