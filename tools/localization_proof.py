@@ -20,6 +20,13 @@ best location at temperature 0.1, batch-normalized heads, Adam 1e-3, 40 epochs, 
   frame_batch          InfoNCE within the batch, both directions (EZ-VSL's form), temperature 0.07
   frame_batch_t03      the same at temperature 0.03; frame_batch_lr2e3 with Adam 2e-3; frame_batch_80e 80 epochs
   frame_batch_fn       frame_batch without same-kind sounds (audio cosine > 0.8) as negatives
+  frame_own            other clips' sounds met at the location the clip's own sound chose (loss.av_negatives=own)
+  frame_hard           the half of each frame least like its own sound as one more negative
+                       (loss.frame_negatives=0.5); frame_own_hard both
+  frame_s4             a last map of stride 4 (the third stage at stride 1), smoothed over 9 cells (the same
+                       pixels as 5 at stride 8)
+  frame_jitter         stronger scale jitter: crops of 25-100% of the frame (data.video_aug.crop_scale)
+  frame_audio2s        2 s of sound per clip instead of 1
   frame_random_init    no pretraining
 Variants of the earlier 3D config (avid-cma-mil_r2plus1d-small_4x64_36e_composed.yaml, shipped until
 2026-12-01), in batches of 32 for 30 epochs unless said otherwise:
@@ -91,6 +98,12 @@ VARIANTS = {  # name: (config, overrides)
     "frame_batch_fn": (CONFIG, [*BATCH, "loss.false_negative_threshold=0.8"]),
     "frame_batch_lr2e3": (CONFIG, [*BATCH, "optim.lr=0.002"]),
     "frame_batch_80e": (CONFIG, [*BATCH, "optim.epochs=80"]),
+    "frame_own": (CONFIG, ["loss.av_negatives=own"]),
+    "frame_hard": (CONFIG, ["loss.frame_negatives=0.5"]),
+    "frame_own_hard": (CONFIG, ["loss.av_negatives=own", "loss.frame_negatives=0.5"]),
+    "frame_s4": (CONFIG, ["model.frame.strides=[1,2,1,1]", "localize.smooth=9"]),
+    "frame_jitter": (CONFIG, ["data.video_aug.crop_scale=[0.25,1.0]"]),
+    "frame_audio2s": (CONFIG, ["data.clip.audio_duration=2.0"]),
     "frame_random_init": (CONFIG, ["run.max_steps=0"]),
     "mean": (OLD, [*B32, "loss.av_pool=mean", "loss.kind=avid"]),
     "max": (OLD, [*B32, "loss.av_pool=max", "loss.kind=avid"]),

@@ -11,6 +11,17 @@ pooled feature map (AVID); ``max`` takes per-location video embeddings ``(B, D, 
 video against an audio by its best-matching location (multiple-instance learning, as in EZ-VSL), so
 that the locations of the sounding object are the ones pulled towards its sound. The video memory
 then keeps, for each instance, the embedding of the location that matched its own audio best.
+
+Two options for per-location video, against silent objects and bright backgrounds:
+
+- ``av_negatives: own`` scores a clip against other clips' sounds at the location its own sound chose,
+  not at its best location for each of them. With ``max``, a silent object of another kind in the frame is
+  pushed away from its own kind's sound whenever that sound is drawn as a negative, the opposite of what
+  the clips where it sounds teach.
+- ``frame_negatives: q`` adds one hard negative per clip, from its own frame: the mean similarity to its own
+  sound over the share ``q`` of locations that match it least (as "Localizing Visual Sounds the Hard Way",
+  Chen et al., 2021, contrasts a frame's background with its sounding region), so that the map under a clip's
+  own sound is dark away from the source.
 """
 
 from __future__ import annotations
@@ -62,8 +73,22 @@ class LossConfig:
     nce_partition: Literal["per_term", "shared"] = "per_term"
     # batch: pairs whose audio embeddings are more similar than this are not each other's negatives; None: all are
     false_negative_threshold: float | None = None
+    # per-location video (av_pool max/topk) against a memory bank: where a clip meets other clips' sounds, at its
+    # best location for each ("max") or at the location its own sound chose ("own"); and the share of a frame's
+    # locations, least like its own sound, whose mean joins its negatives (0: none)
+    av_negatives: Literal["max", "own"] = "max"
+    frame_negatives: float = 0.0
 
     def __post_init__(self) -> None:
+        spatial = ("loss.av_negatives: own" if self.av_negatives == "own" else None,
+                   "loss.frame_negatives" if self.frame_negatives else None)
+        for key in filter(None, spatial):
+            if self.av_pool == "mean":
+                raise ConfigError(f"{key} needs per-location video (loss.av_pool: max or topk), not mean")
+            if self.kind == "batch":
+                raise ConfigError(f"{key} applies to the memory-bank losses (loss.kind: avid or cma), not batch")
+        if not 0.0 <= self.frame_negatives < 1.0:
+            raise ConfigError(f"loss.frame_negatives: a share of locations in [0, 1), got {self.frame_negatives}")
         if self.cma_form == "nce" and self.form != "nce":
             raise ConfigError("loss.cma_form: nce needs loss.form: nce (the released CMA scores its positive sets "
                               "by NCE against the same partition estimate)")
@@ -119,6 +144,14 @@ def contrast(
     return pos, neg
 
 
+def frame_negative(locs: torch.Tensor, audio: torch.Tensor, share: float) -> torch.Tensor:
+    """``(B,)``: each clip's mean similarity to its own ``audio (B, D)`` over the ``share`` of its locations
+    ``(B, L, D)`` that match it least (at least one location)."""
+    sim = torch.einsum("bld,bd->bl", locs, audio)
+    k = max(1, int(round(share * sim.shape[1])))
+    return (-(-sim).topk(k, dim=1).values).mean(1)
+
+
 def _locations(video: torch.Tensor) -> torch.Tensor | None:
     """``(B, D, H, W)`` per-location embeddings -> ``(B, H*W, D)``; None for pooled ``(B, D)``."""
     return rearrange(video, "b d h w -> b (h w) d") if video.dim() > 2 else None
@@ -146,8 +179,11 @@ class AVIDLoss(nn.Module):
         # log of the NCE partition estimate per (embedding, bank) pair; set from the first batch.
         self.register_buffer("log_z", torch.full((4,), float("nan")))
 
-    def _term(self, slot: int, emb, bank, index, neg_index) -> torch.Tensor:
+    def _term(self, slot: int, emb, bank, index, neg_index, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """One term; ``extra (B,)``: one more negative similarity per row (a frame's own hard negative)."""
         pos, neg = contrast(emb, bank, index, neg_index, self.cfg.temperature, self.cfg.location_topk)
+        if extra is not None:
+            neg = torch.cat([extra[:, None] / self.cfg.temperature, neg], dim=1)
         if self.cfg.form == "infonce":
             return infonce_loss(pos, neg)
         shared = self.cfg.nce_partition == "shared"
@@ -181,7 +217,10 @@ class AVIDLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         locs, video = _locations(video), best_location(video, audio)
         if cfg.xmodal:
-            terms["v2a"] = self._term(0, video if locs is None else locs, mem.audio, index, neg)
+            hard = None if locs is None or not cfg.frame_negatives else frame_negative(
+                locs, mem.audio[index], cfg.frame_negatives)
+            at = video if locs is None or cfg.av_negatives == "own" else locs
+            terms["v2a"] = self._term(0, at, mem.audio, index, neg, hard)
             terms["a2v"] = self._term(1, audio, mem.video, index, neg)
         if cfg.wmodal:
             terms["v2v"] = self._term(2, video, mem.video, index, neg)

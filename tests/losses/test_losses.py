@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from avssl.config import ConfigError
 from avssl.losses.avid import AVIDLoss, LossConfig, best_location, contrast, infonce_loss, nce_loss
 from avssl.losses.cma import CMALoss, agreement_topk, positive_set_loss
 from avssl.losses.memory import MemoryBank, sample_negatives
@@ -330,3 +331,42 @@ def test_top_k_pooling_scores_a_slot_by_its_k_best_locations():
     pos, neg = contrast(emb, bank, torch.tensor([0, 1]), torch.tensor([[2, 3], [4, 5]]), 0.1, topk=3)
     ref = torch.einsum("bld,bd->bl", emb, bank[[0, 1]]).topk(3, -1).values.mean(-1) / 0.1
     assert torch.allclose(pos, ref)
+
+
+@pytest.mark.parametrize("av_negatives,share", [("own", 0.0), ("max", 0.5), ("own", 0.5)])
+def test_own_location_negatives_and_frame_negatives_match_a_plain_reference(av_negatives, share):
+    # own: other sounds are met at the location the clip's own sound chose; share: the mean similarity of the
+    # frame's least-matching locations to its own (memory) sound is one more negative.
+    torch.manual_seed(0)
+    n, d, k, t = 20, 8, 5, 0.1
+    cfg = LossConfig(av_pool="max", form="infonce", num_negatives=k, temperature=t, av_negatives=av_negatives,
+                     frame_negatives=share)
+    loss_fn = AVIDLoss(n, d, cfg)
+    dense = F.normalize(torch.randn(3, d, 2, 2), dim=1)
+    audio, index = _unit(3, d), torch.tensor([1, 7, 12])
+    _, terms = loss_fn(dense, audio, index, torch.Generator().manual_seed(2))
+    neg = sample_negatives(index, n, k, torch.Generator().manual_seed(2))
+    bank = loss_fn.memory.audio
+    expected = []
+    for b in range(3):
+        locs = dense[b].flatten(1).T  # (L, D)
+        best = int((locs @ audio[b]).argmax())
+        own = locs @ bank[index[b]]  # every location against the clip's own memory sound
+        if av_negatives == "own":
+            pos, negs = own[best], bank[neg[b]] @ locs[best]
+        else:
+            pos, negs = own.max(), (bank[neg[b]] @ locs.T).amax(1)
+        if share:
+            negs = torch.cat([own.sort().values[:2].mean()[None], negs])  # the 2 of 4 locations least like it
+        logits = torch.cat([pos[None], negs]) / t
+        expected.append(-F.log_softmax(logits, 0)[0])
+    assert terms["v2a"] == pytest.approx(float(torch.stack(expected).mean()), rel=1e-5)
+
+
+def test_spatial_negative_options_need_per_location_video_and_a_memory_bank():
+    with pytest.raises(ConfigError, match="av_pool"):
+        LossConfig(av_pool="mean", av_negatives="own")
+    with pytest.raises(ConfigError, match="kind"):
+        LossConfig(av_pool="max", kind="batch", frame_negatives=0.5)
+    with pytest.raises(ConfigError, match="share"):
+        LossConfig(av_pool="max", frame_negatives=1.0)
