@@ -45,3 +45,15 @@ def test_tile_pngs_puts_each_image_in_its_cell(tmp_path, monkeypatch):
     out = read_image(str(tmp_path / "out.png"))
     assert out.shape == (3, 8, 12)
     assert out[0, 0, 0] == 50 and out[0, 0, 6] == 100 and out[0, 4, 0] == 150 and out[0, 4, 6] == 255  # blank cell
+
+
+def test_every_localization_proof_variant_is_a_valid_config():
+    # A typo in a variant's overrides would only show after the composing and the runs before it.
+    from avssl.config import load_config
+    from avssl.train.configs import PretrainConfig
+
+    proof = _tool("localization_proof")
+    for name, (config, overrides) in proof.VARIANTS.items():
+        cfg = load_config(PretrainConfig, config, overrides)
+        assert cfg.optim.epochs > 0, name
+    assert load_config(PretrainConfig, *proof.VARIANTS["frame_hard"]).loss.frame_negatives == 0.5
