@@ -17,7 +17,8 @@ Two options for per-location video, against silent objects and bright background
 - ``av_negatives: own`` scores a clip against other clips' sounds at the location its own sound chose,
   not at its best location for each of them. With ``max``, a silent object of another kind in the frame is
   pushed away from its own kind's sound whenever that sound is drawn as a negative, the opposite of what
-  the clips where it sounds teach.
+  the clips where it sounds teach. Measured on composed clips, it loses the localization (docs/results.md):
+  the location that wins need not be the object's when no other location meets the other sounds.
 - ``frame_negatives: q`` adds one hard negative per clip, from its own frame: the mean similarity to its own
   sound over the share ``q`` of locations that match it least (as "Localizing Visual Sounds the Hard Way",
   Chen et al., 2021, contrasts a frame's background with its sounding region), so that the map under a clip's
