@@ -28,8 +28,9 @@ best location at temperature 0.1, batch-normalized heads, Adam 1e-3, 40 epochs, 
   frame_jitter         stronger scale jitter: crops of 25-100% of the frame (data.video_aug.crop_scale)
   frame_audio2s        2 s of sound per clip instead of 1
   frame_20e, frame_30e, frame_100e   20, 30, 100 epochs (100: 2.5x the steps, within 10 minutes on 2 cores)
-  frame_100e_best      100 epochs, scored every 10 on a validation split of the composition (seed 3, as many
-                       clips as the test split) and stopped where that split's cIoU@0.5 was best (best.pt)
+  frame_100e_best      100 epochs, scored every 10 on a validation split of the composition (seed 3, composed
+                       as large as the test split; the run scores its first eval.localization_clips, 48) and
+                       kept where that score's cIoU@0.5 was best (best.pt, what its figures are of)
   frame_wide           a frame encoder 1.5x as wide (1.22M parameters in all, against 0.62M)
   frame_random_init    no pretraining
 Variants of the earlier 3D config (avid-cma-mil_r2plus1d-small_4x64_36e_composed.yaml, shipped until
@@ -197,6 +198,12 @@ def _per_class(csv_path: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def _checkpoint(run: Path, cfg: PretrainConfig) -> Path:
+    """What a run's scores, figure and sweep use: ``best.pt`` where the run kept one (``run.keep_best``), else
+    ``last.pt``."""
+    return run / ("best.pt" if cfg.run.keep_best and (run / "best.pt").exists() else "last.pt")
+
+
 def _figure(ckpt: Path, cfg: PretrainConfig, test, csv_path: Path, path: Path, clips: int = 6) -> None:
     """Middle frames of the first ``clips`` test clips above, their maps blended over them below."""
     import torch
@@ -250,10 +257,15 @@ def main() -> int:
     if args.synthetic:
         args.stamps = args.backgrounds = None
     spec = ComposeSpec(placement=args.placement, scale=tuple(args.scale), distractors=args.distractors)
-    for split, n, seed in (("train", args.train_clips, 1), ("test", args.test_clips, 2)):
-        if not (work / split / "vggss.json").exists():
-            compose(work / split, n, seed, args.stamps, args.backgrounds, spec, kinds=args.kinds, progress=True,
+    def split(name: str, n: int, seed: int) -> Path:
+        """The composition's split ``name`` (composed once), by its annotations' path."""
+        if not (work / name / "vggss.json").exists():
+            compose(work / name, n, seed, args.stamps, args.backgrounds, spec, kinds=args.kinds, progress=True,
                     kind_offset=args.kind_offset)
+        return work / name / "vggss.json"
+
+    split("train", args.train_clips, 1)
+    split("test", args.test_clips, 2)
     if not (work / "train.jsonl").exists():
         build_manifest(work / "train", work / "train.jsonl", require_audio=True, progress=False)
     test = read_vggss(work / "test" / "vggss.json", work / "test")
@@ -268,10 +280,8 @@ def main() -> int:
         budget = ([f"optim.epochs={args.epochs}"] if args.epochs else []) + (
             [f"run.max_steps={args.max_steps}"] if args.max_steps and name != "frame_random_init" else [])
         if any("VAL_SPLIT" in o for o in overrides):  # a validation split of the same composition, to stop on
-            if not (work / "val" / "vggss.json").exists():
-                compose(work / "val", args.test_clips, 3, args.stamps, args.backgrounds, spec, kinds=args.kinds,
-                        progress=True, kind_offset=args.kind_offset)
-            overrides = [o.replace("VAL_SPLIT", str(work / "val" / "vggss.json")) for o in overrides]
+            val = split("val", args.test_clips, 3)
+            overrides = [o.replace("VAL_SPLIT", str(val)) for o in overrides]
         cfg = load_config(PretrainConfig, config, [f"data.manifest={work / 'train.jsonl'}", "run.progress=false",
                                                    *overrides, *budget, f"run.seed={args.pretrain_seed}"])
         configs[name] = cfg
@@ -281,8 +291,7 @@ def main() -> int:
             (run / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
         summary = json.loads((run / "summary.json").read_text())
         wall = (run / "wall_seconds.txt").read_text().strip() if (run / "wall_seconds.txt").exists() else None
-        ckpt = run / ("best.pt" if cfg.run.keep_best and (run / "best.pt").exists() else "last.pt")
-        scores = _scores(ckpt, cfg, test, None, run / "per_sample.csv")
+        scores = _scores(_checkpoint(run, cfg), cfg, test, None, run / "per_sample.csv")
         per_class = _per_class(run / "per_sample.csv")
         results["variants"][name] = {"pretrain": summary, "wall_seconds": wall, "scores": scores,
                                      "per_class_adaptive_ciou": per_class}
@@ -297,7 +306,7 @@ def main() -> int:
     if args.figure and results["variants"]:
         name = next(iter(results["variants"]))
         run = _run_dir(work, name, args.pretrain_seed)
-        _figure(run / "last.pt", configs[name], test, run / "per_sample.csv", Path(args.figure))
+        _figure(_checkpoint(run, configs[name]), configs[name], test, run / "per_sample.csv", Path(args.figure))
     for epochs in args.supervised:
         r = results.setdefault("supervised", {})[f"{epochs} epochs"] = _supervised(work, epochs)
         print(f"supervised, {epochs} epochs: top-1 {r['top1']:.3f} (chance {r['chance']:.3f}); per class "
@@ -313,7 +322,7 @@ def main() -> int:
             if maps in settings[:i]:
                 continue
             key = f"{maps.size}/{maps.last_stride}/{maps.pad}/{maps.smooth}"
-            s = _scores(run / "last.pt", cfg, test, maps, work / f"sweep_{key.replace('/', '_')}.csv")
+            s = _scores(_checkpoint(run, cfg), cfg, test, maps, work / f"sweep_{key.replace('/', '_')}.csv")
             results["sweep"][key] = s
             print(f"size {maps.size} stride {maps.last_stride} pad {maps.pad} smooth {maps.smooth}: adaptive "
                   f"{s['adaptive']['model']['ciou_at_0.5']:.3f}/{s['adaptive']['model']['auc']:.3f}", flush=True)
