@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -114,14 +116,27 @@ class Localizer:
         self.data = data
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        try:
-            self.model.video.set_last_stride(cfg.last_stride)
-        except ValueError as e:
-            raise ConfigError(f"localize.last_stride (--last-stride): {e}") from None
+        with self.map_stride():  # a stride the encoder cannot run at is refused here, once
+            pass
         self.size = cfg.size or 2 * data.clip.crop
         self.spec = Spectrogram(data.spectrogram).to(self.device)
         self.mean = torch.tensor(data.video_aug.mean, device=self.device).view(1, 3, 1, 1, 1)
         self.std = torch.tensor(data.video_aug.std, device=self.device).view(1, 3, 1, 1, 1)
+
+    @contextmanager
+    def map_stride(self) -> Iterator[None]:
+        """The video encoder at ``cfg.last_stride`` for the maps, and back at its own stride afterwards: the
+        model is not changed for anyone else who holds it (a training run that evaluates on it)."""
+        encoder = self.model.video
+        before = encoder.last_stride
+        try:
+            encoder.set_last_stride(self.cfg.last_stride)
+        except ValueError as e:
+            raise ConfigError(f"localize.last_stride (--last-stride): {e}") from None
+        try:
+            yield
+        finally:
+            encoder.set_last_stride(before)
 
     @torch.no_grad()
     def similarity(self, video: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
@@ -133,13 +148,15 @@ class Localizer:
         if p:
             x = F.pad(x, (p, p, p, p, 0, 0), mode="reflect")
         spec = self.spec(waveform.to(self.device)).unsqueeze(1)
-        v = self.model.spatial_video(x)
+        with self.map_stride():
+            v = self.model.spatial_video(x)
+            stride = self.model.video.spatial_stride
         a = self.model.embed_audio(spec)
         sim = torch.einsum("bdhw,bd->bhw", v, a).float()
         k = self.cfg.smooth
         if k > 1:  # a best location on an object's edge spreads over the object (odd k: centred on each cell)
             sim = F.avg_pool2d(sim[:, None], k, 1, k // 2, count_include_pad=False)[:, 0]
-        self.geometry = Geometry(self.model.video.spatial_stride, p, h, w)
+        self.geometry = Geometry(stride, p, h, w)
         return sim
 
     def project(self, sim: torch.Tensor, height: int, width: int) -> torch.Tensor:

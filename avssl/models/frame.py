@@ -62,6 +62,11 @@ class FrameEncoder(nn.Module):
         return self
 
     @property
+    def last_stride(self) -> int:
+        """The last stage's stride now (as trained, unless :meth:`set_last_stride` changed it)."""
+        return self.stages[-1][0].stride[0]
+
+    @property
     def spatial_stride(self) -> int:
         """Input pixels per cell of the feature map. Every convolution has an odd kernel padded by half of it, so
         cell ``i`` is centred on input pixel ``spatial_stride * i``."""

@@ -135,10 +135,15 @@ class R2Plus1D(nn.Module):
         return self
 
     @property
+    def last_stride(self) -> int:
+        """The last stage's spatial stride now (2 as trained, unless :meth:`set_last_stride` changed it)."""
+        return getattr(self, "_last_stride", 2)
+
+    @property
     def spatial_stride(self) -> int:
         """Input pixels per cell of the feature map. Every convolution and the stem's pooling have odd kernels
         padded by half of them, so cell ``i`` is centred on input pixel ``spatial_stride * i``."""
-        return self.cfg.stem_stride[1] * (2 if self.cfg.stem_pool else 1) * 2 * 2 * getattr(self, "_last_stride", 2)
+        return self.cfg.stem_stride[1] * (2 if self.cfg.stem_pool else 1) * 2 * 2 * self.last_stride
 
     def stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature map after each of the four stages (for per-stage linear evaluation)."""

@@ -448,8 +448,7 @@ class Trainer:
             return
         if dist.is_main() and self.evaluator is not None:
             t0 = time.perf_counter()
-            figures = self.evaluator(job.model, epoch)
-            job.model.train()
+            figures = self.evaluator(job.model, epoch)  # gives the model back as it found it
             row = {"kind": "eval", "epoch": epoch, "step": step, **figures, "seconds": time.perf_counter() - t0}
             log.row(step, row)
             if "maps" in figures:

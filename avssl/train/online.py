@@ -23,6 +23,7 @@ import json
 import random
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import ConfigError
@@ -45,7 +47,7 @@ from ..localize.render import contact_sheet, overlay
 from ..models.avmodel import AVModel
 from .configs import EvalConfig
 
-__all__ = ["HeldBatches", "OnlineEval", "knn_accuracy", "prepare_holdout", "split_holdout"]
+__all__ = ["HeldBatches", "OnlineEval", "knn_accuracy", "left_as_found", "prepare_holdout", "split_holdout"]
 
 
 def split_holdout(rows: list[dict[str, Any]], share: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -143,10 +145,10 @@ class OnlineEval:
         return bool(self.cfg.every) and any(x is not None for x in (self.retrieval, self.knn, self.localization))
 
     def __call__(self, model: AVModel, epoch: int) -> dict[str, Any]:
-        """The figures of ``model`` (left in eval mode; the caller restores its mode)."""
+        """The figures of ``model``, which is left exactly as it was found (:func:`left_as_found`)."""
         row: dict[str, Any] = {}
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with left_as_found(model), torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(0)
             model.eval()
             if self.retrieval is not None:
@@ -201,6 +203,37 @@ class OnlineEval:
             row["maps"] = f"eval/maps_epoch_{epoch:04d}.png"
         row["loc_seconds"] = time.perf_counter() - t0
         return row
+
+
+@contextmanager
+def left_as_found(model: nn.Module) -> Iterator[None]:
+    """Evaluate ``model`` in this block and give it back as it was: every module's train/eval mode, every
+    parameter's ``requires_grad``, the video encoder's last stride (localization runs it at another), and no
+    hook added. A training run evaluates the very module it trains: anything left changed would change what
+    it trains (and, under torchrun, only on the rank that evaluates)."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    hooks = [(m, {name: dict(getattr(m, name)) for name in _HOOKS if hasattr(m, name)}) for m in model.modules()]
+    video = getattr(model, "video", None)
+    stride = getattr(video, "last_stride", None)
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, requires in grads:
+            p.requires_grad_(requires)
+        for m, kept in hooks:
+            for name, before in kept.items():
+                current = getattr(m, name)
+                for key in [k for k in current if k not in before]:
+                    del current[key]
+        if stride is not None and video.last_stride != stride:
+            video.set_last_stride(stride)
+
+
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_forward_hooks_with_kwargs",
+          "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
 
 
 def prepare_holdout(manifest: str, out: Path, share: float, seed: int) -> tuple[str, list[dict[str, Any]] | None]:

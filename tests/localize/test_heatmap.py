@@ -197,7 +197,9 @@ def test_each_cell_is_drawn_where_its_receptive_field_is(encoder, last_stride, p
     h, w = 64, 80  # the encoder's input (short side 64)
     p = int(round(pad * h))
     x = torch.full((1, 3, 2, h + 2 * p, w + 2 * p), 0.5, requires_grad=True)
-    fmap = model.video(x)[0].mean(2)[0]  # (C, h', w')
+    with loc.map_stride():  # the encoder as the maps run it (and back at its own stride afterwards)
+        fmap = model.video(x)[0].mean(2)[0]  # (C, h', w')
+    assert model.video.last_stride == (1 if encoder == "frame" else 2)
     i, j = fmap.shape[1] // 2, fmap.shape[2] // 2
     fmap[:, i, j].sum().backward()
     gy, gx = _centroid(x.grad[0].sum((0, 1)))  # on the padded input

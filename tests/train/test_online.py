@@ -224,3 +224,57 @@ def test_evaluation_under_torchrun_runs_on_rank_0_while_the_other_waits(collecti
                          cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["epoch"] for r in _rows(tmp_path / "run", "eval")] == [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory) -> Path:
+    from avssl.data.collection import build_manifest
+    from avssl.data.synthetic.compose import ComposeSpec, compose
+
+    d = tmp_path_factory.mktemp("composed")
+    spec = ComposeSpec(width=96, height=64, fps=8, duration=1.5, distractors=1)
+    compose(d / "train", 6, seed=1, spec=spec)
+    compose(d / "held", 2, seed=2, spec=spec)
+    build_manifest(d / "train", d / "m.jsonl", progress=False)
+    return d
+
+
+def _r2plus1d_with_localization(composed: Path, *extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, SMALL, [
+        f"data.manifest={composed / 'm.jsonl'}", "data.num_workers=0", "data.cache=false", "optim.batch_size=3",
+        "optim.epochs=2", "run.progress=false", "run.log_every=1", "loss.num_negatives=4", "run.device=cpu",
+        "eval.holdout=0", f"eval.localization={composed / 'held/vggss.json'}", "eval.maps=1", *extra])
+
+
+def test_localization_evaluation_leaves_an_r2plus1d_model_as_it_found_it(composed, tmp_path):
+    """Maps run the last stage at stride 1; the model the run trains must come back at its own stride, in its own
+    modes, with no hook left behind."""
+    from avssl.models.avmodel import AVModel
+    from avssl.train.online import OnlineEval
+
+    cfg = _r2plus1d_with_localization(composed, "eval.every=1")
+    assert cfg.localize.last_stride == 1 and cfg.model.video_encoder == "r2plus1d"
+    model = AVModel(cfg.model, cfg.data.spectrogram).train()
+    model.audio_head.eval()  # a mixed state, as a partly frozen model has
+    before = {n: m.training for n, m in model.named_modules()}
+    row = OnlineEval(cfg, tmp_path, None, torch.device("cpu"))(model, 0)
+    assert "loc_ciou_at_0.5" in row
+    assert model.video.last_stride == 2 and model.video.spatial_stride == 16
+    assert {n: m.training for n, m in model.named_modules()} == before
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_training_with_localization_evaluation_trains_the_same_network_as_without(composed, tmp_path):
+    """Evaluation reads the model and its own random streams only: with it on, the run ends with the same weights
+    as with it off, and a resumed run with it on ends where an uninterrupted one does."""
+    off = pretrain(_r2plus1d_with_localization(composed, "eval.every=0"), tmp_path / "off")
+    on = pretrain(_r2plus1d_with_localization(composed, "eval.every=1"), tmp_path / "on")
+    assert [r["epoch"] for r in _rows(tmp_path / "on", "eval")] == [0, 1, 2]
+    pretrain(_r2plus1d_with_localization(composed, "eval.every=1", "run.max_steps=3"), tmp_path / "part")
+    part = pretrain(_r2plus1d_with_localization(composed, "eval.every=1"), tmp_path / "part")
+    assert off["final_loss"] == on["final_loss"] == part["final_loss"]
+    ref = load_checkpoint(tmp_path / "off" / "last.pt")["model"]
+    for run in ("on", "part"):
+        got = load_checkpoint(tmp_path / run / "last.pt")["model"]
+        for name, t in ref.items():
+            torch.testing.assert_close(got[name], t, rtol=0, atol=0, msg=f"{run}: {name}")
