@@ -14,8 +14,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-__all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides", "check_overrides", "from_dict", "load_config", "load_yaml",
-           "to_dict"]
+__all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides", "check_overrides", "from_dict", "from_saved", "load_config",
+           "load_yaml", "to_dict"]
 
 T = TypeVar("T")
 
@@ -120,6 +120,10 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
+    removed = getattr(cls, "__removed__", {})
+    gone = [k for k in unknown if k in removed]
+    if gone:
+        raise ConfigError("; ".join(f"'{prefix}{k}' was removed: {removed[k]}" for k in gone))
     if unknown:
         raise ConfigError(
             f"unknown config key{'s' if len(unknown) > 1 else ''} "
@@ -136,6 +140,21 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             value = _merge(base, value) if base else value
         kwargs[name] = _coerce(tp, value, prefix + name)
     return cls(**kwargs)
+
+
+def _drop_removed(cls: type, data: Any) -> Any:
+    """``data`` without the keys ``cls`` (and the dataclasses under it) lists in ``__removed__``."""
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return data
+    removed = getattr(cls, "__removed__", {})
+    hints = typing.get_type_hints(cls)
+    return {k: _drop_removed(hints[k], v) if k in hints else v for k, v in data.items() if k not in removed}
+
+
+def from_saved(cls: type[T], data: dict[str, Any]) -> T:
+    """:func:`from_dict` for a config saved by an earlier version (inside a checkpoint): keys since removed from
+    the schema (``__removed__``) are dropped, keys since added take their defaults."""
+    return from_dict(cls, _drop_removed(cls, data))
 
 
 def _default_of(f: dataclasses.Field) -> Any:

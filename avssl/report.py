@@ -171,8 +171,9 @@ def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | 
     diffs = _differences(loaded) if len(loaded) > 1 else []
     diff_html = "".join(f"<tr><td>{e(k)}</td>" + "".join(f"<td>{e(str(v))}</td>" for v in vals) + "</tr>"
                         for k, vals in diffs)
-    events = [f"<li>{e(run['name'])}: step {ev['step']} (epoch {ev['epoch']}): {e(ev['event'])} ({ev['value']:.4g}), "
-              f"{e(ev['action'])}</li>" for run in loaded for ev in run["rows"]["event"]]
+    events = [f"<li>{e(run['name'])}: step {ev['step']} (epoch {ev['epoch']}): {e(ev['event'])}"
+              + (f" ({ev['value']:.4g})" if isinstance(ev.get("value"), (int, float)) else "")
+              + f", {e(ev['action'])}</li>" for run in loaded for ev in run["rows"]["event"]]
     maps = []
     for i, run in enumerate(loaded):
         shown = []

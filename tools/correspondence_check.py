@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 
-from avssl.config import from_dict
+from avssl.config import from_saved
 from avssl.data.collection import read_manifest
 from avssl.data.datasets import AVClipDataset
 from avssl.data.formats.localization import read_vggss
@@ -78,7 +78,7 @@ def main() -> int:
     p.add_argument("--test", required=True, help="manifest of the videos it is tested on")
     p.add_argument("--random-init", action="store_true", help="also measure the model at its initialization")
     args = p.parse_args()
-    cfg = from_dict(PretrainConfig, load_checkpoint(args.checkpoint)["config"])
+    cfg = from_saved(PretrainConfig, load_checkpoint(args.checkpoint)["config"])
     cfg.data.num_workers = 0
     train, test = read_manifest(args.train), read_manifest(args.test)
     models = {"pretrained": load_pretrained(args.checkpoint)}

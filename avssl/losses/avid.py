@@ -179,6 +179,11 @@ class AVIDLoss(nn.Module):
         self.num_negatives = min(cfg.num_negatives, num_instances - 1)
         # log of the NCE partition estimate per (embedding, bank) pair; set from the first batch.
         self.register_buffer("log_z", torch.full((4,), float("nan")))
+        self._z_known: list[bool] | None = None  # which estimates are set, read from log_z once (not every step)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._z_known = None  # a checkpoint's estimates: read them again
 
     def _term(self, slot: int, emb, bank, index, neg_index, extra: torch.Tensor | None = None) -> torch.Tensor:
         """One term; ``extra (B,)``: one more negative similarity per row (a frame's own hard negative)."""
@@ -189,7 +194,10 @@ class AVIDLoss(nn.Module):
             return infonce_loss(pos, neg)
         shared = self.cfg.nce_partition == "shared"
         slot = 0 if shared else slot
-        if torch.isnan(self.log_z[slot]):
+        if self._z_known is None:
+            self._z_known = (~torch.isnan(self.log_z)).tolist()
+        if not self._z_known[slot]:
+            self._z_known[slot] = True
             with torch.no_grad():  # Z ~ N * E[exp(s)], estimated once (Wu et al., 2018)
                 if shared:  # released: the mean over processes of each batch's mean exp(negative score)
                     self.log_z[slot] = all_reduce_mean(neg.float().exp().mean()).log() + math.log(self.memory.size)
@@ -200,20 +208,21 @@ class AVIDLoss(nn.Module):
         return nce_loss(pos.float(), neg.float(), self.log_z[slot], self.memory.size)
 
     @torch.no_grad()
-    def update(self, index: torch.Tensor, video: torch.Tensor, audio: torch.Tensor) -> None:
+    def update(self, index: torch.Tensor, video: torch.Tensor, audio: torch.Tensor,
+               keep: torch.Tensor | None = None) -> None:
         """After the optimizer step: the memory takes the step's embeddings (a clip's best location when per
-        location)."""
-        self.memory.update(index, best_location(video, audio), audio)
+        location); not where ``keep`` is false (a skipped step)."""
+        self.memory.update(index, best_location(video, audio), audio, keep)
 
     def forward(
         self, video: torch.Tensor, audio: torch.Tensor, index: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         neg = sample_negatives(index, self.memory.size, self.num_negatives, generator)
         return self._instance_loss(video, audio, index, neg)
 
     def _instance_loss(
         self, video: torch.Tensor, audio: torch.Tensor, index: torch.Tensor, neg: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, mem = self.cfg, self.memory
         terms: dict[str, torch.Tensor] = {}
         locs, video = _locations(video), best_location(video, audio)
@@ -229,4 +238,4 @@ class AVIDLoss(nn.Module):
         loss = video.new_zeros(())
         for name, t in terms.items():
             loss = loss + (cfg.xmodal if name in ("v2a", "a2v") else cfg.wmodal) * t
-        return loss, {k: float(v.detach()) for k, v in terms.items()}
+        return loss, {k: v.detach() for k, v in terms.items()}  # read on log steps only

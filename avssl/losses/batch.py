@@ -28,7 +28,7 @@ class InBatchLoss(nn.Module):
         self.cfg = cfg
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, index: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         locs = _locations(video)
         locs = video[:, None] if locs is None else locs  # (B, L, D)
         sim = torch.einsum("bld,kd->bkl", locs, audio)  # video b, sound k, location l
@@ -44,8 +44,8 @@ class InBatchLoss(nn.Module):
         v2a = F.cross_entropy(logits, target)
         a2v = F.cross_entropy(logits.T, target)
         loss = 0.5 * (v2a + a2v)
-        return loss, {"v2a": float(v2a.detach()), "a2v": float(a2v.detach()),
-                      "false_negatives_per_clip": float(masked.sum()) / n}
+        return loss, {"v2a": v2a.detach(), "a2v": a2v.detach(), "false_negatives_per_clip": masked.sum() / n}
 
-    def update(self, index: torch.Tensor, video: torch.Tensor, audio: torch.Tensor) -> None:
+    def update(self, index: torch.Tensor, video: torch.Tensor, audio: torch.Tensor,
+               keep: torch.Tensor | None = None) -> None:
         """Nothing to keep between steps."""

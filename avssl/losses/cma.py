@@ -56,10 +56,17 @@ class CMALoss(AVIDLoss):
         super().__init__(num_instances, dim, cfg, seed)
         k = min(cfg.cma_topk, num_instances - 1)
         self.register_buffer("positives", torch.full((num_instances, k), -1, dtype=torch.long))
+        self._has_positives: bool | None = None  # read from the buffer once, not every step
 
     @property
     def has_positives(self) -> bool:
-        return bool((self.positives >= 0).all())
+        if self._has_positives is None:
+            self._has_positives = bool((self.positives >= 0).all())
+        return self._has_positives
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._has_positives = None
 
     def update_positives(self) -> None:
         """Recompute positive sets from the current memory; each process computes a share of the rows
@@ -71,6 +78,7 @@ class CMALoss(AVIDLoss):
         mine = torch.full((share, k), -1, dtype=torch.long, device=self.positives.device)
         mine[: len(rows)] = agreement_topk(self.memory.video, self.memory.audio, k, self.cfg.cma_chunk, rows)
         self.positives.copy_(dist.all_gather_cat(mine)[:n])
+        self._has_positives = None
 
     def forward(self, video, audio, index, generator=None):
         cfg = self.cfg
@@ -83,7 +91,7 @@ class CMALoss(AVIDLoss):
         video = best_location(video, audio)
         v = positive_set_loss(video, self.memory.video, index, self.positives, neg, cfg.temperature)
         a = positive_set_loss(audio, self.memory.audio, index, self.positives, neg, cfg.temperature)
-        terms.update(v2v_cma=float(v.detach()), a2a_cma=float(a.detach()))
+        terms.update(v2v_cma=v.detach(), a2a_cma=a.detach())
         return loss + cfg.cma_wmodal * (v + a), terms
 
 
@@ -100,7 +108,7 @@ class CMALoss(AVIDLoss):
         within = neg[:, : cfg.cma_negatives or k]
         v = self._term(2, best_location(video, audio), mem.video, pos, within)
         a = self._term(3, audio, mem.audio, pos, within)
-        terms.update(v2v_cma=float(v.detach()), a2a_cma=float(a.detach()))
+        terms.update(v2v_cma=v.detach(), a2a_cma=a.detach())
         return loss + cfg.cma_wmodal * (v + a), terms
 
 

@@ -15,8 +15,16 @@ def sample_negatives(index: torch.Tensor, size: int, k: int, generator: torch.Ge
     """``(B, k)`` uniformly random instance ids in ``[0, size)``, never the row's own ``index``."""
     if size < 2:
         raise ValueError("need at least 2 instances to draw negatives")
-    draw = torch.randint(0, size - 1, (index.shape[0], k), generator=generator, device="cpu").to(index.device)
+    draw = _to(torch.randint(0, size - 1, (index.shape[0], k), generator=generator, device="cpu"), index.device)
     return draw + (draw >= index[:, None]).long()  # skip the instance itself
+
+
+def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU draw (the same numbers on every device) moved to ``device`` without making the host wait: from pinned
+    memory, non-blocking, on CUDA."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def sample_negatives_outside(
@@ -24,7 +32,7 @@ def sample_negatives_outside(
 ) -> torch.Tensor:
     """``(B, k)`` uniformly random ids in ``[0, size)`` outside each row of ``exclude (B, E)`` (distinct ids)."""
     ex = exclude.sort(dim=1).values
-    draw = torch.randint(0, size - ex.shape[1], (ex.shape[0], k), generator=generator, device="cpu").to(ex.device)
+    draw = _to(torch.randint(0, size - ex.shape[1], (ex.shape[0], k), generator=generator, device="cpu"), ex.device)
     ref = ex - torch.arange(ex.shape[1], device=ex.device)  # a draw >= ref[j] skips past the j-th excluded id
     return draw + (draw[:, :, None] >= ref[:, None, :]).sum(-1)
 
@@ -44,10 +52,13 @@ class MemoryBank(nn.Module):
         return self.video.shape[0]
 
     @torch.no_grad()
-    def update(self, index: torch.Tensor, video: torch.Tensor, audio: torch.Tensor) -> None:
-        """``slot = normalize(m * slot + (1 - m) * embedding)`` for the instances of every process."""
+    def update(self, index: torch.Tensor, video: torch.Tensor, audio: torch.Tensor,
+               keep: torch.Tensor | None = None) -> None:
+        """``slot = normalize(m * slot + (1 - m) * embedding)`` for the instances of every process; ``keep`` (a 0-d
+        bool on the device, the same on every process): false leaves the slots as they are (a skipped step)."""
         index = all_gather_cat(index)
         for bank, emb in ((self.video, video), (self.audio, audio)):
             emb = all_gather_cat(emb.detach().to(bank.dtype))
-            mixed = self.momentum * bank[index] + (1 - self.momentum) * emb
-            bank[index] = F.normalize(mixed, dim=1)
+            old = bank[index]
+            new = F.normalize(self.momentum * old + (1 - self.momentum) * emb, dim=1)
+            bank[index] = new if keep is None else torch.where(keep, new, old)

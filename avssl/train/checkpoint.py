@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError, from_dict
+from ..config import ConfigError, from_dict, from_saved
 from ..fileio import atomic_write
 from ..models.avmodel import AVModel
 from ..models.classifier import make_classifier
@@ -57,7 +57,7 @@ def _pretraining_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], Pr
         raise ValueError(f"{path}: not an avssl checkpoint (no config and model)")
     if "classes" in ck:
         raise ValueError(f"{path}: a fine-tuning checkpoint; this takes pretraining (or imported) checkpoints")
-    return ck, from_dict(PretrainConfig, ck["config"])
+    return ck, from_saved(PretrainConfig, ck["config"])
 
 
 def pretrained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[AVModel, PretrainConfig]:
@@ -86,7 +86,7 @@ def classifier_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     ck = load_checkpoint(path)
     if "classes" not in ck:
         raise ValueError(f"{path}: not a fine-tuning checkpoint (no classes)")
-    cfg = from_dict(FinetuneConfig, ck["config"])
+    cfg = from_saved(FinetuneConfig, ck["config"])
     f = cfg.finetune
     encoder = R2Plus1D(from_dict(VideoEncoderConfig, ck["video_config"]))
     model = make_classifier(encoder, len(ck["classes"]), f.mode, f.dropout, f.stage_grids, f.encoder_bn)

@@ -44,6 +44,11 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
+    # keys of earlier versions that older configs and checkpoints still carry: dropped when a checkpoint is read,
+    # an error naming the replacement when a user gives them
+    __removed__ = {"collapse_cosine": "replaced by run.collapse_std (a centred figure, per modality)",
+                   "collapse_steps": "replaced by run.collapse_window (log steps)"}
+
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: bool = True  # mixed precision (CUDA only)
@@ -65,12 +70,32 @@ class RunConfig:
     # keep best.pt: the checkpoint of the evaluation with the highest value of this figure (a key of the "eval"
     # rows of metrics.jsonl, e.g. retrieval_v2a_R@1, knn_top1, loc_ciou_at_0.5)
     keep_best: str | None = None
-    # a non-finite loss, or embeddings collapsing (a batch's mean pairwise cosine above collapse_cosine for
-    # collapse_steps steps in a row, after having been below it): stop (last.pt keeps the last good state), skip_batch (no update from a
-    # non-finite loss; a collapse is reported), or warn
+    # a non-finite loss (train/guard.py): stop (at the next log or checkpoint step; last.pt keeps the last good
+    # state), skip_batch (such a step changes nothing, decided on the device), or warn
     on_divergence: Literal["stop", "skip_batch", "warn"] = "stop"
-    collapse_cosine: float = 0.99
-    collapse_steps: int = 20
+    # embeddings collapsing: judged on log steps after warm-up and one epoch (the memory bank filled once): a
+    # modality whose spread (std of its L2-normalized embeddings x sqrt(D): ~1 spread, 0 collapsed) is below
+    # collapse_std at 3/4 of the last collapse_window judged log steps; warn, stop, or off
+    on_collapse: Literal["warn", "stop", "off"] = "warn"
+    collapse_std: float = 0.05
+    collapse_window: int = 10
+    # torch.compile the model the step runs: false, true (the default mode) or a mode ("max-autotune",
+    # "reduce-overhead", ...); checkpoints keep the plain module's keys; a failed compilation says so and the run
+    # goes on eagerly
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = False
+    time_phases: bool = False  # per-step time waiting for data, preparing, computing, logging in metrics.jsonl
+    # how long a collective waits for the slowest process (rank 0 building a manifest, indexing shards, evaluating)
+    # before torchrun's job is stopped; PyTorch's default is 10 minutes
+    dist_timeout_min: float = 60.0
+
+    def __post_init__(self) -> None:
+        for key in ("log_every", "collapse_window"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"run.{key}: at least 1, got {getattr(self, key)}")
+        if not self.collapse_std >= 0:
+            raise ConfigError(f"run.collapse_std: must be >= 0, got {self.collapse_std}")
+        if not self.dist_timeout_min > 0:
+            raise ConfigError(f"run.dist_timeout_min: must be positive, got {self.dist_timeout_min}")
 
 
 @dataclass

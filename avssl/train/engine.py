@@ -12,10 +12,11 @@ checkpoints) and the summary. ``pretrain.py`` and ``finetune.py`` hold only what
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, Callable, Iterator, Protocol
@@ -27,16 +28,20 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .. import distributed as dist
-from ..config import ConfigError, from_dict, to_dict
+from ..config import ConfigError, from_saved, to_dict
 from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_collate
 from ..progress import Progress
 from .checkpoint import keep_copy, load_checkpoint, prune_checkpoints, save_atomic
 from .configs import OptimConfig, RunConfig
 from .guard import DivergenceGuard, RunDiverged
+from .prefetch import Prefetcher
 from .resume import RunShape, changed_values, config_hash, gather_rng_states, resume_position, set_rng_state
+from .signals import RunInterrupted, StopRequests, ignore_in_worker
+from .timing import PhaseTimer
 
-__all__ = ["Checkpointer", "EpochBatches", "Job", "RunLog", "Runtime", "Trainer", "epoch_indices", "lr_at", "make_optimizer",
-           "optimizer_step", "resolve_device", "setup", "to_channels_last", "train_batches", "train_step"]
+__all__ = ["Checkpointer", "EpochBatches", "Job", "RunLog", "Runtime", "StepStats", "Trainer", "UpdateUndo", "compile_model",
+           "epoch_indices", "lr_at", "make_optimizer", "optimizer_step", "resolve_device", "setup", "to_channels_last",
+           "train_batches", "train_step"]
 
 
 @dataclass
@@ -50,8 +55,10 @@ class Runtime:
     use_amp: bool
     amp_dtype: torch.dtype
 
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.use_amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Active for float16 autocast only (bfloat16 needs no loss scaling)."""
@@ -67,8 +74,9 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
 
 
 def setup(run: RunConfig) -> Runtime:
-    """Join torchrun's process group (gloo when ``run.device`` is cpu) and pick this process's device."""
-    rank, local_rank, world = dist.init_from_env("gloo" if run.device == "cpu" else None)
+    """Join torchrun's process group (gloo when ``run.device`` is cpu; collectives wait ``run.dist_timeout_min``
+    for the slowest process) and pick this process's device."""
+    rank, local_rank, world = dist.init_from_env("gloo" if run.device == "cpu" else None, run.dist_timeout_min)
     device = resolve_device(run.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -145,7 +153,8 @@ def train_batches(dataset: Dataset, run: RunConfig, batch_size: int, num_workers
         # the loader's own generator: otherwise it draws its workers' base seed from the global RNG at every
         # (re)start, and a run resumed inside an epoch would draw dropout masks from a different stream
         common = dict(num_workers=num_workers, collate_fn=av_collate, pin_memory=rt.device.type == "cuda",
-                      generator=torch.Generator().manual_seed(run.seed * 100_003 + epoch))
+                      generator=torch.Generator().manual_seed(run.seed * 100_003 + epoch),
+                      worker_init_fn=ignore_in_worker if num_workers else None)
         if isinstance(dataset, IterableDataset):
             dataset.skip(step - epoch * steps_per_epoch)  # resume inside an epoch
             loader = DataLoader(dataset, batch_size=batch_size, **common)
@@ -171,6 +180,102 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
     scaler.update()
 
 
+class UpdateUndo:
+    """What ``run.on_divergence: skip_batch`` needs to make a step with a non-finite loss change nothing, decided
+    on the device: :meth:`save` keeps the model's parameters and buffers (batch-norm statistics) and the
+    optimizer's state before the step; :meth:`restore` puts each back where ``keep_old`` (a 0-d bool on the
+    device) is true, with ``torch.where``, so that no value is read. An optimizer state created by the step
+    itself (its first) goes back to zeros. Adam's step count, kept on the host, still advances."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.tensors = [p for p in model.parameters()] + list(model.buffers())
+        self.saved: list[torch.Tensor] = []
+        self.state: dict[int, dict[str, torch.Tensor]] = {}
+
+    def save(self, optimizer: torch.optim.Optimizer) -> None:
+        with torch.no_grad():
+            self.saved = [t.detach().clone() for t in self.tensors]
+            self.state = {id(p): {k: v.detach().clone() for k, v in st.items() if _device_float(v, p)}
+                          for p, st in optimizer.state.items()}
+
+    @torch.no_grad()
+    def restore(self, keep_old: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        for t, old in zip(self.tensors, self.saved):
+            t.copy_(torch.where(keep_old, old, t))
+        for p, st in optimizer.state.items():
+            before = self.state.get(id(p), {})
+            for k, v in st.items():
+                if _device_float(v, p):
+                    v.copy_(torch.where(keep_old, before[k] if k in before else torch.zeros_like(v), v))
+        self.saved, self.state = [], {}
+
+
+def _device_float(v: Any, p: torch.Tensor) -> bool:
+    return isinstance(v, torch.Tensor) and v.is_floating_point() and v.device == p.device and v.dim() > 0
+
+
+class StepStats:
+    """The loss and the job's metrics, summed on the device over the steps between log steps and read there in one
+    transfer: :meth:`add` each step (nothing is read), :meth:`read` on a log step (the interval's means)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.other: dict[str, Any] = {}
+        self.steps = 0
+        self.last_loss: torch.Tensor | None = None
+
+    def add(self, loss: torch.Tensor, metrics: dict[str, Any]) -> None:
+        self.last_loss = loss.detach()
+        self.steps += 1
+        for k, v in {"loss": loss, **metrics}.items():
+            if isinstance(v, torch.Tensor):
+                v = v.detach().float().reshape(())
+                self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            else:
+                self.other[k] = v
+
+    def read(self) -> dict[str, Any]:
+        if not self.steps:
+            return {}
+        names = list(self.sums)
+        values = torch.stack([self.sums[k] for k in names]).tolist() if names else []
+        row = {**self.other, **{k: v / self.steps for k, v in zip(names, values)}}
+        self.sums, self.other, self.steps = {}, {}, 0
+        return row
+
+    def final_loss(self) -> float:
+        return float(self.last_loss) if self.last_loss is not None else float("nan")
+
+
+_COMPILERS = ("torch/_dynamo", "torch/_inductor", "torch/_functorch", "torch/fx", "torch/_subclasses")
+
+
+def compile_model(model: nn.Module, setting: bool | str) -> nn.Module:
+    """``torch.compile`` of ``model`` (``True``: the default mode, or a mode such as ``max-autotune``), static
+    shapes (every training batch has the same shape). Under DDP, pass the DDP-wrapped model (PyTorch's documented
+    order: its optimizer splits the graph at the gradient buckets)."""
+    mode = None if setting is True else str(setting)
+    return torch.compile(model, mode=mode, dynamic=False)
+
+
+def _compiler_failed(e: BaseException) -> bool:
+    """Whether ``e`` came from torch.compile's machinery (graph capture, AOT autograd, Inductor, its C++/Triton
+    build), as opposed to the step itself."""
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+
+        if isinstance(e, TorchDynamoException):
+            return True
+    except ImportError:
+        pass
+    tb = e.__traceback__
+    while tb is not None:
+        if any(c in tb.tb_frame.f_code.co_filename.replace("\\", "/") for c in _COMPILERS):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class RunLog:
     """``metrics.jsonl`` (a row per logging step), ``skipped.jsonl`` (files that failed to decode, gathered
     from every process) and TensorBoard when asked; written by rank 0 only."""
@@ -188,12 +293,13 @@ class RunLog:
                 raise RuntimeError("run.tensorboard needs the tensorboard package: pip install tensorboard") from e
             self.writer = SummaryWriter(str(out / "tb"))
 
-    def failures(self, step: int, local: list[dict[str, Any]]) -> int:
-        """Gather this step's decoding failures from every process and record them; returns their count."""
+    def failures(self, local: list[dict[str, Any]]) -> int:
+        """Gather the decoding failures of the steps since the last call (each with its ``step``) from every process
+        and record them; returns their count. Every process calls it, on log steps."""
         failures = dist.gather_lists(local)
         if failures and self.skipped is not None:
             for f in failures:
-                self.skipped.write(json.dumps({"step": step, **f}) + "\n")
+                self.skipped.write(json.dumps(f) + "\n")
             self.skipped.flush()
         return len(failures)
 
@@ -223,18 +329,24 @@ class RunLog:
 class Checkpointer:
     """The run folder's ``last.pt``, rewritten atomically at most once per step, and numbered ``epoch_NNNN.pt``
     copies (hard links) of which the newest ``keep`` stay. Every process calls it (the generators' states are
-    gathered from all of them); rank 0 writes. ``state(rng)`` gives the checkpoint's contents."""
+    gathered from all of them); rank 0 writes. ``state(rng)`` gives the checkpoint's contents; ``before_save()``
+    runs first on every process and may stop the run (the divergence guard under ``stop``) or return True to hold
+    this checkpoint back."""
 
     def __init__(self, out: Path, state: Callable[[list[dict[str, torch.Tensor]]], dict[str, Any]], keep: int,
-                 step: int, device: torch.device, hold: Callable[[], bool] = lambda: False) -> None:
-        self.out, self.state, self.keep, self.device, self.hold = out, state, keep, device, hold
+                 step: int, device: torch.device, before_save: Callable[[int], bool] = lambda step: False) -> None:
+        self.out, self.state, self.keep, self.device, self.before_save = out, state, keep, device, before_save
         self.last = out / "last.pt"
-        self.saved_step = step if self.last.exists() else -1  # last.pt already holds this step
+        self.saved_step: int | None = step if self.last.exists() else None  # the step last.pt holds
+        self.held = False  # the last checkpoint asked for was held back
 
     def save_last(self, step: int, force: bool = False) -> None:
-        """Rewrite ``last.pt`` (not while ``hold()``: a run suspected of diverging keeps its last good state,
-        unless ``force``: the end of a run that did not diverge)."""
-        if self.saved_step == step or (self.hold() and not force):
+        """Rewrite ``last.pt`` (unless ``before_save`` holds it back; ``force``: the end of a run, or a stop on a
+        signal, which saves whatever the guard suspects)."""
+        if self.saved_step == step:
+            return
+        self.held = self.before_save(step) and not force
+        if self.held:
             return
         self.saved_step = step
         rng = gather_rng_states(self.device)  # every process's own generators
@@ -242,7 +354,7 @@ class Checkpointer:
             save_atomic(self.state(rng), self.last)
 
     def keep_epoch(self, epoch: int) -> None:
-        if dist.is_main() and not self.hold():
+        if dist.is_main() and not self.held and self.last.exists():
             keep_copy(self.last, self.out / f"epoch_{epoch:04d}.pt")
             prune_checkpoints(self.out, "epoch_*.pt", self.keep)
 
@@ -256,6 +368,9 @@ class Checkpointer:
             epoch = step // steps_per_epoch
             if run.checkpoint_every and epoch % run.checkpoint_every == 0:
                 self.keep_epoch(epoch)
+
+    def is_due(self, step: int, steps_per_epoch: int, run: RunConfig) -> bool:
+        return bool(run.save_every_steps and step % run.save_every_steps == 0) or step % steps_per_epoch == 0
 
 
 class Job(Protocol):
@@ -280,8 +395,9 @@ class Job(Protocol):
              step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """The step's loss and metrics (floats or 0-d tensors, read only on logging steps)."""
 
-    def after_step(self) -> None:
-        """After the optimizer step (e.g. the memory update)."""
+    def after_step(self, keep: torch.Tensor | None = None) -> None:
+        """After the optimizer step (e.g. the memory update); ``keep`` (a 0-d bool on the device, with
+        ``skip_batch``): false where the step's loss was not finite and nothing may change."""
 
     def state(self) -> dict[str, Any]:
         """The job's own checkpoint entries (besides model, optimizers and the trainer's)."""
@@ -291,21 +407,50 @@ class Job(Protocol):
 
 
 def train_step(job: Job, model: nn.Module, video: torch.Tensor, audio: torch.Tensor | None, batch: dict[str, Any],
-               step: int, scaler: torch.amp.GradScaler, guard: Callable[[torch.Tensor], bool] | None = None,
-               ) -> tuple[torch.Tensor, dict[str, Any], float]:
+               step: int, scaler: torch.amp.GradScaler, guard: DivergenceGuard | None = None,
+               undo: UpdateUndo | None = None) -> tuple[torch.Tensor, dict[str, Any], float]:
     """One optimizer step of ``job`` on a batch already on the device: (loss, metrics, learning rate). What
-    :meth:`Trainer.fit` runs each step, and what ``tools/bench_train.py`` times. ``guard(loss)`` false: no update
-    (a skipped batch)."""
+    :meth:`Trainer.fit` runs each step, and what ``tools/bench_train.py`` times. Nothing in it reads the device:
+    the guard counts a non-finite loss on the device, and with ``undo`` (``skip_batch``) such a step's update is
+    undone there."""
     opt, lr = job.optimizer_at(step)
     for group in opt.param_groups:
         group["lr"] = lr
+    if undo is not None:
+        undo.save(opt)  # before the forward pass, which updates batch-norm statistics
     loss, metrics = job.loss(model, video, audio, batch, step)
-    if guard is not None and not guard(loss):
-        opt.zero_grad(set_to_none=True)
-        return loss, metrics, lr
+    finite = guard.finite(loss) if guard is not None else None
     optimizer_step(loss, opt, scaler)
-    job.after_step()
+    job.after_step(finite if undo is not None else None)
+    if undo is not None:
+        undo.restore(~finite, opt)
+    if guard is not None:
+        guard.count(step + 1, finite)
     return loss, metrics, lr
+
+
+@dataclass
+class _Loop:
+    """The state of :meth:`Trainer.fit`'s loop (see :meth:`Trainer._loop`)."""
+
+    step: int
+    log: RunLog
+    guard: DivergenceGuard
+    undo: UpdateUndo | None
+    ckpt: Checkpointer
+    bar: Progress
+    stats: StepStats
+    timer: PhaseTimer
+    watch: Callable[[], dict[str, torch.Tensor]]
+    pending: list[dict[str, Any]] = field(default_factory=list)  # decoding failures since the last log step
+    clips: int = 0
+    clips_row: int = 0
+    t_start: float = field(default_factory=time.perf_counter)
+    t_row: float = field(default_factory=time.perf_counter)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.log.close()
 
 
 class Trainer:
@@ -379,7 +524,7 @@ class Trainer:
         """Stop (ConfigError) where the checkpoint was written with other training values, unless
         ``run.allow_config_change``; then the earlier config.yaml is kept beside the new one."""
         try:
-            then = to_dict(from_dict(type(self.cfg), ck["config"]))  # today's defaults for keys added since
+            then = to_dict(from_saved(type(self.cfg), ck["config"]))  # today's defaults for keys added since
         except ConfigError as e:
             then = {"<unreadable config>": str(e)}
         changed = changed_values(then, to_dict(self.cfg))
@@ -423,9 +568,11 @@ class Trainer:
                       if not own_rng else f"  {note}", flush=True)
         return step, int(ck["skipped_total"])
 
-    def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The batch's video and audio on the device, finished there when preprocessing is deferred, in
-        channels-last formats where the model is."""
+    def _prepare(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The batch's inputs on the device: video and audio (finished there when preprocessing is deferred, in
+        channels-last formats where the model is), memory-bank indices and labels; copies are non-blocking (the
+        loader pins its batches on CUDA). Run by the :class:`~avssl.train.prefetch.Prefetcher`, on CUDA on its side
+        stream while the previous step computes."""
         if self.preprocess is not None:  # uint8 frames and waveforms in: jitter, normalization, spectrogram here
             video, audio = self.preprocess(batch, self.device)
         else:
@@ -434,7 +581,12 @@ class Trainer:
         if self.channels_last:
             video = video.contiguous(memory_format=torch.channels_last_3d)
             audio = audio.contiguous(memory_format=torch.channels_last) if audio is not None else None
-        return video, audio
+        inputs = {"video": video, "index": batch["index"].to(self.device, non_blocking=True)}
+        if audio is not None:
+            inputs["audio"] = audio
+        if "label" in batch:
+            inputs["label"] = batch["label"].to(self.device, non_blocking=True)
+        return inputs
 
     def set_evaluator(self, evaluator: Callable[[nn.Module, int], dict[str, Any]] | None, every: int) -> None:
         """Evaluate the model every ``every`` epochs (and before the first): ``evaluator(model, epoch)`` -> figures
@@ -461,84 +613,166 @@ class Trainer:
                     print(f"best.pt: {key} {row[key]:.4f} at epoch {epoch}", flush=True)
         dist.barrier()
 
-    def fit(self, job: Job) -> dict[str, Any]:
-        """Train ``job`` to ``total_steps``; returns the summary (also in ``summary.json``)."""
-        run, rt = self.run, self.rt
-        self.channels_last = self.device.type == "cuda" and run.channels_last
+    def setup_job(self, job: Job) -> None:
+        """Before a checkpoint is loaded: channels-last weights where the inputs will be, the gradient scaler."""
+        self.channels_last = self.device.type == "cuda" and self.run.channels_last
         if self.channels_last:
             to_channels_last(job.model)
-        self.scaler = rt.grad_scaler()
-        self.samples_seen, self.best = 0, {}
-        step, skipped = self._start(job)
+        self.scaler = self.rt.grad_scaler()
+
+    def wrap(self, job: Job) -> None:
+        """After it: the model the step runs, DDP-wrapped under torchrun, then compiled with ``run.compile``
+        (PyTorch's documented order for DDP); checkpoints keep saving ``job.model``, the plain module."""
         model: nn.Module = job.model
-        if rt.world > 1:
+        if self.rt.world > 1:
             model = nn.parallel.DistributedDataParallel(
                 job.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.model, self.step_model = model, compile_model(model, self.run.compile) if self.run.compile else model
 
-        def state(rng: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-            config = to_dict(self.cfg)
-            return {"config": config, "config_hash": config_hash(config), "model": job.model.state_dict(),
-                    **{name: opt.state_dict() for name, opt in job.optimizers.items()},
-                    "scaler": self.scaler.state_dict(), "step": step, "epoch": step // self.steps_per_epoch,
-                    "world_size": rt.world, "batch_size": self.optim.batch_size,
-                    "steps_per_epoch": self.steps_per_epoch, "samples_seen": self.samples_seen,
-                    "skipped_total": skipped, "rng": rng, "best": self.best, **job.state()}
-
-        log = RunLog(self.out, run.tensorboard, self.tag)
-        guard = DivergenceGuard(run.on_divergence, run.collapse_cosine, run.collapse_steps,
-                                lambda row: log.row(row["step"], row))
-        ckpt = Checkpointer(self.out, state, run.keep, step, self.device, hold=lambda: guard.suspect)
-        self._ckpt = ckpt
+    def fit(self, job: Job) -> dict[str, Any]:
+        """Train ``job`` to ``total_steps``; returns the summary (also in ``summary.json``). Between log steps
+        (``run.log_every``) and checkpoint steps nothing reads the device (docs/architecture.md)."""
+        run = self.run
+        self.setup_job(job)
+        self.samples_seen, self.best = 0, {}
+        step, self.skipped = self._start(job)
+        self.wrap(job)
+        loop = self._loop(job, step)
         if dist.is_main():
             print(job.describe(self), flush=True)
-        bar = Progress(self.total_steps, self.tag, "step", step, run.progress and dist.is_main(), run.log_every)
         job.model.train()
         if step == 0:
-            self._evaluate(job, log, 0)  # where the run starts from
-        t_start, clips, last_loss = time.perf_counter(), 0, float("nan")
-        watch = getattr(job, "embeddings", lambda: ())
+            self._evaluate(job, loop.log, 0)  # where the run starts from
+        loop.t_start = loop.t_row = time.perf_counter()
+        vote = dist.FlagVote()
+        batches = Prefetcher(train_batches(self.dataset, run, self.optim.batch_size, self.num_workers, self.rt, step,
+                                           self.steps_per_epoch, self.total_steps, job.on_epoch),
+                             self._prepare, self.device, loop.timer)
         try:
-            for epoch, batch in train_batches(self.dataset, run, self.optim.batch_size, self.num_workers, rt, step,
-                                              self.steps_per_epoch, self.total_steps, job.on_epoch):
-                video, audio = self._inputs(batch)
-                loss, metrics, lr = train_step(job, model, video, audio, batch, step, self.scaler,
-                                               lambda loss: guard.check(step + 1, epoch, loss, watch()))
-                step += 1
-                clips += len(batch["index"]) * rt.world
-                self.samples_seen += len(batch["index"]) * rt.world
-                last_loss = float(loss.detach())
-                skipped += log.failures(step, batch["failures"])  # from every process
-                bar.update(1, loss=f"{last_loss:.4f}")
-                if dist.is_main() and (step % run.log_every == 0 or step == self.total_steps):
-                    elapsed = time.perf_counter() - t_start
-                    log.row(step, {"kind": "train", "step": step, "epoch": epoch,
-                                   "epochs": step / self.steps_per_epoch, "loss": last_loss,
-                                   **{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()},
-                                   "lr": lr, "clips_per_s": clips / elapsed, "clips": clips,
-                                   "seconds": round(elapsed, 3), "time": time.time(), "skipped_total": skipped})
-                ckpt.after_step(step, self.steps_per_epoch, run)
-                if step % self.steps_per_epoch == 0:
-                    self._evaluate(job, log, step)
+            with StopRequests(announce=dist.is_main()) as stop:
+                for epoch, batch, inputs in batches:
+                    with loop.timer.span("compute"):
+                        lr = self.step(job, batch, inputs, step, loop.guard, loop.undo, loop.stats)
+                    step = loop.step = step + 1
+                    loop.timer.step()
+                    loop.clips += len(batch["index"]) * self.rt.world
+                    self.samples_seen += len(batch["index"]) * self.rt.world
+                    loop.pending += [{"step": step, **f} for f in batch["failures"]]
+                    loop.bar.update(1)
+                    if step % run.log_every == 0 or step == self.total_steps:
+                        self._log_step(job, loop, epoch, lr)
+                    loop.ckpt.after_step(step, self.steps_per_epoch, run)
+                    if step % self.steps_per_epoch == 0:
+                        t0 = time.perf_counter()
+                        self._evaluate(job, loop.log, step)
+                        loop.t_row += time.perf_counter() - t0  # the rate is the training's, evaluation left out
+                    if vote.poll(stop.signum is not None) and step < self.total_steps:
+                        vote.close()
+                        self._interrupted(loop, stop.signum or 15)
+                vote.close()
         except RunDiverged:
-            bar.close()
-            log.close()
-            self.write_summary({"steps": step, "final_loss": last_loss, "skipped_files": skipped,
-                                "diverged": True, "last_good_step": ckpt.saved_step, "output_dir": str(self.out)})
+            loop.close()
+            self.write_summary({"steps": step, "final_loss": loop.stats.final_loss(), "skipped_files": self.skipped,
+                                "diverged": True, "last_good_step": loop.ckpt.saved_step, "output_dir": str(self.out)})
             raise
-        ckpt.save_last(step, force=True)
-        bar.close()
-        log.close()
-        elapsed = time.perf_counter() - t_start
-        summary = {"steps": step, "final_loss": last_loss, "skipped_files": skipped,
-                   "clips_per_s": clips / elapsed if elapsed > 0 and clips else None, "output_dir": str(self.out)}
+        loop.ckpt.save_last(step, force=True)
+        loop.close()
+        return self._summary(loop)
+
+    def _loop(self, job: Job, step: int) -> _Loop:
+        """What the loop keeps while it runs: logs, the guard (and the undo of ``skip_batch``), checkpoints, the
+        progress bar, the figures since the last log step, the timer."""
+        run, rt = self.run, self.rt
+        log = RunLog(self.out, run.tensorboard, self.tag)
+        warmup = math.ceil(self.optim.warmup_epochs * self.steps_per_epoch)
+        fill = self.steps_per_epoch if getattr(job, "has_memory", False) else 0  # the memory bank filled once
+        guard = DivergenceGuard(run.on_divergence, run.on_collapse, run.collapse_std, run.collapse_window,
+                                max(warmup, fill, 1), self.device, lambda row: log.row(row["step"], row),
+                                self.steps_per_epoch)
+        loop: _Loop
+
+        def state(rng: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+            config, at = to_dict(self.cfg), loop.step
+            return {"config": config, "config_hash": config_hash(config), "model": job.model.state_dict(),
+                    **{name: opt.state_dict() for name, opt in job.optimizers.items()},
+                    "scaler": self.scaler.state_dict(), "step": at, "epoch": at // self.steps_per_epoch,
+                    "world_size": rt.world, "batch_size": self.optim.batch_size,
+                    "steps_per_epoch": self.steps_per_epoch, "samples_seen": self.samples_seen,
+                    "skipped_total": self.skipped, "rng": rng, "best": self.best, **job.state()}
+
+        def before_save(at: int) -> bool:  # every process: a non-finite loss since the last look stops the run here
+            if run.on_divergence == "stop":
+                guard.poll(at, loop.ckpt.saved_step)
+            return guard.holds_checkpoint()
+
+        ckpt = Checkpointer(self.out, state, run.keep, step, self.device, before_save)
+        self._ckpt = ckpt
+        bar = Progress(self.total_steps, self.tag, "step", step, run.progress and dist.is_main(), run.log_every)
+        loop = _Loop(step, log, guard, UpdateUndo(job.model) if guard.skips else None, ckpt, bar, StepStats(),
+                     PhaseTimer(self.device, run.time_phases), getattr(job, "embeddings", lambda: {}))
+        return loop
+
+    def _log_step(self, job: Job, loop: _Loop, epoch: int, lr: float) -> None:
+        """Every process: the decoding failures gathered, the interval's figures read (the device's one read), the
+        guard's look; rank 0 writes the row."""
+        t0, step = time.perf_counter(), loop.step
+        self.skipped += loop.log.failures(loop.pending)
+        loop.pending = []
+        row = loop.stats.read()
+        loop.guard.poll(step, loop.ckpt.saved_step)
+        row.update(loop.guard.watch(step, loop.watch(), loop.ckpt.saved_step))
+        now = time.perf_counter()
+        loop.bar.update(0, loss=f"{row['loss']:.4f}")
+        loop.log.row(step, {"kind": "train", "step": step, "epoch": epoch, "epochs": step / self.steps_per_epoch,
+                            **row, "lr": lr, "clips_per_s": (loop.clips - loop.clips_row) / max(now - loop.t_row, 1e-9),
+                            "clips": loop.clips, "seconds": round(now - loop.t_start, 3), "time": time.time(),
+                            "skipped_total": self.skipped, **loop.timer.read()})
+        loop.clips_row, loop.t_row = loop.clips, now
+        loop.timer.add_host("log", time.perf_counter() - t0)
+
+    def _summary(self, loop: _Loop) -> dict[str, Any]:
+        elapsed = time.perf_counter() - loop.t_start
+        summary = {"steps": loop.step, "final_loss": loop.stats.final_loss(), "skipped_files": self.skipped,
+                   "clips_per_s": loop.clips / elapsed if elapsed > 0 and loop.clips else None,
+                   "output_dir": str(self.out)}
         if self.best:
             summary["best"] = self.best
-        if guard.events:
-            summary["divergence_events"] = guard.events
-        if dist.is_main() and skipped:
-            print(f"skipped {skipped} clip(s) that failed to decode; see {self.out / 'skipped.jsonl'}", flush=True)
+        if loop.guard.events:
+            summary["divergence_events"] = loop.guard.events
+        if dist.is_main() and self.skipped:
+            print(f"skipped {self.skipped} clip(s) that failed to decode; see {self.out / 'skipped.jsonl'}", flush=True)
         self.write_summary(summary)
         return summary
+
+    def step(self, job: Job, batch: dict[str, Any], inputs: dict[str, torch.Tensor], step: int,
+             guard: DivergenceGuard | None, undo: UpdateUndo | None, stats: StepStats) -> float:
+        """One training step on a batch whose inputs are on the device (:meth:`_prepare`), its loss and metrics added
+        to ``stats``; returns the learning rate. Nothing here reads the device (tests/train/test_engine.py runs it on
+        the meta device, where any read raises). With ``run.compile``, a compilation that fails says so in one line
+        and the step is run again eagerly, as every later one."""
+        args = (inputs["video"], inputs.get("audio"), {**batch, **inputs}, step, self.scaler, guard, undo)
+        try:
+            loss, metrics, lr = train_step(job, self.step_model, *args)
+        except Exception as e:
+            if self.step_model is self.model or not _compiler_failed(e):
+                raise
+            if dist.is_main():
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                print(f"run.compile: compilation failed ({type(e).__name__}: {first}); going on eagerly", flush=True)
+            self.step_model = self.model
+            loss, metrics, lr = train_step(job, self.model, *args)
+        stats.add(loss, metrics)
+        return lr
+
+    def _interrupted(self, loop: _Loop, signum: int) -> None:
+        """Every process stops at the same step after a signal: the failures gathered, ``last.pt`` at this step,
+        the summary; then :class:`RunInterrupted`."""
+        self.skipped += loop.log.failures(loop.pending)
+        loop.ckpt.save_last(loop.step, force=True)
+        loop.close()
+        self.write_summary({"steps": loop.step, "final_loss": loop.stats.final_loss(), "skipped_files": self.skipped,
+                            "interrupted": True, "output_dir": str(self.out)})
+        raise RunInterrupted(loop.step, signum)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if dist.is_main():

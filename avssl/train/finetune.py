@@ -78,15 +78,15 @@ class FinetuneJob:
 
     def loss(self, model: nn.Module, video: torch.Tensor, audio: torch.Tensor | None, batch: dict[str, Any],
              step: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        label = batch["label"].to(video.device)
+        label = batch["label"].to(video.device, non_blocking=True)
         with self.rt.autocast():
             outputs = model(video)
         heads = outputs if isinstance(outputs, list) else [outputs]
         loss = sum(F.cross_entropy(o.float(), label) for o in heads)  # stages: one classifier per stage
         accuracy = (heads[-1].argmax(1) == label).float().mean()
-        return loss, {"batch_accuracy": accuracy, "classifier_only": step < self.warmup_steps}
+        return loss, {"batch_accuracy": accuracy.detach(), "classifier_only": step < self.warmup_steps}
 
-    def after_step(self) -> None:
+    def after_step(self, keep: torch.Tensor | None = None) -> None:
         pass
 
     def state(self) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class PretrainJob:
         self.optimizers = {"optimizer": make_optimizer([p for p in self.model.parameters() if p.requires_grad],
                                                        cfg.optim)}
         self.neg_gen = torch.Generator()  # reseeded every step from (seed, rank, step): nothing to save
+        self.has_memory = hasattr(self.loss_fn, "memory")  # the divergence guard judges a collapse once it is filled
         self._last: tuple[torch.Tensor, ...] = ()
 
     def describe(self, trainer: Trainer) -> str:
@@ -100,7 +101,7 @@ class PretrainJob:
 
     def loss(self, model: nn.Module, video: torch.Tensor, audio: torch.Tensor | None, batch: dict[str, Any],
              step: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        index = batch["index"].to(video.device)
+        index = batch["index"].to(video.device, non_blocking=True)
         with self.rt.autocast():
             v, a = model(video, audio, spatial=self.cfg.loss.av_pool != "mean")
         self.neg_gen.manual_seed((self.seed * 1_000_003 + self.rt.rank) * 100_000_007 + step)
@@ -109,12 +110,12 @@ class PretrainJob:
         self._last = (index, v, a)
         return loss, terms
 
-    def after_step(self) -> None:
-        self.loss_fn.update(*self._last)
+    def after_step(self, keep: torch.Tensor | None = None) -> None:
+        self.loss_fn.update(*self._last, keep=keep)
 
-    def embeddings(self) -> tuple[torch.Tensor, ...]:
+    def embeddings(self) -> dict[str, torch.Tensor]:
         """The last step's video and audio embeddings (what the divergence guard watches for a collapse)."""
-        return self._last[1:]
+        return {"video": self._last[1], "audio": self._last[2]} if self._last else {}
 
     def state(self) -> dict[str, Any]:
         return {"loss": self.loss_fn.state_dict()}

@@ -31,7 +31,8 @@ OPERATIONAL_KEYS = (
     "data.manifest", "data.root", "data.shards", "data.shards_index", "data.annotations", "data.test_annotations",
     "data.num_workers", "data.decoder_threads", "data.preprocess", "data.cache",
     "data.cache_dir", "data.cache_max_gb", "data.on_error", "data.max_retries", "localize.", "eval.",
-    "run.keep_best", "run.on_divergence", "run.collapse_cosine", "run.collapse_steps",
+    "run.keep_best", "run.on_divergence", "run.on_collapse", "run.collapse_std", "run.collapse_window",
+    "run.compile", "run.time_phases", "run.dist_timeout_min",
 )
 TRAINING_KEYS = ("eval.holdout",)  # under an operational section, but what the run trains on
 

@@ -13,7 +13,7 @@ from avssl.cli import main
 from avssl.config import load_config
 from avssl.data.collection import read_manifest, write_jsonl
 from avssl.train.checkpoint import load_checkpoint
-from avssl.train.guard import mean_pairwise_cosine
+from avssl.train.guard import effective_rank, std_of_l2_normalized
 from avssl.train.online import knn_accuracy, split_holdout
 from avssl.train.pretrain import PretrainConfig, PretrainJob, pretrain
 
@@ -151,19 +151,38 @@ def _nan_at(step_nan: int):
     return loss
 
 
+def _cli(out: Path, *over: str) -> list[str]:
+    argv = ["pretrain", "--config", str(SMALL), "--output-dir", str(out)]
+    for o in over:
+        argv += ["--set", o]
+    return argv
+
+
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(collection, tmp_path, monkeypatch,
                                                                                capsys):
     monkeypatch.setattr(PretrainJob, "loss", _nan_at(3))
     out = tmp_path / "run"
-    argv = ["pretrain", "--config", str(SMALL), "--output-dir", str(out)]
-    for o in _over(collection, "run.save_every_steps=1"):
-        argv += ["--set", o]
-    assert main(argv) == 1
+    assert main(_cli(out, *_over(collection, "run.save_every_steps=1"))) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "step 3 (epoch 0): non-finite loss" in err[0] and "last.pt keeps" in err[0]
+    assert len(err) == 1 and "step 3 (epoch 0): non-finite loss" in err[0] and "last.pt keeps step 2" in err[0]
     assert load_checkpoint(out / "last.pt")["step"] == 2
     assert _rows(out, "event")[0]["event"] == "non-finite loss"
-    assert json.loads((out / "summary.json").read_text())["diverged"] is True
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["diverged"] is True and summary["last_good_step"] == 2
+
+
+def test_a_non_finite_loss_seen_at_a_log_step_names_its_first_step_and_says_when_nothing_was_saved(
+        collection, tmp_path, monkeypatch, capsys):
+    """The guard reads the device on log steps only: the NaN of step 2 is seen at step 4, named by its step; no
+    last.pt existed, and the line says so (it used to promise one)."""
+    monkeypatch.setattr(PretrainJob, "loss", _nan_at(2))
+    out = tmp_path / "run"
+    assert main(_cli(out, *_over(collection, "run.log_every=4", "optim.epochs=3"))) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "step 2 (epoch 0): non-finite loss at 3 step(s) from step 2" in err[0]  # 2, 3, 4
+    assert "stopped at step 4" in err[0] and "no checkpoint was written before it" in err[0]
+    assert not (out / "last.pt").exists()
+    assert json.loads((out / "summary.json").read_text())["last_good_step"] is None
 
 
 @pytest.mark.parametrize("action", ["skip_batch", "warn"])
@@ -178,31 +197,104 @@ def test_skip_batch_and_warn_go_on(collection, tmp_path, monkeypatch, action):
     assert summary["divergence_events"] == (1 if action == "skip_batch" else 6)
 
 
-def test_collapsing_embeddings_stop_the_run(collection, tmp_path, monkeypatch, capsys):
+def test_a_skipped_batch_changes_neither_weights_nor_statistics_nor_memory(collection, tmp_path, monkeypatch):
+    """skip_batch is decided on the device (no read): the model's parameters and batch-norm statistics and the memory
+    bank after the skipped step 3 are those after step 2."""
+    two = pretrain(load_config(PretrainConfig, SMALL, _over(collection, "run.max_steps=2")), tmp_path / "two")
+    monkeypatch.setattr(PretrainJob, "loss", _nan_at(3))
+    three = pretrain(load_config(PretrainConfig, SMALL, _over(collection, "run.max_steps=3",
+                                                                "run.on_divergence=skip_batch")), tmp_path / "three")
+    assert two["steps"] == 2 and three["steps"] == 3 and three["divergence_events"] == 1
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("two", "three"))
+    for key in ("model", "loss"):
+        for name, t in a[key].items():
+            torch.testing.assert_close(b[key][name], t, rtol=0, atol=0, equal_nan=True, msg=f"{key}.{name}")
+
+
+def _collapsing(from_step: int):
     real = PretrainJob.loss
 
-    def collapsing(self, model, video, audio, batch, step):
+    def loss(self, model, video, audio, batch, step):
         value, metrics = real(self, model, video, audio, batch, step)
-        if step >= 2:  # from the third step every clip embeds to the same point
+        if step + 1 >= from_step:  # every clip embeds to the same point
             index, v, a = self._last
             self._last = (index, torch.ones_like(v) + 0 * v, torch.ones_like(a) + 0 * a)
         return value, metrics
 
-    monkeypatch.setattr(PretrainJob, "loss", collapsing)
+    return loss
+
+
+def test_collapse_stop_waits_for_warmup_and_a_window_and_keeps_the_state_before_it(collection, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """Collapsed from step 3; judged from step 4 (warm-up and the first epoch: 4 steps), three log steps in a row
+    below the threshold fill the window at step 6. Checkpoints are held from the first suspect figure (step 4), so
+    last.pt keeps step 3, and the message, the event and summary.json say the same."""
+    monkeypatch.setattr(PretrainJob, "loss", _collapsing(3))
     out = tmp_path / "run"
-    argv = ["pretrain", "--config", str(SMALL), "--output-dir", str(out)]
-    for o in _over(collection, "run.collapse_steps=3", "run.save_every_steps=1", "optim.epochs=3"):
-        argv += ["--set", o]
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert "step 5 (epoch 1): embeddings collapsed" in err
-    assert load_checkpoint(out / "last.pt")["step"] == 2  # nothing written while the collapse built up
+    assert main(_cli(out, *_over(collection, "run.on_collapse=stop", "run.collapse_window=3", "run.save_every_steps=1",
+                                 "optim.epochs=3"))) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "step 6 (epoch 1): audio embeddings collapsed" in err[0], err
+    assert "last.pt keeps step 3" in err[0]
+    assert load_checkpoint(out / "last.pt")["step"] == 3
+    assert json.loads((out / "summary.json").read_text())["last_good_step"] == 3
+    rows = _rows(out, "train")
+    assert all(r["emb_std_video"] < 1e-3 for r in rows if r["step"] >= 3)
+    assert all(r["emb_std_video"] > 0.1 for r in rows if r["step"] < 3)
 
 
-def test_mean_pairwise_cosine():
-    assert mean_pairwise_cosine(torch.ones(4, 3)) == pytest.approx(1.0)
-    assert mean_pairwise_cosine(torch.eye(3)) == pytest.approx(0.0)
-    assert mean_pairwise_cosine(torch.tensor([[1.0, 0], [-1.0, 0]])) == pytest.approx(-1.0)
+def test_collapse_warns_by_default_and_never_holds_checkpoints(collection, tmp_path, monkeypatch, capsys):
+    import avssl.train.engine as engine
+
+    saved = []
+    real = engine.save_atomic
+    monkeypatch.setattr(engine, "save_atomic", lambda obj, path: saved.append(obj["step"]) or real(obj, path))
+    monkeypatch.setattr(PretrainJob, "loss", _collapsing(1))
+    summary = pretrain(load_config(PretrainConfig, SMALL, _over(
+        collection, "run.collapse_window=2", "run.save_every_steps=1", "optim.epochs=3")), tmp_path / "run")
+    assert summary["steps"] == 12 and summary["divergence_events"] >= 2  # one per modality and full window
+    assert saved == list(range(1, 13))  # every step asked for, although the run was collapsing
+    assert "embeddings collapsed" in capsys.readouterr().out
+    events = _rows(tmp_path / "run", "event")
+    assert {e["event"].split()[0] for e in events} == {"audio", "video"} and all(e["action"] == "warn" for e in events)
+
+
+def test_the_spread_figure_is_centred_and_per_modality():
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(512, 64, generator=g)
+    assert std_of_l2_normalized(spread).item() == pytest.approx(1.0, abs=0.05)
+    assert std_of_l2_normalized(torch.ones(8, 16)).item() == pytest.approx(0.0, abs=1e-6)
+    # a common direction with differences around it: a mean cosine of about 0.99, and a rank that shows the differences
+    shared = torch.randn(64, generator=g) * 10 + torch.randn(512, 64, generator=g)
+    cos = torch.nn.functional.normalize(shared, dim=1)
+    assert (cos @ cos.T).mean().item() > 0.98
+    assert 0.05 < std_of_l2_normalized(shared).item() < 0.2
+    assert effective_rank(shared).item() > 40 and effective_rank(torch.ones(8, 16)).item() < 2
+
+
+def test_the_guard_judges_a_window_not_a_streak():
+    from avssl.train.guard import DivergenceGuard
+
+    events = []
+    guard = DivergenceGuard("stop", "warn", threshold=0.5, window=4, arm_step=3, device=torch.device("cpu"),
+                            record=events.append)
+    spread, collapsed = torch.randn(32, 8), torch.ones(32, 8)
+    for step, e in enumerate([collapsed, collapsed, spread, collapsed, spread, collapsed, spread, collapsed], 1):
+        guard.watch(step, {"video": e}, None)  # before step 3 nothing is judged; then half below: no event
+    assert events == []
+    for step in range(9, 12):
+        guard.watch(step, {"video": collapsed}, None)  # 3 of the last 4 below
+    assert len(events) == 1 and events[0]["event"].startswith("video embeddings collapsed")
+
+
+def test_removed_guard_keys_name_their_replacement_and_old_checkpoints_still_read(collection, tmp_path):
+    from avssl.config import ConfigError, from_saved, to_dict
+
+    with pytest.raises(ConfigError, match="run.collapse_cosine' was removed: replaced by run.collapse_std"):
+        load_config(PretrainConfig, SMALL, ["run.collapse_cosine=0.9"])
+    old = to_dict(load_config(PretrainConfig, SMALL))
+    old["run"].update(collapse_cosine=0.99, collapse_steps=20)
+    assert from_saved(PretrainConfig, old).run.on_collapse == "warn"
 
 
 @pytest.mark.slow

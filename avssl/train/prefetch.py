@@ -1,0 +1,79 @@
+"""The next batch on its way to the device while this one computes (timm's ``PrefetchLoader``, for any batch).
+
+:class:`Prefetcher` takes ``(epoch, batch)`` pairs from the loader and a ``prepare(batch)`` that puts the batch's
+inputs on the device (copies from pinned memory with ``non_blocking=True``, the batch preprocessing: jitter,
+normalization, log-mel). On CUDA it runs ``prepare`` for batch k+1 on a side stream before it hands batch k to
+the caller, so that the copy and the preprocessing overlap batch k's step; the caller's stream waits for the side
+stream (a wait between streams on the device, not of the host), and the tensors made on the side stream are
+recorded as used on the caller's stream so that the allocator does not reuse their memory too early. Elsewhere
+(CPU) ``prepare`` runs inline: the same order, nothing to overlap.
+
+``timer`` (optional, :class:`~avssl.train.timing.PhaseTimer`) learns how long the host waited for the loader and
+how long ``prepare`` took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["Prefetcher"]
+
+Prepared = tuple[int, dict[str, Any], dict[str, torch.Tensor]]
+
+
+class Prefetcher:
+    """``for epoch, batch, inputs in Prefetcher(pairs, prepare, device)``; ``inputs`` is what ``prepare`` returned
+    (a dict of tensors on the device), ready on the caller's current stream."""
+
+    def __init__(self, pairs: Iterable[tuple[int, dict[str, Any]]], prepare: Callable[[dict[str, Any]], dict[str, Any]],
+                 device: torch.device, timer: Any = None) -> None:
+        self.pairs, self.prepare, self.device, self.timer = pairs, prepare, device, timer
+
+    def _next(self, it: Iterator[tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]] | None:
+        t0 = time.perf_counter()
+        item = next(it, None)
+        if self.timer is not None:
+            self.timer.add_host("data", time.perf_counter() - t0)
+        return item
+
+    def __iter__(self) -> Iterator[Prepared]:
+        it = iter(self.pairs)
+        if self.device.type != "cuda":
+            while (item := self._next(it)) is not None:
+                epoch, batch = item
+                if self.timer is not None:
+                    with self.timer.span("prepare"):
+                        inputs = self.prepare(batch)
+                else:
+                    inputs = self.prepare(batch)
+                yield epoch, batch, inputs
+            return
+        stream = torch.cuda.Stream(self.device)
+        current = torch.cuda.current_stream(self.device)
+
+        def load() -> Prepared | None:
+            item = self._next(it)
+            if item is None:
+                return None
+            epoch, batch = item
+            with torch.cuda.stream(stream):
+                if self.timer is not None:
+                    with self.timer.span("prepare", stream):
+                        inputs = self.prepare(batch)
+                else:
+                    inputs = self.prepare(batch)
+            return epoch, batch, inputs
+
+        ready = load()
+        while ready is not None:
+            current.wait_stream(stream)
+            epoch, batch, inputs = ready
+            for t in inputs.values():
+                if isinstance(t, torch.Tensor) and t.is_cuda:
+                    t.record_stream(current)
+            ready = load()  # batch k+1's copy and preprocessing, queued before batch k's step
+            yield epoch, batch, inputs
