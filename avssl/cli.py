@@ -627,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
 
     from .train.guard import RunDiverged
+    from .train.signals import RunInterrupted
 
     args = build_parser().parse_args(argv)
     try:
@@ -637,6 +638,21 @@ def main(argv: list[str] | None = None) -> int:
     except RunDiverged as e:
         print(f"avssl: the run diverged at {e}", file=sys.stderr)
         return 1
+    except RunInterrupted as e:
+        if _main_process():
+            print(f"avssl: {e}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        if _main_process():
+            print("avssl: interrupted (nothing saved at this point; a run folder resumes from its last.pt)",
+                  file=sys.stderr)
+        return 130
+
+
+def _main_process() -> bool:
+    from . import distributed
+
+    return distributed.is_main()
 
 
 if __name__ == "__main__":

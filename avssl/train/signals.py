@@ -3,8 +3,10 @@
 While the training loop runs, :class:`StopRequests` turns the first SIGINT or SIGTERM into a request: the loop
 finishes the step it is in, every process agrees on the step to stop at (:class:`~avssl.distributed.FlagVote`),
 ``last.pt`` is written at that step, and the run ends with :class:`RunInterrupted` (the command says "interrupted
-at step N; the same command resumes from here" and exits 130 for SIGINT, 143 for SIGTERM). A second signal stops
-at once (``KeyboardInterrupt``), without saving. Loader workers ignore both signals (:func:`ignore_in_worker`):
+at step N; the same command resumes from here" and exits 130 for SIGINT, 143 for SIGTERM). A second Ctrl-C
+(SIGINT after SIGINT) stops at once (``KeyboardInterrupt``), without saving; other repeats are ignored (torchrun's
+agent passes a Ctrl-C on to its workers as SIGTERM, and a scheduler may signal every process of a job: the run is
+already stopping). Loader workers ignore both signals (:func:`ignore_in_worker`):
 the main process stops them when it is done with them.
 """
 
@@ -50,12 +52,15 @@ class StopRequests:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:  # the second one: stop now
-            raise KeyboardInterrupt
+        if self.signum is not None:
+            if signum == self.signum == signal.SIGINT:  # Ctrl-C twice: stop now
+                raise KeyboardInterrupt
+            return
         self.signum = signum
         if self.announce:
-            print(f"\n{signal.Signals(signum).name} received: finishing this step and saving last.pt "
-                  "(a second one stops at once, without saving)", file=sys.stderr, flush=True)
+            again = " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else ""
+            print(f"\n{signal.Signals(signum).name} received: finishing this step and saving last.pt{again}",
+                  file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
