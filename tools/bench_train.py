@@ -8,13 +8,19 @@
                 per-pixel and spectrogram work in the workers ("worker") or on the batch's device ("device")
   2 processes   the same through torchrun (gloo on CPU), clips/s summed over processes
 
-end-to-end / compute-only says whether the loader keeps the model fed (1.0 = fully fed). Steady-state
-rates skip the first `--warmup` steps (worker start-up, cuDNN autotuning, compilation). On CUDA the
-GPU's busy time during the end-to-end run is sampled through NVML (torch.cuda.utilization: the share of
-time in which a kernel was running).
+end-to-end / compute-only says whether the loader keeps the model fed (1.0 = fully fed); with --compile the
+end-to-end runs use run.compile and the ratio is against compiled compute-only. Steady-state rates skip the
+first `--warmup` steps (worker start-up, cuDNN autotuning, compilation). On CUDA the GPU's busy time during
+the end-to-end run is sampled through NVML (torch.cuda.utilization: the share of time in which a kernel was
+running). Each end-to-end run logs every `--log-every` steps with run.time_phases, and the breakdown per
+steady-state step is printed: the host waiting for data, copying and preprocessing (on CUDA: the side stream's
+time, which overlaps the step), computing (on CUDA: the device's time), logging and guarding, and the wall time.
+`--from files,cache` runs each source both from its files and from the decode-once cache.
 
 Usage:
   python tools/bench_train.py                                  # small CPU config, synthetic media, 1 and 2 processes
+  python tools/bench_train.py --config configs/pretrain/avid_r2plus1d18_kinetics.yaml --device cuda --nproc 1 \\
+      --compile --workers 14                                   # compiled step end-to-end, from files and the cache
   python tools/bench_train.py --config configs/pretrain/avid_r2plus1d18tv_8x112_200e_kinetics.yaml --device cuda \\
       --workers 16 --nproc 1 --variants --reference --make-720p 16   # a GPU machine: 720p sources + re-encoded
 """
@@ -151,12 +157,25 @@ class GPUBusy:
         return sum(inside) / len(inside) if inside else None
 
 
-def steady(run_dir: Path, warmup: int) -> tuple[float, float, float]:
-    """(clips/s, wall time of the first and last steady-state rows) from metrics.jsonl."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+PHASES = (("time_data_ms", "waiting for data"), ("time_prepare_ms", "copy + preprocess"),
+          ("time_compute_ms", "compute"), ("time_log_ms", "log + guard"), ("time_step_ms", "wall"))
+
+
+def steady(run_dir: Path, warmup: int) -> tuple[float, float, float, dict[str, float]]:
+    """(clips/s, wall time of the first and last steady-state rows, the phases per step) from metrics.jsonl: the rows
+    after the first one at or past ``warmup`` (their intervals lie wholly past it)."""
+    rows = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
     first = next(r for r in rows if r["step"] >= warmup)
+    later = [r for r in rows if r["step"] > first["step"]]
     last = rows[-1]
-    return (last["clips"] - first["clips"]) / (last["seconds"] - first["seconds"]), first["time"], last["time"]
+    steps = sum(r["step"] - p["step"] for p, r in zip([first] + later, later))
+    phases = {k: sum(r.get(k, 0.0) * (r["step"] - p["step"]) for p, r in zip([first] + later, later)) / max(steps, 1)
+              for k, _ in PHASES}
+    return (last["clips"] - first["clips"]) / (last["seconds"] - first["seconds"]), first["time"], last["time"], phases
+
+
+def print_phases(phases: dict[str, float]) -> None:
+    print("                per step: " + ", ".join(f"{name} {phases[k]:.1f} ms" for k, name in PHASES), flush=True)
 
 
 def make_720p_sets(out: Path, count: int, reencodings: list[str]) -> list[Path]:
@@ -220,6 +239,12 @@ def main() -> int:
                    help="with --make-720p: re-encodings to make, short side and keyframe interval (default 256:1)")
     p.add_argument("--preprocess", default=None, help="comma list of worker,device (default: the config's)")
     p.add_argument("--variants", action="store_true", help="compute-only: fp32/bf16, channels-last, torch.compile")
+    p.add_argument("--compile", action="store_true", help="compute-only eager and compiled, end-to-end with "
+                   "run.compile=true (ratios against compiled compute-only)")
+    p.add_argument("--from", dest="sources", default=None,
+                   help="comma list of files,cache: end-to-end from the files, from the decode-once cache, or both "
+                        "(default: as the config says)")
+    p.add_argument("--log-every", type=int, default=10, help="end-to-end runs log (read the device) every N steps")
     p.add_argument("--reference", action="store_true", help="compute-only: torchvision r2plus1d_18 as well")
     p.add_argument("--skip-end-to-end", action="store_true")
     p.add_argument("--skip-source", action="store_true", help="with --make-720p: time only the re-encoded copies")
@@ -228,7 +253,8 @@ def main() -> int:
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args()
 
-    over = ["run.progress=false", "run.log_every=1", f"run.device={args.device}"]
+    over = ["run.progress=false", f"run.log_every={args.log_every}", f"run.device={args.device}",
+            "run.time_phases=true"]
     if args.batch_size:
         over.append(f"optim.batch_size={args.batch_size}")
     if args.workers is not None:
@@ -250,6 +276,8 @@ def main() -> int:
     cuda = device.type == "cuda"
     own = (cfg.run.amp and cuda, cfg.run.channels_last and cuda, False)  # what `avssl pretrain` runs
     combos = [own]
+    if args.compile:
+        combos = [own, (own[0], own[1], True)]
     if args.variants and cuda:
         combos = [(False, False, False), (False, True, False), (True, False, False), (True, True, False),
                   (True, False, True), (True, True, True)]
@@ -267,8 +295,9 @@ def main() -> int:
             results["compute_only"][f"torchvision r2plus1d_18 {name}"] = ref
             print(f"  reference     torchvision r2plus1d_18, same input   {ref:8.1f} clips/s "
                   f"(avssl model+loss / reference = {rate / ref:.2f})", flush=True)
-    base = results["compute_only"][label(*own)]
+    base = results["compute_only"][label(own[0], own[1], args.compile)]
     results["baseline"] = base
+    print(f"  baseline      compute-only, {label(own[0], own[1], args.compile)}", flush=True)
     if args.skip_end_to_end:
         _write(args.json, results)
         return 0
@@ -277,6 +306,8 @@ def main() -> int:
     if args.make_720p:
         made = make_720p_sets(tmp / "media720", args.make_720p, args.reencode or ["256:1"])
         media += made[1:] if args.skip_source else made
+    if args.compile:
+        over.append("run.compile=true")
     min_entries = (args.steps + args.warmup + 1) * b * max(1, args.nproc)  # the whole run inside one epoch
     if not media:
         synthesize(tmp / "synth", args.clips, seed=0, workers=2,
@@ -284,41 +315,46 @@ def main() -> int:
                               sample_rate=c.sample_rate))
         media = [tmp / "synth"]
     modes = args.preprocess.split(",") if args.preprocess else [cfg.data.preprocess]
+    sources = args.sources.split(",") if args.sources else ["cache" if cfg.data.cache else "files"]
     for folder in media:
         manifest = manifest_for(folder, tmp / f"{folder.name}.jsonl", min_entries)
-        built = warm_cache(cfg, manifest)
-        if built is not None:
-            results["end_to_end"][f"{folder.name} cache build"] = {"seconds": built}
-            print(f"  cache         {folder.name}: built in {built:.1f} s (not in the rates below)", flush=True)
-        for mode in modes:
-            run_over = over + [f"data.manifest={manifest}", "optim.epochs=1000",
-                               f"run.max_steps={args.steps + args.warmup}", f"data.preprocess={mode}"]
-            run_cfg = load_config(PretrainConfig, args.config, run_over)
-            run_dir = Path(tempfile.mkdtemp(prefix=f"run_{folder.name}_{mode}_", dir=tmp))
-            if device.type == "cuda":
-                with GPUBusy() as busy:
+        for source in sources:
+            cache = [f"data.cache={'true' if source == 'cache' else 'false'}"]
+            if source == "cache":
+                built = warm_cache(load_config(PretrainConfig, args.config, over + cache), manifest)
+                results["end_to_end"][f"{folder.name} cache build"] = {"seconds": built}
+                print(f"  cache         {folder.name}: built in {built:.1f} s (not in the rates below)", flush=True)
+            for mode in modes:
+                run_over = over + cache + [f"data.manifest={manifest}", "optim.epochs=1000",
+                                           f"run.max_steps={args.steps + args.warmup}", f"data.preprocess={mode}"]
+                run_cfg = load_config(PretrainConfig, args.config, run_over)
+                run_dir = Path(tempfile.mkdtemp(prefix=f"run_{folder.name}_{source}_{mode}_", dir=tmp))
+                if device.type == "cuda":
+                    with GPUBusy() as busy:
+                        pretrain(run_cfg, run_dir)
+                else:
+                    busy = None
                     pretrain(run_cfg, run_dir)
-            else:
-                busy = None
-                pretrain(run_cfg, run_dir)
-            rate, t0, t1 = steady(run_dir, args.warmup)
-            util = busy.mean(t0, t1) if busy else None
-            key = f"{folder.name} preprocess={mode}"
-            results["end_to_end"][key] = {"clips_per_s": rate, "ratio": rate / base, "gpu_busy_percent": util}
-            print(f"  end-to-end    {key:38s} {rate:8.1f} clips/s   ({rate / base:.2f}x compute-only"
-                  + (f", GPU busy {util:.0f}%" if util is not None else "") + ")", flush=True)
+                rate, t0, t1, phases = steady(run_dir, args.warmup)
+                util = busy.mean(t0, t1) if busy else None
+                key = f"{folder.name} from {source} preprocess={mode}"
+                results["end_to_end"][key] = {"clips_per_s": rate, "ratio": rate / base, "gpu_busy_percent": util,
+                                              "per_step_ms": phases}
+                print(f"  end-to-end    {key:38s} {rate:8.1f} clips/s   ({rate / base:.2f}x compute-only"
+                      + (f", GPU busy {util:.0f}%" if util is not None else "") + ")", flush=True)
+                print_phases(phases)
         if args.nproc > 1:
             multi_dir = Path(tempfile.mkdtemp(prefix=f"run{args.nproc}_{folder.name}_", dir=tmp))
             env = dict(os.environ, OMP_NUM_THREADS=str(max(1, torch.get_num_threads() // args.nproc)))
             cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}",
                    "--master_port=29533", "-m", "avssl", "pretrain", "--config", str(Path(args.config).resolve()),
                    "--output-dir", str(multi_dir)]
-            for o in over + [f"data.manifest={manifest}", "optim.epochs=1000",
-                             f"run.max_steps={args.steps + args.warmup}"]:
+            for o in over + [f"data.manifest={manifest}", "optim.epochs=1000", f"run.max_steps={args.steps + args.warmup}",
+                             f"data.cache={'true' if sources[0] == 'cache' else 'false'}"]:
                 cmd += ["--set", o]
             subprocess.run(cmd, check=True, env=env, cwd=tmp, stdout=subprocess.DEVNULL)
-            multi, _, _ = steady(multi_dir, args.warmup)
-            one = results["end_to_end"][f"{folder.name} preprocess={modes[0]}"]["clips_per_s"]
+            multi, _, _, _ = steady(multi_dir, args.warmup)
+            one = results["end_to_end"][f"{folder.name} from {sources[0]} preprocess={modes[0]}"]["clips_per_s"]
             results["end_to_end"][f"{folder.name} {args.nproc} processes"] = {"clips_per_s": multi}
             print(f"  end-to-end    {folder.name}, {args.nproc} processes{'':18s} {multi:8.1f} clips/s   "
                   f"({multi / one:.2f}x 1 process)", flush=True)

@@ -145,9 +145,21 @@ class VideoTransform:
                 rows_d = rows.to(x.device, non_blocking=True)
                 amount = params[rows, 1 + op].to(x.device, non_blocking=True).view(-1, 1, 1, 1, 1)
                 x[rows_d] = _COLOUR_OPS[op](x[rows_d], amount)
-        mean = torch.tensor(self.cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
-        std = torch.tensor(self.cfg.std, device=x.device).view(1, 3, 1, 1, 1)
+        mean = _constant(tuple(self.cfg.mean), torch.float32, x.device).view(1, 3, 1, 1, 1)
+        std = _constant(tuple(self.cfg.std), torch.float32, x.device).view(1, 3, 1, 1, 1)
         return x.sub_(mean).div_(std)
+
+
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor on ``device``, made once per device: a tensor made from a list on a GPU is a copy
+    the host waits for, which a training step must not contain."""
+    key = (values, dtype, str(device))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return _CONSTANTS[key]
 
 
 # Colour operations on float (B, 3, T, H, W) in [0, 1] with one amount per clip (B, 1, 1, 1, 1); the same
@@ -195,7 +207,7 @@ def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     q = (v * (1 - s * f)).clamp_(0, 1)
     t = (v * (1 - s * (1 - f))).clamp_(0, 1)
     vpqt = torch.stack((v, p, q, t), dim=1)
-    table = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], device=x.device)
+    table = _constant(((0, 2, 1, 1, 3, 0), (3, 0, 0, 2, 1, 1), (1, 1, 3, 0, 0, 2)), torch.long, x.device)
     pick = table[:, i.long().remainder_(6)].movedim(0, 1)  # (B, 3, T, H, W)
     return vpqt.gather(1, pick)
 

@@ -250,10 +250,10 @@ class StepStats:
 _COMPILERS = ("torch/_dynamo", "torch/_inductor", "torch/_functorch", "torch/fx", "torch/_subclasses")
 
 
-def compile_model(model: nn.Module, setting: bool | str) -> nn.Module:
-    """``torch.compile`` of ``model`` (``True``: the default mode, or a mode such as ``max-autotune``), static
-    shapes (every training batch has the same shape). Under DDP, pass the DDP-wrapped model (PyTorch's documented
-    order: its optimizer splits the graph at the gradient buckets)."""
+def compile_model(model: Callable, setting: bool | str) -> Callable:
+    """``torch.compile`` of ``model`` (a module or a function; ``True``: the default mode, or a mode such as
+    ``max-autotune``), static shapes (every training batch has the same shape). Under DDP, pass the DDP-wrapped
+    model (PyTorch's documented order: its optimizer splits the graph at the gradient buckets)."""
     mode = None if setting is True else str(setting)
     return torch.compile(model, mode=mode, dynamic=False)
 
@@ -628,6 +628,8 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(
                 job.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.model, self.step_model = model, compile_model(model, self.run.compile) if self.run.compile else model
+        if self.run.compile and hasattr(job, "compile_loss"):  # the loss too, where the job's compiles
+            job.compile_loss(lambda fn: compile_model(fn, self.run.compile))
 
     def fit(self, job: Job) -> dict[str, Any]:
         """Train ``job`` to ``total_steps``; returns the summary (also in ``summary.json``). Between log steps
@@ -760,6 +762,8 @@ class Trainer:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 print(f"run.compile: compilation failed ({type(e).__name__}: {first}); going on eagerly", flush=True)
             self.step_model = self.model
+            if hasattr(job, "compile_loss"):
+                job.compile_loss(None)
             loss, metrics, lr = train_step(job, self.model, *args)
         stats.add(loss, metrics)
         return lr

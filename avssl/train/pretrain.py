@@ -62,6 +62,7 @@ class PretrainJob:
                                                        cfg.optim)}
         self.neg_gen = torch.Generator()  # reseeded every step from (seed, rank, step): nothing to save
         self.has_memory = hasattr(self.loss_fn, "memory")  # the divergence guard judges a collapse once it is filled
+        self.loss_call: Any = self.loss_fn  # compiled with run.compile (compile_loss)
         self._last: tuple[torch.Tensor, ...] = ()
 
     def describe(self, trainer: Trainer) -> str:
@@ -106,9 +107,14 @@ class PretrainJob:
             v, a = model(video, audio, spatial=self.cfg.loss.av_pool != "mean")
         self.neg_gen.manual_seed((self.seed * 1_000_003 + self.rt.rank) * 100_000_007 + step)
         v, a = v.float(), a.float()
-        loss, terms = self.loss_fn(v, a, index, self.neg_gen)
+        loss, terms = self.loss_call(v, a, index, self.neg_gen)
         self._last = (index, v, a)
         return loss, terms
+
+    def compile_loss(self, compile_fn: Any) -> None:
+        """With ``run.compile``: the loss through ``compile_fn`` (the negatives' draw on the host's generator is its one
+        graph break); None: eager again."""
+        self.loss_call = compile_fn(self.loss_fn) if compile_fn is not None else self.loss_fn
 
     def after_step(self, keep: torch.Tensor | None = None) -> None:
         self.loss_fn.update(*self._last, keep=keep)

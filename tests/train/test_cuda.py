@@ -130,3 +130,53 @@ def test_finetuning_resumes_on_cuda_with_its_own_dropout_stream(tmp_path, monkey
     assert "cuda" in b["rng"][0]
     for name, t in a["model"].items():
         torch.testing.assert_close(t, b["model"][name], rtol=1e-5, atol=1e-6, msg=f"{name} differs")
+
+
+@pytest.mark.parametrize("config", ["avid_small_cpu.yaml", "avid_r2plus1d18_kinetics.yaml",
+                                    "avid_cma_r2plus1d18_kinetics.yaml", "avid_r2plus1d18tv_8x112_200e_kinetics.yaml"])
+@pytest.mark.parametrize("on_divergence", ["stop", "skip_batch"])
+def test_steady_state_steps_never_wait_on_the_host(tmp_path, config, on_divergence):
+    """torch.cuda.set_sync_debug_mode("error") around steady-state steps: the prefetcher's copy and batch
+    preprocessing of the next batch (side stream), the step, the guard's counters, the figures summed on the device.
+    Any operation that makes the host wait for the GPU raises."""
+    from avssl.train.engine import StepStats, Trainer, UpdateUndo
+    from avssl.train.guard import DivergenceGuard
+    from avssl.train.prefetch import Prefetcher
+    from avssl.train.pretrain import PretrainJob
+
+    cfg = load_config(PretrainConfig, ROOT / "configs" / "pretrain" / config, [
+        "run.device=cuda", "data.preprocess=device", f"run.on_divergence={on_divergence}", "optim.batch_size=4"])
+    trainer = Trainer(cfg, tmp_path, "pretrain")
+    trainer._use(torch.utils.data.TensorDataset(torch.zeros(64)), cfg.data, 64)
+    job = PretrainJob(cfg, trainer.rt, 64, trainer.steps_per_epoch)
+    if hasattr(job.loss_fn, "update_positives"):
+        job.loss_fn.update_positives()  # at an epoch's start
+    trainer.setup_job(job)
+    trainer.wrap(job)
+    guard = DivergenceGuard(on_divergence, "warn", 0.05, 10, 1, trainer.device, print)
+    undo, stats = UpdateUndo(job.model) if guard.skips else None, StepStats()
+    c, b = cfg.data.clip, 4
+    t = max(1, round(c.video_duration * c.fps))
+    params = torch.tensor([[1.0, 1.1, 0.9, 1.2, 0.05, 0.0, 1.0, 2.0, 3.0]]).repeat(b, 1)
+
+    def batch(i: int) -> dict:  # as the loader gives it on CUDA: pinned
+        return {"video": torch.randint(0, 255, (b, 3, t, c.crop, c.crop), dtype=torch.uint8).pin_memory(),
+                "video_params": params, "waveform": torch.randn(b, round(c.audio_duration * c.sample_rate)).pin_memory(),
+                "audio_params": torch.tensor([[[0, 3, 5]]]).repeat(b, 1, 1), "index": (torch.arange(b) + i).pin_memory(),
+                "failures": []}
+
+    it = iter(Prefetcher([(0, batch(i)) for i in range(8)], trainer._prepare, trainer.device))
+    for step in range(2):  # warm-up: the first step reads the partition estimate once, cuDNN picks its kernels
+        _, bt, inputs = next(it)
+        trainer.step(job, bt, inputs, step, guard, undo, stats)
+    stats.read()  # a log step
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(2, 6):
+            _, bt, inputs = next(it)
+            trainer.step(job, bt, inputs, step, guard, undo, stats)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    row = stats.read()
+    assert torch.isfinite(torch.tensor(row["loss"])) and stats.steps == 0
