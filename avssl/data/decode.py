@@ -301,12 +301,17 @@ def _reformatter() -> VideoReformatter:
     return _local.reformatter
 
 
-def _frame_time(frame: av.VideoFrame | av.AudioFrame, c_start: float) -> float | None:
+def _frame_time(frame: av.VideoFrame | av.AudioFrame, c_start: float, tb: float | None = None) -> float | None:
+    """The frame's time in seconds from the container's start; ``tb``: its stream's time base as a float (saves
+    building a Fraction per frame)."""
     ts = frame.pts if frame.pts is not None else frame.dts
-    tb = frame.time_base
-    if ts is None or tb is None:
+    if ts is None:
         return None
-    return ts * tb.numerator / tb.denominator - c_start
+    if tb is None:
+        if frame.time_base is None:
+            return None
+        tb = float(frame.time_base)
+    return ts * tb - c_start
 
 
 def _seek(c: av.container.InputContainer, stream: av.stream.Stream, t: float, c_start: float) -> None:
@@ -326,6 +331,51 @@ def _video_stream(c: av.container.InputContainer, path: str, threads: int) -> av
     return vs
 
 
+def _needed(packets: list[av.Packet], tb: float, c_start: float, targets: np.ndarray) -> set[int] | None:
+    """The presentation timestamps (stream units) of the frames the targets show, from the packets read ahead (every
+    packet shown at or before the last target is among them): for each target the latest frame at or before it (the
+    first frame where it lies before the video), and the first frame after the window (it tells the decoding loop
+    that the window is complete). None where some packet has no timestamp (decode everything)."""
+    if any(p.pts is None for p in packets if p.size):
+        return None
+    pts = sorted({p.pts for p in packets if p.size})
+    if not pts:
+        return None
+    times = np.asarray(pts, np.float64) * tb - c_start
+    at = np.searchsorted(times, np.asarray(targets) + _EPS, side="right") - 1
+    needed = {pts[max(int(k), 0)] for k in at}
+    after = int(np.searchsorted(times, float(targets[-1]) + _EPS, side="right"))
+    if after < len(pts):
+        needed.add(pts[after])
+    return needed
+
+
+def _decoded(c: av.container.InputContainer, vs: av.video.stream.VideoStream, targets: np.ndarray,
+             c_start: float) -> Iterator[av.VideoFrame]:
+    """The video's frames in display order from the keyframe before ``targets[0]``. The packets up to the window's
+    end are read ahead (their timestamps say which frames the targets show: :func:`_needed`); the others are sent to
+    the decoder with ``skip_frame=NONREF``, so that it drops those no other frame refers to (B-frames, most of a
+    GOP's frames before and between the picked ones) instead of decoding them. What the targets show is unchanged."""
+    tb, last = float(vs.time_base), float(targets[-1])
+    ctx = vs.codec_context
+    demux = c.demux(vs)
+    ahead: list[av.Packet] = []
+    for pkt in demux:
+        ahead.append(pkt)
+        if pkt.dts is not None and pkt.dts * tb - c_start > last + _EPS:
+            break  # every later packet is shown after the window (dts <= pts)
+    needed = _needed(ahead, tb, c_start, targets)
+    try:
+        for pkt in ahead:
+            ctx.skip_frame = "NONREF" if needed is not None and pkt.size and pkt.pts not in needed else "DEFAULT"
+            yield from vs.decode(pkt)
+        ctx.skip_frame = "DEFAULT"
+        for pkt in demux:  # past the window (or no timestamps): as far as the caller reads
+            yield from vs.decode(pkt)
+    finally:
+        ctx.skip_frame = "DEFAULT"
+
+
 def _pick(
     c: av.container.InputContainer,
     vs: av.video.stream.VideoStream,
@@ -334,16 +384,18 @@ def _pick(
     counts: dict[str, int],
 ) -> Iterator[tuple[av.VideoFrame, bool]]:
     """(the frame on screen, whether the time lies outside the video) for each target time in order, from one
-    decoding pass that holds at most two decoded frames; ``counts["decoded"]`` counts the frames decoded."""
+    decoding pass that holds at most two decoded frames (and the window's packets, read ahead);
+    ``counts["decoded"]`` counts the frames decoded."""
     _seek(c, vs, float(targets[0]), c_start)
     n = len(targets)
     prev: av.VideoFrame | None = None
     prev_t = -math.inf
     period = 1.0 / float(vs.average_rate or vs.guessed_rate or 25)
+    tb = float(vs.time_base)
     i = 0
-    for frame in c.decode(vs):
+    for frame in _decoded(c, vs, targets, c_start):
         counts["decoded"] += 1
-        t = _frame_time(frame, c_start)
+        t = _frame_time(frame, c_start, tb)
         if t is None:
             t = prev_t + period if prev is not None else 0.0
         while i < n and targets[i] < t - _EPS:
@@ -464,6 +516,21 @@ def _to_float_mono(arr: np.ndarray, planar: bool, channels: int) -> np.ndarray:
     return arr.mean(axis=0) if arr.shape[0] > 1 else arr[0]
 
 
+_PLANAR_FLOAT = {"fltp": np.float32, "dblp": np.float64}
+
+
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded audio frame as float32 mono samples: float planar frames (what AAC, Opus, Vorbis and MP3 decoders
+    give) read straight from their planes, other formats through ``to_ndarray``."""
+    n = frame.samples
+    dtype = _PLANAR_FLOAT.get(frame.format.name)
+    if dtype is not None:
+        planes = [np.frombuffer(p, dtype, count=n) for p in frame.planes]
+        mono = planes[0] if len(planes) == 1 else np.add.reduce(planes) / len(planes)
+        return mono.astype(np.float32, copy=False)
+    return _to_float_mono(frame.to_ndarray(), frame.format.is_planar, len(frame.layout.channels))
+
+
 def _decode_audio(
     c: av.container.InputContainer,
     aus: av.audio.stream.AudioStream,
@@ -476,32 +543,31 @@ def _decode_audio(
     n_out = int(round(duration * sample_rate))
     lo, hi = start - _AUDIO_MARGIN, start + duration + _AUDIO_MARGIN
     _seek(c, aus, lo, c_start)
-    native_sr, planar, channels = 0, True, 1
+    native_sr = 0
+    tb = float(aus.time_base) if aus.time_base is not None else None
     chunks: list[tuple[float, np.ndarray]] = []
     for frame in c.decode(aus):
-        t = _frame_time(frame, c_start)
+        t = _frame_time(frame, c_start, tb)
         if t is None:
             continue
-        if not chunks:
-            native_sr, planar, channels = frame.sample_rate, frame.format.is_planar, len(frame.layout.channels)
+        native_sr = native_sr if chunks else frame.sample_rate
         if t + frame.samples / native_sr < lo:
             continue
         if t > hi:
             break
-        chunks.append((t, frame.to_ndarray()))
+        chunks.append((t, _mono(frame)))
     out = np.zeros(n_out, dtype=np.float32)
     if not chunks:
         return out, n_out
     # Lay the chunks on one buffer by timestamp (gaps stay silent, overlaps are overwritten).
     t0 = chunks[0][0]
-    per_ch = [x.shape[-1] // (1 if planar else channels) for _, x in chunks]
+    per_ch = [len(x) for _, x in chunks]
     starts = [int(round((t - t0) * native_sr)) for t, _ in chunks]
     if all(b == a + n for a, b, n in zip(starts, starts[1:], per_ch)):  # contiguous: the usual case
-        buf = _to_float_mono(np.concatenate([x for _, x in chunks], axis=-1), planar, channels)
+        buf = np.concatenate([x for _, x in chunks])
     else:
         buf = np.zeros(max(s + n for s, n in zip(starts, per_ch)), dtype=np.float32)
-        for s_, (_, x) in zip(starts, chunks):
-            y = _to_float_mono(x, planar, channels)
+        for s_, (_, y) in zip(starts, chunks):
             buf[s_ : s_ + len(y)] = y
     covered_lo, covered_hi = t0, t0 + len(buf) / native_sr
     if native_sr != sample_rate:

@@ -1,7 +1,10 @@
 """Re-encode a collection for fast clip loading: short side 256, a keyframe every second, audio kept.
 
 Seeking lands on the keyframe before a clip, so decoding cost grows with keyframe spacing; typical
-web video has 2-10 s spacing at 720p or more. Timestamps are kept, so clips stay in sync.
+web video has 2-10 s spacing at 720p or more. Between references, ``bframes`` B-frames that no other frame
+refers to (x264's ``b-pyramid=none``): the loader tells the decoder to drop those no picked frame needs
+(avssl/data/decode.py), so that a clip decodes the keyframe's P-frames and its own frames, not every frame
+from the keyframe on. Timestamps are kept, so clips stay in sync.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from .decode import DecodeError, output_size
@@ -26,7 +30,11 @@ class ReencodeConfig:
     keyframe_interval: float = 1.0  # seconds
     crf: int = 23
     preset: str = "veryfast"
-    audio_bitrate: int = 128_000  # used only when the audio is not AAC and must be encoded
+    bframes: int = 3  # non-reference B-frames between references (0: none)
+    # AAC with at most this many channels is copied; other audio (5.1, 7.1, or not AAC) is encoded as AAC with
+    # at most this many (training downmixes to mono anyway, and decoding 6 channels costs 3x decoding 2)
+    audio_channels: int = 2
+    audio_bitrate: int = 128_000  # used only when the audio is not copied
 
 
 def reencode_file(src: str | os.PathLike, dst: str | os.PathLike, cfg: ReencodeConfig = ReencodeConfig()) -> None:
@@ -51,15 +59,19 @@ def reencode_file(src: str | os.PathLike, dst: str | os.PathLike, cfg: ReencodeC
             vout.options = {
                 "crf": str(cfg.crf),
                 "preset": cfg.preset,
-                "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0",
+                "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes={cfg.bframes}:b-adapt=0:b-pyramid=none",
             }
+            vout.codec_context.max_b_frames = cfg.bframes
             aout, copy_audio = None, False
             if ain is not None:
-                copy_audio = ain.codec_context.name == "aac"
+                channels = ain.codec_context.channels
+                copy_audio = ain.codec_context.name == "aac" and 0 < channels <= cfg.audio_channels
                 if copy_audio:
                     aout = out.add_stream_from_template(ain)
                 else:
-                    aout = out.add_stream("aac", rate=ain.codec_context.sample_rate, layout=ain.codec_context.layout)
+                    layout = ain.codec_context.layout if 0 < channels <= cfg.audio_channels else (
+                        "mono" if cfg.audio_channels == 1 else "stereo")
+                    aout = out.add_stream("aac", rate=ain.codec_context.sample_rate, layout=layout)
                     aout.bit_rate = cfg.audio_bitrate
             rotation_set = False
             scaler = VideoReformatter()  # one swscale context for the whole file
@@ -73,6 +85,7 @@ def reencode_file(src: str | os.PathLike, dst: str | os.PathLike, cfg: ReencodeC
                             rotation_set = True
                         small = scaler.reformat(frame, width=w, height=h, format="yuv420p", threads=1)
                         small.pts, small.time_base = frame.pts, frame.time_base
+                        small.pict_type = PictureType.NONE  # the encoder chooses (a source's types would be forced)
                         out.mux(vout.encode(small))
                 elif copy_audio:
                     if packet.dts is None:

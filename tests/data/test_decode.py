@@ -242,3 +242,22 @@ def test_decode_error_survives_pickling():
 
     e = pickle.loads(pickle.dumps(DecodeError("/x.mp4", "broken")))
     assert (e.path, e.reason) == ("/x.mp4", "broken")
+
+
+def test_frames_no_target_shows_are_skipped_without_changing_what_the_targets_show(tmp_path, monkeypatch):
+    """The decoder drops non-reference frames that no output time shows (B-frames before and between the picked
+    frames): the clips are identical to decoding every frame, at any window, and fewer frames are decoded."""
+    from avssl.data import decode as dec
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) // 4 * 4 + 2 * i % 4 for i in range(150)]
+    path = tmp_path / "bframes.mp4"
+    write_av(path, frames, 25, None, gop=50, crf=18)  # x264 with B-frames, 2 s keyframes
+    starts = [0.0, 0.03, 1.97, 2.0, 3.3, 5.6, 5.9] + list(rng.uniform(0, 6, 12))
+    fast = [decode_clip(path, s, 0.5, 16, None, None) for s in starts]
+    monkeypatch.setattr(dec, "_needed", lambda *a: None)  # decode every frame
+    full = [decode_clip(path, s, 0.5, 16, None, None) for s in starts]
+    for s, a, b in zip(starts, fast, full):
+        np.testing.assert_array_equal(a.frames, b.frames, err_msg=f"start {s}")
+        assert a.video_padded_frames == b.video_padded_frames
+    assert sum(a.decoded_frames for a in fast) < 0.8 * sum(b.decoded_frames for b in full)
