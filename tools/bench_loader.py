@@ -42,7 +42,6 @@ import av
 import torch
 
 from avssl.config import CONFIG_DIR, load_config
-from avssl.data.clips import clip_span
 from avssl.data.datasets import ClipMaker
 from avssl.data.decode import decode_audio, decode_clip, probe
 from avssl.data.synthetic import SynthSpec, synthesize
@@ -94,7 +93,7 @@ def other_version(root: str) -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules["avssl_other"] = module
     spec.loader.exec_module(module)
-    for name in ("config", "data.datasets", "train.configs"):
+    for name in ("config", "data.datasets", "data.decode", "train.configs"):
         importlib.import_module(f"avssl_other.{name}")
     return module
 
@@ -139,8 +138,11 @@ def bench(config: Path, files: list[str], clips: int, seed: int, rounds: int = 6
     decoded = [(decode_clip(e["path"], s.start, c.video_duration, c.fps, c.size, None), k) for e, s, k in items]
     out.update(_rounds({"part: crop geometry (uint8)": lambda dk: tf.geometry(
         torch.from_numpy(dk[0].frames), torch.Generator().manual_seed(dk[1]))}, decoded, rounds))
-    lo, hi = clip_span(c, c.max_av_offset)
-    out["clip span (s)"] = hi - lo
+    out["frames decoded per clip"] = sum(d.decoded_frames for d, _ in decoded) / len(decoded)
+    if other is not None:
+        out["frames decoded per clip, --compare-with"] = sum(
+            other.data.decode.decode_clip(e["path"], s.start, c.video_duration, c.fps, c.size, None).decoded_frames
+            for e, s, _ in items) / len(items)
     return out
 
 
@@ -174,7 +176,8 @@ def main() -> int:
         base = r["floor: open + decode, no conversion"]
         print(f"{Path(config).name}")
         for name, ms in r.items():
-            if name == "clip span (s)":
+            if name.startswith("frames decoded"):
+                print(f"  {name:40s} {ms:7.1f}")
                 continue
             ratio = f"  ({ms / base:.2f}x the floor)" if name.startswith("clip") else ""
             print(f"  {name:40s} {ms:7.2f} ms{ratio}")
