@@ -1,4 +1,10 @@
-"""Atomic file writes: a temporary file in the target's folder, fsync, then a rename over the target."""
+"""Atomic file writes: a temporary file in the target's folder, fsync, then a rename over the target.
+
+Temporary names are unique (``mkstemp``), so two writers of the same file (a retried job-array task while the
+first still runs, processes in other PID namespaces) never share one; the file that lands is whole either way.
+Files get the permissions the process's umask gives new files (``mkstemp`` alone would leave them 0600, unreadable
+to the other accounts and jobs of a shared cluster).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "publish", "temp_path", "umask"]
+
+
+def umask() -> int:
+    """The process's umask (read from /proc where it can be, without changing it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_path(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A new, empty, uniquely named file beside ``path`` (``.NAME.XXXXXXXX.tmp``) for a writer that opens files by
+    name; :func:`publish` puts it in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give ``tmp`` the umask's permissions and rename it over ``path``."""
+    os.chmod(tmp, 0o666 & ~umask())
+    os.replace(tmp, path)
 
 
 @contextmanager
@@ -24,7 +60,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..config import ConfigError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, publish
 from .clips import ClipConfig, clip_span
 from .decode import Clip, DecodeError, decode_audio, iter_frames
 from .entries import Entries
@@ -153,11 +153,25 @@ def plan_cache(durations: np.ndarray, sizes: np.ndarray, clip: ClipConfig, mode:
     return CachePlan(cached, total, present, message)
 
 
+def _started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc; "0" where that cannot be read): with the pid
+    it names one process, where a pid alone may have been reused or belong to another PID namespace."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "0"
+
+
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
+    """A unique temporary name beside ``path`` that says who writes it: ``.NAME.HOST.PID-START-RANDOM.tmp``."""
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}-{_started(os.getpid())}-{os.urandom(4).hex()}.tmp")
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: str = "0") -> bool:
+    """Whether the process that wrote a temporary file still runs: the same pid, started at the same time."""
+    if started != "0" and os.path.isdir("/proc"):
+        return _started(pid) == started
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -168,12 +182,15 @@ def _alive(pid: int) -> bool:
 
 
 def _sweep(folder: Path, max_age: float = 86400.0) -> None:
-    """Remove temporary files left by killed builders: this host's whose process is gone, any host's older than
+    """Remove temporary files left by killed builders: this host's whose process is gone (the pid and its start
+    time, so a reused pid or another PID namespace's process does not keep them), any host's older than
     ``max_age`` seconds."""
     for tmp in folder.glob(".*.tmp"):
-        parts = tmp.name.rsplit(".", 3)  # .NAME . HOST . PID . tmp
+        parts = tmp.name.rsplit(".", 3)  # .NAME . HOST . PID-START-RANDOM . tmp
         try:
-            dead = len(parts) == 4 and parts[1] == _HOST and not _alive(int(parts[2]))
+            writer = parts[2].split("-") if len(parts) == 4 else []
+            dead = bool(writer) and parts[1] == _HOST and not _alive(int(writer[0]), writer[1] if len(writer) > 1
+                                                                     else "0")
             if dead or time.time() - tmp.stat().st_mtime > max_age:
                 tmp.unlink()
         except (ValueError, OSError):
@@ -201,7 +218,7 @@ def _write_stream(path: Path, shape: tuple[int, ...], dtype: np.dtype, rows: Any
                 raise DecodeError(str(path), f"wrote {written} of {shape[0]} rows")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return written

@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from ..fileio import publish, temp_path
+
 __all__ = ["Entries", "entries_index_path", "load_entries"]
 
 log = logging.getLogger(__name__)
@@ -212,12 +214,16 @@ def _parse(manifest: Path) -> pa.Table:
 
 
 def _write_index(table: pa.Table, index: Path, stamp: dict[bytes, bytes]) -> bool:
-    tmp = index.with_name(f".{index.name}.{os.getpid()}.tmp")
+    try:
+        tmp = temp_path(index)
+    except OSError as e:
+        log.info("%s: not kept (%s); entries stay in memory", index, e)
+        return False
     try:
         with pa.OSFile(str(tmp), "wb") as sink:
             with pa.ipc.new_file(sink, table.schema.with_metadata(stamp)) as writer:
                 writer.write_table(table, max_chunksize=1 << 16)
-        os.replace(tmp, index)
+        publish(tmp, index)
         return True
     except OSError as e:
         log.info("%s: not kept (%s); entries stay in memory", index, e)

@@ -18,6 +18,7 @@ import av
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
+from ..fileio import publish, temp_path
 from .decode import DecodeError, output_size
 from ..progress import track
 
@@ -41,7 +42,7 @@ def reencode_file(src: str | os.PathLike, dst: str | os.PathLike, cfg: ReencodeC
     """Re-encode ``src`` to H.264 MP4 at ``dst`` (written to a temporary name, then renamed)."""
     src, dst = os.fspath(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp.mp4")
+    tmp = temp_path(dst, suffix=".tmp.mp4")  # unique: two writers of one output never share a temporary
     try:
         with av.open(src) as inp, av.open(str(tmp), "w") as out:
             if not inp.streams.video:
@@ -98,7 +99,7 @@ def reencode_file(src: str | os.PathLike, dst: str | os.PathLike, cfg: ReencodeC
             out.mux(vout.encode(None))
             if aout is not None and not copy_audio:
                 out.mux(aout.encode(None))
-        os.replace(tmp, dst)
+        publish(tmp, dst)
     except (av.FFmpegError, OSError, ValueError) as e:
         raise DecodeError(src, f"re-encoding failed: {e}") from e
     finally:

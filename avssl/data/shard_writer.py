@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, publish, temp_path
 from ..progress import track
 from .collection import part_range, read_manifest, resolve_media
 from .decode import DecodeError, probe
 from .reencode import ReencodeConfig, reencode_file
-from .shards import SHARDS_JSON, ShardIndex
+from .shards import SHARDS_JSON, ShardIndex, shard_stamp
 
 __all__ = ["ShardConfig", "ShardResult", "merge_shards", "plan_shards", "write_shards"]
 
@@ -81,23 +81,26 @@ def _sources(source: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]
 
 
 def _facts(path: str, row: dict[str, Any] | None, cfg: ShardConfig) -> dict[str, Any]:
-    if row is not None:
-        return dict(row)
-    info = probe(path)
-    if info.video is None:
+    """The file's probe facts (a manifest row's, or probed now), checked against the plan's filters the same way
+    for both (raises DecodeError naming what the file lacks)."""
+    known = row is not None and "video" in row and isinstance(row.get("duration"), (int, float))
+    facts = dict(row) if known else {**(row or {}), **probe(path).to_dict()}  # a hand-written row: probed
+    if not facts.get("video"):
         raise DecodeError(path, "no video stream (audio-only file)")
-    if cfg.require_audio and info.audio is None:
+    if cfg.require_audio and not facts.get("audio"):
         raise DecodeError(path, "no audio stream")
-    if info.duration < cfg.min_duration:
-        raise DecodeError(path, f"too short: {info.duration:.2f}s < {cfg.min_duration:.2f}s")
-    return info.to_dict()
+    duration = float(facts["duration"])
+    if duration < cfg.min_duration:
+        raise DecodeError(path, f"too short: {duration:.2f}s < {cfg.min_duration:.2f}s")
+    return facts
 
 
-def _media_bytes(path: str, cfg: ShardConfig, tmp: Path) -> tuple[bytes, str]:
+def _media_bytes(path: str, cfg: ShardConfig, near: Path) -> tuple[bytes, str]:
     if cfg.reencode is None:
         return Path(path).read_bytes(), (Path(path).suffix.lstrip(".").lower() or "mp4")
-    reencode_file(path, tmp, cfg.reencode)
+    tmp = temp_path(near, suffix=".mp4")
     try:
+        reencode_file(path, tmp, cfg.reencode)
         return tmp.read_bytes(), "mp4"
     finally:
         tmp.unlink(missing_ok=True)
@@ -111,7 +114,7 @@ def _write_one(job: tuple[int, list[tuple[int, str, dict[str, Any] | None]], Sha
     k, files, cfg, out = job
     out_dir = Path(out)
     name = f"{k:06d}.tar"
-    tmp = out_dir / f".{name}.{os.getpid()}.tmp"
+    tmp = temp_path(out_dir / name)  # unique: a retried task on the same shard writes its own
     indices: list[int] = []
     rejected: list[dict[str, Any]] = []
     try:
@@ -119,7 +122,7 @@ def _write_one(job: tuple[int, list[tuple[int, str, dict[str, Any] | None]], Sha
             for pos, path, row in files:
                 try:
                     facts = _facts(path, row, cfg)
-                    data, ext = _media_bytes(path, cfg, out_dir / f".{k:06d}.{os.getpid()}.mp4")
+                    data, ext = _media_bytes(path, cfg, out_dir / f"{k:06d}.reencoded.mp4")
                 except (DecodeError, OSError) as e:
                     rejected.append({"path": path, "reason": getattr(e, "reason", str(e)), "index": pos})
                     continue
@@ -128,7 +131,7 @@ def _write_one(job: tuple[int, list[tuple[int, str, dict[str, Any] | None]], Sha
                         "audio": bool(facts.get("audio")), "facts": facts}
                 sink.write({"__key__": key, ext: data, "json": json.dumps(meta, sort_keys=True).encode()})
                 indices.append(pos)
-        os.replace(tmp, out_dir / name)
+        publish(tmp, out_dir / name)
     finally:
         tmp.unlink(missing_ok=True)
     record = {"url": name, "count": len(indices), "indices": indices, "rejected": rejected}
@@ -158,13 +161,18 @@ def write_shards(source: str | os.PathLike, output_dir: str | os.PathLike, cfg: 
     sizes = [int(r.get("size_bytes") or 0) for r in rows] if rows is not None else [os.path.getsize(p) for p in paths]
     plan = plan_shards(sizes, cfg.samples_per_shard, cfg.shard_mb * 1e6)
     recorded = {"source": str(Path(source).resolve()), "files": len(paths), "shards": plan,
-                "reencode": asdict(cfg.reencode) if cfg.reencode else None}
+                "reencode": asdict(cfg.reencode) if cfg.reencode else None,
+                "require_audio": cfg.require_audio, "min_duration": cfg.min_duration}
     plan_file = out / _PLAN
     if plan_file.exists():
-        old = json.loads(plan_file.read_text())
+        old = {"require_audio": False, "min_duration": 0.0, **json.loads(plan_file.read_text())}  # older plans
+        if old.get("reencode"):
+            old["reencode"] = {**asdict(ReencodeConfig()), **old["reencode"]}
         if old != recorded:
-            raise ValueError(f"{out} holds shards of another plan ({plan_file}): another source, file list, shard "
-                             "size or re-encoding; write to another --output-dir")
+            what = [k for k in recorded if old.get(k) != recorded[k]]
+            raise ValueError(f"{out} holds shards of another plan ({plan_file}; it differs in {', '.join(what)}): "
+                             "every part of a job array needs the same source, shard size, re-encoding and filters "
+                             "(--require-audio, --min-duration); write to another --output-dir")
     else:
         with atomic_write(plan_file) as f:
             json.dump(recorded, f)
@@ -196,7 +204,7 @@ def merge_shards(output_dir: str | os.PathLike) -> ShardIndex:
         raise ValueError(f"{out}: {len(missing)} of {len(plan['shards'])} planned shards are not written yet "
                          f"(e.g. {', '.join(missing[:3])}): run the missing --part jobs")
     shards = [{"url": r["url"], "count": r["count"], "first_index": r["indices"][0] if r["indices"] else 0,
-               "indices": r["indices"]} for r in records]
+               "indices": r["indices"], **shard_stamp(str(out / r["url"]))} for r in records]
     index = ShardIndex(shards, "json", int(plan["files"]), out / SHARDS_JSON)
     with atomic_write(out / SHARDS_JSON) as f:
         json.dump(index.to_dict(), f)

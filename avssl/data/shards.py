@@ -23,7 +23,25 @@ Reading (:class:`ShardStream`), one epoch:
 - resuming inside an epoch replays the same shard order and buffer and skips, without decoding, the samples
   of the batches already trained on: the resumed epoch sees the samples the uninterrupted one would have
   (except where a skipped sample had failed to decode: the stream then shifts by one sample);
-- a sample that fails to decode is skipped and recorded as for files (``skipped.jsonl``).
+- a sample that fails to decode is skipped and recorded as for files (``skipped.jsonl``); so is a shard that
+  cannot be read, or stops part-way (a truncated tar, a network error inside a ``pipe:`` or fsspec stream): the
+  slot records it and fills its quota from its other shards (``data.on_error: raise`` stops instead). A slot whose
+  shards yield nothing in a pass reads the epoch's other shards; a stream in which no shard yields a sample ends
+  with one line instead of looping;
+- shards with no sample are left out of the deal, and there must be at least one non-empty shard per process;
+  with fewer than processes x loader workers, each process uses fewer workers (:func:`usable_workers`, said once);
+- resuming inside an epoch with loader workers: a new DataLoader asks its worker 0 first, while the interrupted
+  one would have asked worker ``skipped % workers``; the workers' roles are rotated by the batches skipped, so
+  the resumed epoch goes on in the same order. ``last.pt`` records the workers; with another number of workers
+  or processes the rest of the epoch is dealt anew, and the run says so;
+- a sample's memory-bank index (its ``KEY.json``'s ``index``, or its shard's first index + its position) must lie
+  in ``[0, slots)``; a ``KEY.json`` that is not a JSON object, or an index outside the bank, is a failed sample
+  (skipped and recorded), not a silently overwritten slot.
+
+An index pass records each shard's size and modification time (a remote shard's size and ETag where its store
+gives one); a shard rewritten since is indexed again (``avssl-index.json``), or refused with one line naming it
+(``shards.json``, which ``avssl data shard`` writes). Local paths in an index are kept relative to the index's
+own folder, so a collection named by a relative path, or moved, reads the same from any working directory.
 
 URLs: local paths, ``pipe:COMMAND`` (webdataset's opener) and anything fsspec opens (``s3://``, ``gs://``,
 ``https://``, with the matching fsspec package installed); ``{000000..000123}`` ranges are expanded.
@@ -35,6 +53,7 @@ import json
 import logging
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +68,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from .decode import DecodeError, MediaBytes, probe
 
 __all__ = ["AUDIO_KEYS", "INDEX_NAME", "SHARDS_JSON", "VIDEO_KEYS", "ShardIndex", "ShardStream", "expand_shards",
-           "index_shards", "load_shard_index", "open_url", "read_samples", "slot_plan"]
+           "index_shards", "load_shard_index", "open_url", "read_samples", "shard_stamp", "slot_plan", "usable_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -116,26 +135,70 @@ def _count(url: str) -> int:
     return sum(1 for _ in read_samples(url))
 
 
+def _local_path(url: str) -> str:
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+def shard_stamp(url: str) -> dict[str, Any]:
+    """What says a shard has not changed since it was indexed: a local file's size and modification time (ns); a
+    remote one's size and ETag as fsspec's ``info`` gives them (nothing for ``pipe:`` commands)."""
+    if url.startswith("pipe:"):
+        return {}
+    if _is_local(url):
+        st = os.stat(_local_path(url))
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    info = fs.info(path)
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    return {k: v for k, v in (("size", info.get("size")), ("etag", etag)) if v is not None}
+
+
+def _stamps(urls: list[str]) -> list[dict[str, Any]]:
+    with ThreadPoolExecutor(min(16, max(1, len(urls)))) as ex:  # remote stores answer in parallel
+        return list(ex.map(shard_stamp, urls))
+
+
+def _stored_url(url: str, base: Path) -> str:
+    """A local shard's path relative to the index's folder (one rule for every index file); others as given."""
+    if not _is_local(url):
+        return url
+    return os.path.relpath(os.path.abspath(_local_path(url)), os.path.abspath(base))
+
+
 def index_shards(urls: list[str], output: str | os.PathLike | None, progress: Callable | None = None) -> ShardIndex:
     """The index pass over shards made elsewhere: count each shard's samples (reading it once), number them
-    in order, and keep the result at ``output`` (JSON)."""
+    in order, record what each shard was (:func:`shard_stamp`), and keep the result at ``output`` (JSON; local
+    paths relative to its folder)."""
     shards, first = [], 0
-    for url in (progress(urls) if progress else urls):
+    stamps = _stamps(urls)
+    base = Path(output).parent if output is not None else Path(".")
+    for url, stamp in zip(progress(urls) if progress else urls, stamps):
         n = _count(url)
-        shards.append({"url": url, "count": n, "first_index": first})
+        shards.append({"url": url, "count": n, "first_index": first, **stamp})
         first += n
     index = ShardIndex(shards, "position", first)
     if output is not None:
         from ..fileio import atomic_write
 
+        stored = ShardIndex([dict(s, url=_stored_url(s["url"], base)) for s in shards], "position", first)
         with atomic_write(output) as f:
-            json.dump(index.to_dict(), f, indent=1)
+            json.dump(stored.to_dict(), f, indent=1)
         index.path = Path(output)
     return index
 
 
 def _resolve(url: str, base: Path) -> str:
-    return url if not _is_local(url) or os.path.isabs(url) else str((base / url).resolve())
+    return url if not _is_local(url) else os.path.normpath(os.path.join(os.path.abspath(base), _local_path(url)))
+
+
+def _changed(chosen: list[dict[str, Any]]) -> list[str]:
+    """The shards whose stamp (as indexed) differs from what they are now (shards indexed without one: none)."""
+    keys = ("size", "mtime_ns", "etag")
+    recorded = [s for s in chosen if any(k in s for k in keys)]
+    now = _stamps([s["url"] for s in recorded])
+    return [s["url"] for s, n in zip(recorded, now) if any(k in s and s[k] != n.get(k) for k in keys)]
 
 
 def load_shard_index(spec: str | list[str], index_path: str | os.PathLike | None = None,
@@ -143,12 +206,12 @@ def load_shard_index(spec: str | list[str], index_path: str | os.PathLike | None
     """The index of the shards ``spec`` names: ``index_path`` when given, else ``shards.json`` (written by
     ``avssl data shard``) or ``avssl-index.json`` beside the first shard; without either, an index pass is run
     and kept beside the shards (or in ``fallback_dir`` where they are not local). Raises ValueError when a
-    named shard is not in the index."""
+    named shard is not in the index, or has changed since ``shards.json`` was written; an ``avssl-index.json``
+    whose shards changed is made again."""
     urls = expand_shards(spec)
     if not urls:
         raise ValueError(f"data.shards {spec!r} names no shard")
-    first = urls[0][len("file://"):] if urls[0].startswith("file://") else urls[0]
-    beside = Path(first).resolve().parent if _is_local(urls[0]) else None
+    beside = Path(_local_path(urls[0])).resolve().parent if _is_local(urls[0]) else None
     candidates = [Path(index_path)] if index_path else [d / n for d in (beside, Path(fallback_dir or "."))
                                                          if d is not None for n in (SHARDS_JSON, INDEX_NAME)]
     for cand in candidates:
@@ -161,10 +224,29 @@ def load_shard_index(spec: str | list[str], index_path: str | os.PathLike | None
                 raise ValueError(f"{cand} does not list {len(missing)} of the shards, e.g. {missing[0]}: index them "
                                  f"again (remove {cand}) or name the shards it lists")
             chosen = [dict(known[u], url=u) for u in want]
+            changed = _changed(chosen)
+            if changed and cand.name == INDEX_NAME and not index_path:
+                log.warning("%d shard(s) changed since %s was written (e.g. %s): indexing again", len(changed), cand,
+                            changed[0])
+                return index_shards(want, cand)
+            if changed:
+                raise ValueError(f"{changed[0]} changed since {cand} was written ({len(changed)} shard(s)): its "
+                                 "sample counts and memory-bank indices may be wrong; write the shards again or "
+                                 f"remove {cand} to index them anew")
             return ShardIndex(chosen, data.get("indices", "position"), int(data.get("slots") or 0), cand)
     target = Path(index_path) if index_path else (beside if beside is not None and os.access(beside, os.W_OK)
                                                   else Path(fallback_dir or ".")) / INDEX_NAME
     return index_shards(urls, target)
+
+
+def usable_workers(index: ShardIndex, world: int, workers: int) -> int:
+    """Loader workers per process such that every slot (process x worker) has a non-empty shard to read (0 keeps
+    the main process reading). Raises ValueError when there are fewer non-empty shards than processes."""
+    full = sum(1 for s in index.shards if int(s["count"]) > 0)
+    if full < world:
+        raise ValueError(f"{full} non-empty shard(s) for {world} processes: each process needs at least one (write "
+                         "smaller shards: avssl data shard --samples-per-shard N)")
+    return min(workers, full // world) if workers else 0
 
 
 def slot_plan(index: ShardIndex, seed: int, epoch: int, slots: int) -> list[list[int]]:
@@ -174,6 +256,8 @@ def slot_plan(index: ShardIndex, seed: int, epoch: int, slots: int) -> list[list
     plan: list[list[int]] = [[] for _ in range(slots)]
     held = [0] * slots
     for s in order.tolist():
+        if int(index.shards[s]["count"]) <= 0:  # nothing to read: not dealt
+            continue
         k = min(range(slots), key=lambda i: (held[i], i))
         plan[k].append(s)
         held[k] += int(index.shards[s]["count"])
@@ -223,19 +307,44 @@ class ShardStream(IterableDataset):
         """Resume inside the epoch: leave out its first ``batches`` steps (their samples are read, not decoded)."""
         self.skipped_batches = batches
 
-    def _raw(self, shards: list[int], cycle: int = 0) -> Iterator[_Raw]:
-        """One pass over the slot's shards, read in order."""
+    def _raw(self, shards: list[int], cycle: int = 0, failed: list[dict[str, Any]] | None = None) -> Iterator[_Raw]:
+        """One pass over the slot's shards, read in order. A shard that cannot be opened or stops part-way is
+        recorded in ``failed`` (with ``data.on_error: raise``, the error stops the run) and the pass goes on."""
         for s in shards:
-            for position, sample in enumerate(read_samples(self.index.shards[s]["url"])):
-                yield _Raw(s, position, cycle, sample)
+            url = self.index.shards[s]["url"]
+            position = 0
+            try:
+                for sample in read_samples(url):
+                    yield _Raw(s, position, cycle, sample)
+                    position += 1
+            except Exception as e:  # a truncated tar, an unreadable file, a broken pipe or connection
+                if self.on_error == "raise":
+                    raise
+                what = f"{type(e).__name__}: {e}".strip()
+                if failed is not None:
+                    failed.append({"path": url, "reason": f"unreadable shard (after {position} samples): {what}"})
+                log.warning("skipping the rest of shard %s: %s", url, what)
 
-    def _passes(self, shards: list[int], rng: random.Random) -> Iterator[_Raw]:
+    def _passes(self, shards: list[int], rng: random.Random, failed: list[dict[str, Any]]) -> Iterator[_Raw]:
         """The slot's samples, pass after pass (a clip per video and pass; or a slot short of its quota), each
-        pass through the shuffle buffer on its own: a sample comes again only after every other one."""
-        cycle = 0
-        while shards:
-            yield from self._shuffled(self._raw(shards, cycle), rng)
+        pass through the shuffle buffer on its own: a sample comes again only after every other one. A pass that
+        yields nothing (every shard of the slot empty or unreadable) moves the slot to the epoch's other shards;
+        if they yield nothing either, the stream ends."""
+        every = list(range(len(self.index.shards)))
+        cycle, fallback = 0, not shards
+        shards = shards or every
+        while True:
+            got = 0
+            for r in self._shuffled(self._raw(shards, cycle, failed), rng):
+                got += 1
+                yield r
             cycle += 1
+            if got:
+                continue
+            others = [k for k in every if k not in shards]
+            if fallback or not others:
+                raise RuntimeError("no shard of the collection yielded a readable sample (see skipped.jsonl)")
+            fallback, shards = True, others
 
     def _shuffled(self, raw: Iterator[_Raw], rng: random.Random) -> Iterator[_Raw]:
         buf: list[_Raw] = []
@@ -252,25 +361,32 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        # A resumed epoch's DataLoader asks its worker 0 first; the interrupted one would have asked worker
+        # (skipped % workers) next: roles rotate by the batches skipped, so the batches come in the same order.
+        role = (worker + self.skipped_batches) % workers
         slots = self.world * workers
-        slot = self.rank * workers + worker
+        slot = self.rank * workers + role
         plan = slot_plan(self.index, self.seed, self.epoch, slots)
-        quota = _quota(self.steps_per_epoch, workers, worker)  # this worker's batches of the epoch
-        done = _quota(self.skipped_batches, workers, worker)  # ...already trained on (a resume)
+        quota = _quota(self.steps_per_epoch, workers, role)  # this role's batches of the epoch
+        done = _quota(self.skipped_batches, workers, role)  # ...already trained on (a resume)
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_007 + slot)
-        stream = self._passes(plan[slot], rng)
+        failed: list[dict[str, Any]] = []
+        stream = self._passes(plan[slot], rng, failed)
         for _ in range(done * self.batch):
             next(stream, None)
+        failed.clear()  # recorded by the run that trained on those batches
         for _ in range((quota - done) * self.batch):
-            item = self._next_item(stream)
+            item = self._next_item(stream, failed)
             if item is None:
                 return
             yield item
 
-    def _next_item(self, stream: Iterator[_Raw]) -> dict[str, Any] | None:
+    def _next_item(self, stream: Iterator[_Raw], failed: list[dict[str, Any]]) -> dict[str, Any] | None:
         failures: list[dict[str, Any]] = []
         for _ in range(self.max_retries + 1):
             raw = next(stream, None)
+            failures += failed  # shards that could not be read on the way
+            failed.clear()
             if raw is None:
                 return None
             try:
@@ -303,6 +419,8 @@ class ShardStream(IterableDataset):
             meta = json.loads(sample["json"]) if "json" in sample else {}
         except (ValueError, UnicodeDecodeError) as e:
             raise DecodeError(f"{name}.json", f"unreadable JSON: {e}") from e
+        if not isinstance(meta, dict):
+            raise DecodeError(f"{name}.json", f"not a JSON object ({type(meta).__name__})")
         entry: dict[str, Any] = {"path": MediaBytes(sample[video], f"{name}.{video}")}
         audio = next((k for k in AUDIO_KEYS if k in sample), None)
         if audio is not None:
@@ -311,8 +429,15 @@ class ShardStream(IterableDataset):
         if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not duration > 0:
             duration = probe(entry["path"]).duration
         entry["duration"] = float(duration)
-        if self.index.indices == "json" and isinstance(meta.get("index"), int):
+        if self.index.indices == "json" and "index" in meta:
             index = meta["index"]
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise DecodeError(f"{name}.json", f"memory-bank index {index!r} is not an integer")
         else:
             index = int(shard["first_index"]) + raw.position
+        slots = self.index.slots or self.index.samples
+        if not 0 <= index < slots:
+            raise DecodeError(f"{name}.json" if "index" in meta else name,
+                              f"memory-bank index {index} outside the bank's {slots} slots (0..{slots - 1}): the "
+                              "shard does not match its index; write or index the shards again")
         return entry, index

@@ -488,10 +488,13 @@ class Trainer:
         self._use(dataset, data, len(dataset))
         return dataset
 
-    def set_stream(self, stream: IterableDataset, data: DataConfig) -> IterableDataset:
+    def set_stream(self, stream: IterableDataset, data: DataConfig, num_workers: int | None = None
+                   ) -> IterableDataset:
         """Train on a stream of clips (:class:`~avssl.data.shards.ShardStream`): ``len(stream)`` samples per
-        epoch, the stream's own batches."""
+        epoch, the stream's own batches, with ``num_workers`` loader workers (default ``data.num_workers``)."""
         self._use(stream, data, len(stream))
+        if num_workers is not None:
+            self.num_workers = num_workers
         return stream
 
     def defer(self, data: DataConfig) -> bool:
@@ -563,10 +566,23 @@ class Trainer:
         self.samples_seen = int(ck.get("samples_seen", step * self.shape.global_batch))
         if dist.is_main():
             print(f"resuming from {last} at step {step} (epoch {step // self.steps_per_epoch})", flush=True)
+            self._stream_note(ck, step)
             if note:
                 print(f"  {note}; the random streams are rank 0's, so the run is not bit-exact from here"
                       if not own_rng else f"  {note}", flush=True)
         return step, int(ck["skipped_total"])
+
+    def _stream_note(self, ck: dict[str, Any], step: int) -> None:
+        """A stream resumed inside an epoch on another layout (processes x loader workers) cannot replay the
+        epoch's deal of shards: say so (the rest of the epoch is dealt anew)."""
+        if not isinstance(self.dataset, IterableDataset) or step % self.steps_per_epoch == 0:
+            return
+        was = (int(ck.get("world_size", self.rt.world)), ck.get("loader_workers"))
+        if was[1] is not None and was != (self.rt.world, self.num_workers):
+            print(f"  the epoch's shards were dealt to {was[0]} process(es) x {max(1, was[1])} loader worker slot(s), "
+                  f"now {self.rt.world} x {max(1, self.num_workers)}: the rest of epoch "
+                  f"{step // self.steps_per_epoch} is dealt anew, so samples it already showed may come again and "
+                  "others wait for the next epoch", flush=True)
 
     def _prepare(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The batch's inputs on the device: video and audio (finished there when preprocessing is deferred, in
@@ -700,7 +716,8 @@ class Trainer:
                     "scaler": self.scaler.state_dict(), "step": at, "epoch": at // self.steps_per_epoch,
                     "world_size": rt.world, "batch_size": self.optim.batch_size,
                     "steps_per_epoch": self.steps_per_epoch, "samples_seen": self.samples_seen,
-                    "skipped_total": self.skipped, "rng": rng, "best": self.best, **job.state()}
+                    "loader_workers": self.num_workers, "skipped_total": self.skipped, "rng": rng, "best": self.best,
+                    **job.state()}
 
         def before_save(at: int) -> bool:  # every process: a non-finite loss since the last look stops the run here
             if run.on_divergence == "stop":

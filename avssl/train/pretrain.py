@@ -22,7 +22,7 @@ from ..data.cache import default_cache_dir, entry_sizes, plan_cache
 from ..data.collection import build_manifest, read_manifest
 from ..data.datasets import ClipMaker, DataConfig
 from ..data.entries import Entries, load_entries
-from ..data.shards import ShardStream, load_shard_index
+from ..data.shards import ShardStream, load_shard_index, usable_workers
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, count_parameters
 from .checkpoint import load_checkpoint, pretrained_model
@@ -149,8 +149,9 @@ def _plan_cache(cfg: PretrainConfig, manifest: str, entries: Entries) -> tuple[D
     return data, plan.cached
 
 
-def _stream(cfg: PretrainConfig, trainer: Trainer) -> tuple[ShardStream, int]:
-    """Shards as a stream of training clips, and the memory bank's size (the index's slots)."""
+def _stream(cfg: PretrainConfig, trainer: Trainer) -> tuple[ShardStream, int, int]:
+    """Shards as a stream of training clips, the memory bank's size (the index's slots), and the loader workers
+    each process can keep busy."""
     data = cfg.data
     if data.manifest or data.root:
         raise ConfigError("data.shards: give the shards, or data.manifest / data.root, not both")
@@ -166,17 +167,25 @@ def _stream(cfg: PretrainConfig, trainer: Trainer) -> tuple[ShardStream, int]:
     maker = ClipMaker(replace(data, cache=False), train=True, defer=trainer.defer(data))
     stream = ShardStream(index, maker, cfg.optim.batch_size, cfg.run.seed, data.on_error, data.max_retries,
                          data.shuffle_buffer, data.clips_per_video)
+    try:
+        workers = usable_workers(index, trainer.rt.world, data.num_workers)
+    except ValueError as e:
+        raise ConfigError(f"data.shards: {e}") from None
     if dist.is_main():
         print(f"shards: {len(index.shards)} with {index.samples} samples ({index.path})", flush=True)
-    return stream, max(index.slots, index.samples)
+        if workers < data.num_workers:
+            full = sum(1 for s in index.shards if int(s["count"]) > 0)
+            print(f"data.num_workers: {full} non-empty shards for {trainer.rt.world} process(es) x {data.num_workers} "
+                  f"loader workers: each process uses {workers} (every worker needs a shard of its own)", flush=True)
+    return stream, max(index.slots, index.samples), workers
 
 
 def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train; returns a summary (steps, final loss, skipped files, throughput)."""
     trainer = Trainer(cfg, output_dir, "pretrain")
     if cfg.data.shards:
-        stream, slots = _stream(cfg, trainer)
-        trainer.set_stream(stream, cfg.data)
+        stream, slots, workers = _stream(cfg, trainer)
+        trainer.set_stream(stream, cfg.data, workers)
         job = PretrainJob(cfg, trainer.rt, slots, trainer.steps_per_epoch)
         trainer.set_evaluator(*_evaluator(cfg, trainer, None))
         return trainer.fit(job)

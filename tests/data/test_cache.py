@@ -145,6 +145,14 @@ def test_temporary_files_of_killed_builders_are_removed(tmp_path):
     live.write_bytes(b"partial")
     ClipCache(folder, CLIP)
     assert not left.exists() and live.exists()
+    # names written now carry the pid's start time: a live pid that belongs to another process (a reused pid, another
+    # PID namespace) does not keep a dead builder's file, and this process's own file stays
+    me = cache_mod._tmp_name(folder / "k-3.frames.npy")
+    other = folder / f".k-4.frames.npy.{host}.{os.getpid()}-1-abcd.tmp"  # this pid, but started at another time
+    me.write_bytes(b"partial")
+    other.write_bytes(b"partial")
+    ClipCache(folder, CLIP)
+    assert me.exists() and not other.exists()
 
 
 def test_the_plan_caches_what_pays_and_stops_when_too_big(entries, tmp_path):

@@ -87,8 +87,14 @@ def test_a_job_array_and_a_merge_give_the_same_shards_and_manifest(media, tmp_pa
     with pytest.raises(ValueError, match="2 of 4 planned shards are not written yet"):
         merge_shards(tmp_path / "half")
     assert main(["data", "merge", str(tmp_path / "parts")]) == 0
-    for name in ["000000.tar", "000001.tar", "000002.tar", "000003.tar", "shards.json"]:
+    for name in ["000000.tar", "000001.tar", "000002.tar", "000003.tar"]:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "parts" / name).read_bytes(), name
+
+    def unstamped(d: Path) -> list[dict]:  # the files' sizes agree; their modification times are the runs' own
+        return [{k: v for k, v in sh.items() if k != "mtime_ns"}
+                for sh in json.loads((d / "shards.json").read_text())["shards"]]
+
+    assert unstamped(tmp_path / "one") == unstamped(tmp_path / "parts")
     build_manifest(media, tmp_path / "m.jsonl", progress=False)
     for i in range(4):
         assert main(["data", "manifest", str(media), "-o", str(tmp_path / f"m{i}.jsonl"), "--part", f"{i}/4",
@@ -270,3 +276,246 @@ def test_one_epoch_over_two_gloo_processes_sees_every_sample_once(media, tmp_pat
                        start_method="spawn")
     seen = json.loads((tmp_path / "seen.json").read_text())
     assert len(seen[0]) == len(seen[1]) == 6 and sorted(seen[0] + seen[1]) == list(range(12))
+
+
+# ------------------------------------------------------------------------------------ real collections (issue 31)
+
+def _write(media: Path, out: Path, per: int = 3) -> Path:
+    write_shards(media, out, ShardConfig(samples_per_shard=per), progress=False)
+    return out
+
+
+def test_a_truncated_shard_is_recorded_and_its_slot_fills_its_quota_from_its_other_shards(media, tmp_path):
+    s = _write(media, tmp_path / "s")
+    whole = (s / "000001.tar").read_bytes()
+    (s / "000001.tar").write_bytes(whole[: len(whole) // 2])  # cut inside its second sample
+    merge_shards(s)  # an index that lists it as it is now (a download cut short before the index was made)
+    index = load_shard_index(str(s / "{000000..000003}.tar"))
+    stream = _stream(index, batch=3)
+    stream.set_epoch(0)
+    items = list(stream)
+    assert len(items) == 12  # the epoch's quota, filled from the readable samples
+    failures = [f for it in items for f in it["failures"]]
+    assert any(f["path"].endswith("000001.tar") and "unreadable shard (after 1 samples)" in f["reason"]
+               for f in failures)
+    strict = _stream(index, batch=3, on_error="raise")
+    strict.set_epoch(0)
+    with pytest.raises(tarfile.ReadError):
+        list(strict)
+
+
+def test_empty_shards_are_not_dealt_and_a_stream_of_nothing_ends_with_one_line(media, tmp_path):
+    from avssl.data.shards import ShardIndex
+
+    files = sorted(media.glob("*.mp4"))
+    s = tmp_path / "v2d"
+    s.mkdir()
+    _tar(s / "full.tar", [(f"k{i}.mp4", files[i].read_bytes()) for i in range(3)])
+    _tar(s / "empty.tar", [])  # what `avssl data shard` writes when every file of a shard is rejected
+    index = load_shard_index([str(s / "full.tar"), str(s / "empty.tar")])
+    assert [sh["count"] for sh in index.shards] == [3, 0]
+    plan = slot_plan(index, 0, 0, 2)
+    assert sorted(map(len, plan)) == [0, 1] and 1 not in [k for p in plan for k in p]
+    # a slot whose shards yield nothing reads the epoch's others; where none yields anything, one line, no loop
+    broken = ShardIndex([{"url": str(s / "empty.tar"), "count": 2, "first_index": 0}], "position", 2)
+    stream = _stream(broken, batch=1)
+    stream.set_epoch(0)
+    with pytest.raises(RuntimeError, match="no shard of the collection yielded a readable sample"):
+        list(stream)
+
+
+def test_fewer_shards_than_slots_cap_the_workers_or_stop_with_one_line(media, tmp_path):
+    from avssl.data.shards import usable_workers
+
+    index = load_shard_index(str(_write(media, tmp_path / "s", per=4) / "{000000..000002}.tar"))  # 3 shards
+    assert usable_workers(index, world=1, workers=10) == 3
+    assert usable_workers(index, world=2, workers=2) == 1 and usable_workers(index, world=3, workers=0) == 0
+    with pytest.raises(ValueError, match="3 non-empty shard\\(s\\) for 4 processes"):
+        usable_workers(index, world=4, workers=1)
+
+
+@pytest.mark.parametrize("workers, skip", [(2, 3), (3, 1), (2, 1)])
+def test_a_stream_resumed_with_loader_workers_goes_on_in_the_same_order(media, tmp_path, workers, skip):
+    """The DataLoader of a resumed epoch asks its worker 0 first; the workers' roles rotate by the batches
+    skipped, so the batches after the resume are those of the uninterrupted epoch, in order."""
+    index = load_shard_index(str(_write(media, tmp_path / "s", per=2) / "{000000..000005}.tar"))
+    stream = _stream(index, batch=2, shuffle_buffer=3)
+    full = _indices(stream, 1, workers=workers)
+    assert sorted(full) == list(range(12))
+    assert _indices(stream, 1, workers=workers, skip=skip) == full[2 * skip:]
+
+
+def test_bad_memory_bank_indices_in_shards_are_failed_samples(media, tmp_path):
+    from avssl.data.shards import ShardIndex
+
+    files = sorted(media.glob("*.mp4"))
+    s = tmp_path / "s"
+    s.mkdir()
+    bad = [("a", b'{"index": -1}'), ("b", b'{"index": 1000000}'), ("c", b'[1, 2]'), ("d", b'{"index": "2"}'),
+           ("e", b'{"index": 3}')]
+    _tar(s / "x.tar", [m for k, meta in bad for m in ((f"{k}.mp4", files[0].read_bytes()), (f"{k}.json", meta))])
+    stream = _stream(ShardIndex([{"url": str(s / "x.tar"), "count": 5, "first_index": 0}], "json", 5), batch=1)
+    reasons = []
+    for raw in stream._raw([0]):
+        try:
+            stream.entry(raw)
+        except Exception as e:  # every bad one a DecodeError (skipped and recorded), nothing else
+            assert type(e).__name__ == "DecodeError", e
+            reasons.append(e.reason)
+    assert len(reasons) == 4
+    assert "outside the bank's 5 slots" in reasons[0] and "outside" in reasons[1]
+    assert "not a JSON object" in reasons[2] and "not an integer" in reasons[3]
+
+
+def test_an_index_knows_its_shards_and_is_made_again_when_one_changes(media, tmp_path, caplog):
+    files = sorted(media.glob("*.mp4"))
+    v2d = tmp_path / "v2d"
+    v2d.mkdir()
+    _tar(v2d / "0.tar", [(f"k{i}.mp4", files[i].read_bytes()) for i in range(3)])
+    _tar(v2d / "1.tar", [(f"k{i}.mp4", files[i].read_bytes()) for i in range(3, 5)])
+    spec = str(v2d / "{0..1}.tar")
+    assert load_shard_index(spec).samples == 5
+    _tar(v2d / "1.tar", [(f"k{i}.mp4", files[i].read_bytes()) for i in range(3, 7)])  # rewritten: 4 samples
+    index = load_shard_index(spec)
+    assert index.samples == 7 and "changed since" in caplog.text  # indexed again, not indices past the bank
+    s = _write(media, tmp_path / "s")
+    (s / "000002.tar").write_bytes((s / "000002.tar").read_bytes() + b"\0" * 1024)  # shards.json's shard changed
+    with pytest.raises(ValueError, match="000002.tar changed since .*shards.json"):
+        load_shard_index(str(s / "{000000..000003}.tar"))
+
+
+def test_a_relative_collection_reads_again_from_another_directory(media, tmp_path, monkeypatch):
+    files = sorted(media.glob("*.mp4"))
+    (tmp_path / "work" / "v2d").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    for k in range(2):
+        _tar(tmp_path / "work" / "v2d" / f"{k}.tar", [(f"k{k}{i}.mp4", files[2 * k + i].read_bytes()) for i in (0, 1)])
+    monkeypatch.chdir(tmp_path / "work")
+    first = load_shard_index("v2d/{0..1}.tar")  # the index pass, run with a relative path
+    stored = json.loads((tmp_path / "work" / "v2d" / "avssl-index.json").read_text())
+    assert [s["url"] for s in stored["shards"]] == ["0.tar", "1.tar"]  # relative to the index's folder
+    again = load_shard_index("v2d/{0..1}.tar")  # a later run, a resume
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    other = load_shard_index("../work/v2d/{0..1}.tar")
+    assert first.samples == again.samples == other.samples == 4
+    assert [s["url"] for s in other.shards] == [str(tmp_path / "work" / "v2d" / f"{k}.tar") for k in (0, 1)]
+
+
+def test_shards_from_a_manifest_apply_the_same_filters_and_record_them(media, tmp_path):
+    from avssl.data.collection import write_jsonl
+
+    silent = tmp_path / "silent.mp4"
+    write_av(silent, [np.full((40, 48, 3), 9, np.uint8)] * 32, 16)
+    short = tmp_path / "short.mp4"
+    write_av(short, [np.full((40, 48, 3), 9, np.uint8)] * 8, 16, np.zeros((1, 8000), np.float32), 16000)
+    build_manifest(media, tmp_path / "m.jsonl", progress=False)
+    rows = read_jsonl(tmp_path / "m.jsonl")[:3]
+    write_jsonl(tmp_path / "mixed.jsonl", rows + [{"path": str(silent), "duration": 2.0},  # hand-written: probed
+                                                   {**rows[0], "path": str(short), "duration": 0.5}])
+    res = write_shards(tmp_path / "mixed.jsonl", tmp_path / "s", ShardConfig(require_audio=True, min_duration=1.0),
+                       progress=False)
+    reasons = sorted(r["reason"] for r in res.rejected)
+    assert res.samples == 3 and reasons[0] == "no audio stream" and reasons[1].startswith("too short")
+    plan = json.loads((tmp_path / "s" / "plan.json").read_text())
+    assert plan["require_audio"] is True and plan["min_duration"] == 1.0
+    with pytest.raises(ValueError, match="differs in require_audio"):  # a part of the same array with other filters
+        write_shards(tmp_path / "mixed.jsonl", tmp_path / "s", ShardConfig(min_duration=1.0), progress=False)
+
+
+def test_two_writers_of_one_shard_do_not_share_a_temporary(media, tmp_path, monkeypatch):
+    """A retried array task while the first still runs (or two PID namespaces: the same pid) on the same part."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from avssl.data import shard_writer
+
+    out = tmp_path / "s"
+    out.mkdir()
+    files = [(i, str(p), None) for i, p in enumerate(sorted(media.glob("*.mp4"))[:2])]
+    meet = threading.Barrier(2, timeout=30)
+    real = shard_writer._facts
+
+    def both_mid_write(path, row, cfg):
+        if path == files[1][1]:
+            meet.wait()  # each writer has half its shard in its temporary file
+        return real(path, row, cfg)
+
+    monkeypatch.setattr(shard_writer, "_facts", both_mid_write)
+    monkeypatch.setattr(os, "getpid", lambda: 4242)
+    job = (0, files, ShardConfig(), str(out))
+    with ThreadPoolExecutor(2) as ex:
+        records = list(ex.map(shard_writer._write_one, [job, job]))
+    assert records[0] == records[1] and records[0]["count"] == 2
+    assert [s["__key__"] for s in read_samples(str(out / "000000.tar"))] == ["000000000", "000000001"]
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_files_written_keep_the_umask_permissions(media, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        build_manifest(media, tmp_path / "m.jsonl", progress=False)
+        _write(media, tmp_path / "s", per=6)
+        made = [tmp_path / "m.jsonl", tmp_path / "s" / "shards.json", tmp_path / "s" / "000000.json",
+                tmp_path / "s" / "000000.tar", tmp_path / "s" / "plan.json"]
+        assert {p.name: oct(p.stat().st_mode & 0o777) for p in made} == {p.name: "0o644" for p in made}
+        os.umask(0o027)
+        build_manifest(media, tmp_path / "m2.jsonl", progress=False)
+        assert oct((tmp_path / "m2.jsonl").stat().st_mode & 0o777) == "0o640"
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_with_two_workers_over_a_damaged_collection_train_and_resume_exactly(media, tmp_path):
+    """Issue 31's 'done when': 2 processes x 2 loader workers over shards of which one is truncated and one empty,
+    fewer non-empty shards than slots: the workers are capped, the epochs train, the skipped samples and shard are
+    recorded, and a run stopped inside an epoch resumes to the uninterrupted run's weights."""
+    import os
+    import subprocess
+    import sys
+
+    from avssl.data.collection import write_jsonl
+    from avssl.train.checkpoint import load_checkpoint
+
+    silent = tmp_path / "silent.mp4"
+    write_av(silent, [np.full((40, 48, 3), 9, np.uint8)] * 32, 16)
+    build_manifest(media, tmp_path / "m.jsonl", progress=False)
+    rows = read_jsonl(tmp_path / "m.jsonl")[:6]
+    write_jsonl(tmp_path / "list.jsonl", rows + [{"path": str(silent), "duration": 2.0}])
+    s = tmp_path / "s"
+    write_shards(tmp_path / "list.jsonl", s, ShardConfig(samples_per_shard=3, require_audio=True), progress=False)
+    whole = (s / "000001.tar").read_bytes()
+    (s / "000001.tar").write_bytes(whole[: len(whole) // 2])
+    merge_shards(s)
+    assert [sh["count"] for sh in json.loads((s / "shards.json").read_text())["shards"]] == [3, 3, 0]
+    root = Path(__file__).resolve().parents[2]
+
+    def run(out: Path, steps: int, port: int) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
+               "avssl", "pretrain", "--config", str(root / "configs" / "pretrain" / "avid_small_cpu.yaml"),
+               "--output-dir", str(out)]
+        for o in (f"data.shards={s}/{{000000..000002}}.tar", "data.num_workers=2", "optim.batch_size=1",
+                  "optim.epochs=3", f"run.max_steps={steps}", "run.progress=false", "run.log_every=1",
+                  "loss.num_negatives=2", "run.device=cpu", "eval.every=0"):
+            cmd += ["--set", o]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=root,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+    full = run(tmp_path / "full", 9, 29571)
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert "each process uses 1" in full.stdout  # 2 non-empty shards for 2 x 2 slots
+    skipped = [json.loads(x) for x in (tmp_path / "full" / "skipped.jsonl").read_text().splitlines()]
+    assert any(x["path"].endswith("000001.tar") and "unreadable shard" in x["reason"] for x in skipped)
+    part = run(tmp_path / "resumed", 4, 29573)  # stops inside the second epoch (3 steps each)
+    assert part.returncode == 0, part.stderr[-3000:]
+    done = run(tmp_path / "resumed", 9, 29575)
+    assert done.returncode == 0 and "resuming" in done.stdout, done.stderr[-3000:]
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("full", "resumed"))
+    assert a["step"] == b["step"] == 9
+    for key in ("model", "loss"):
+        for name, t in a[key].items():
+            torch.testing.assert_close(b[key][name], t, rtol=0, atol=0, equal_nan=True, msg=f"{key}.{name}")
