@@ -626,12 +626,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
 
+    from .data.cache import CacheFull
     from .train.guard import RunDiverged
     from .train.signals import RunInterrupted
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except CacheFull as e:  # raised in a loader worker, its message carries the worker's traceback: the last line
+        print(f"avssl: {_last_line(str(e))}", file=sys.stderr)
+        return 1
     except ConfigError as e:
         print(f"avssl: config error: {e}", file=sys.stderr)
         return 2
@@ -647,6 +651,13 @@ def main(argv: list[str] | None = None) -> int:
             print("avssl: interrupted (nothing saved at this point; a run folder resumes from its last.pt)",
                   file=sys.stderr)
         return 130
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of a message (an error re-raised from a loader worker carries its traceback)."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    last = lines[-1] if lines else text
+    return last.split(": ", 1)[1] if last.startswith(("avssl.", "CacheFull")) and ": " in last else last
 
 
 def _main_process() -> bool:

@@ -42,6 +42,8 @@ RUNS = {  # name: (config, overrides on top of the common ones, epochs)
     "paper": (P / "avid_r2plus1d18_kinetics.yaml", ["data.clips_per_video=1", "optim.batch_size=8"], LARGE_EPOCHS),
     "tv": (P / "avid_r2plus1d18tv_8x112_200e_kinetics.yaml", ["optim.batch_size=8", "optim.warmup_epochs=2"],
            LARGE_EPOCHS),
+    "tv_long": (P / "avid_r2plus1d18tv_8x112_200e_kinetics.yaml", ["optim.batch_size=8", "optim.warmup_epochs=2"],
+                5 * LARGE_EPOCHS),
     "forced_small": (P / "avid_small_cpu.yaml", [], SMALL_EPOCHS),
     "forced_tv": (P / "avid_r2plus1d18tv_8x112_200e_kinetics.yaml", ["optim.batch_size=8", "optim.warmup_epochs=2"],
                   LARGE_EPOCHS),
@@ -93,6 +95,8 @@ def run(name: str, manifest: Path, out: Path, epochs: int | None) -> dict:
            "max_mean_cosine": max(cosines) if cosines else None,
            "steps_above_0.99": sum(c > 0.99 for c in cosines)}
     for m in ("video", "audio"):
+        ranks = [r[f"emb_rank_{m}"] for r in train if r["step"] >= arm and f"emb_rank_{m}" in r]
+        res[f"{m}_rank_after"] = (min(ranks), max(ranks)) if ranks else None
         before = [r[f"emb_std_{m}"] for r in train if r["step"] < arm and f"emb_std_{m}" in r]
         after = [r[f"emb_std_{m}"] for r in train if r["step"] >= arm and f"emb_std_{m}" in r]
         res[f"{m}_before"] = (min(before), max(before)) if before else None
@@ -124,7 +128,8 @@ def main() -> int:
         fmt = lambda x: "-" if x is None else f"{x[0]:.3f}-{x[1]:.3f}"  # noqa: E731
         print(f"{name:13s} {r['config']:45s} steps {r['steps']:4d} judged from {r['judged_from_step']:3d}  "
               f"video {fmt(r['video_before'])} then {fmt(r['video_after'])}  audio {fmt(r['audio_before'])} then "
-              f"{fmt(r['audio_after'])}  mean cosine max {r['max_mean_cosine']:.3f} "
+              f"{fmt(r['audio_after'])}  rank after {fmt(r['video_rank_after'])} / {fmt(r['audio_rank_after'])}  "
+              f"mean cosine max {r['max_mean_cosine']:.3f} "
               f"({r['steps_above_0.99']} steps > 0.99)  events: {r['events'] or 'none'}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -31,6 +31,7 @@ from its file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -51,7 +52,8 @@ from .clips import ClipConfig, clip_span
 from .decode import Clip, DecodeError, decode_audio, iter_frames
 from .entries import Entries
 
-__all__ = ["SECONDS_DECODED_PER_CLIP", "CachePlan", "ClipCache", "default_cache_dir", "entry_sizes", "plan_cache"]
+__all__ = ["SECONDS_DECODED_PER_CLIP", "CacheFull", "CachePlan", "ClipCache", "cache_key", "default_cache_dir",
+           "entry_sizes", "plan_cache"]
 
 _VERSION = 2
 _AUDIO_WINDOW = 60.0  # seconds of audio decoded at a time while building
@@ -111,18 +113,40 @@ class CachePlan:
         return bool(self.cached.any())
 
 
-def _present_bytes(folder: Path) -> int:
+def cache_key(path: str | os.PathLike, clip: ClipConfig) -> str:
+    """The name an entry's files in the cache start with: the file and what the clip spec decodes (frame rate,
+    size, audio rate), so that other clip specs sharing the folder keep their own."""
+    facts = [os.path.abspath(path), clip.fps, clip.size, clip.sample_rate if clip.audio_duration else None, _VERSION]
+    return hashlib.sha1(json.dumps(facts).encode()).hexdigest()[:16]
+
+
+def _present_bytes(folder: Path, keys: set[str] | None = None) -> int:
+    """Bytes of the stored arrays in ``folder`` (those whose entry key is in ``keys``, when given)."""
     if not folder.is_dir():
         return 0
-    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix == ".npy")
+    return sum(p.stat().st_size for p in folder.iterdir()
+               if p.suffix == ".npy" and (keys is None or p.name.split("-", 1)[0] in keys))
+
+
+def _first_of_each(paths: Sequence[str]) -> np.ndarray:
+    """True at the first row of each file (a manifest may list a file many times)."""
+    seen: set[str] = set()
+    first = np.zeros(len(paths), bool)
+    for i, p in enumerate(paths):
+        if p not in seen:
+            seen.add(p)
+            first[i] = True
+    return first
 
 
 def plan_cache(durations: np.ndarray, sizes: np.ndarray, clip: ClipConfig, mode: bool | str, folder: str | os.PathLike,
-               max_gb: float | None, epochs: float, clips_per_video: int) -> CachePlan:
+               max_gb: float | None, epochs: float, clips_per_video: int, paths: Sequence[str] | None = None
+               ) -> CachePlan:
     """Decide which videos to keep decoded. ``mode`` True: every video (a ConfigError when that exceeds
     ``max_gb`` or the free disk); ``"auto"``: the videos where it pays over the run (``epochs x
     clips_per_video`` clips, each decoding :data:`SECONDS_DECODED_PER_CLIP` plus its span without the cache),
-    none when they do not fit; False: none. ``sizes``: :func:`entry_sizes`."""
+    none when they do not fit; False: none. ``sizes``: :func:`entry_sizes`; ``paths``: the entries' files, so that a
+    file listed by several rows is counted once and only this spec's stored files count as already there."""
     n = len(durations)
     folder = Path(folder)
     if not mode:
@@ -130,13 +154,15 @@ def plan_cache(durations: np.ndarray, sizes: np.ndarray, clip: ClipConfig, mode:
     lo, hi = clip_span(clip)
     per_run = max(epochs, 1.0) * clips_per_video * (SECONDS_DECODED_PER_CLIP + (hi - lo))
     cached = durations <= per_run if mode == "auto" else np.ones(n, bool)
-    total = int(sizes[cached].sum())
-    present = _present_bytes(folder)
+    counted = cached & _first_of_each(paths) if paths is not None else cached
+    total = int(sizes[counted].sum())
+    keys = {cache_key(p, clip) for p, c in zip(paths, counted) if c} if paths is not None else None
+    present = _present_bytes(folder, keys)
     probe_dir = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("."))
     free = shutil.disk_usage(probe_dir).free
     limit = max_gb * 1e9 if max_gb is not None else math.inf
     gb = f"{total / 1e9:.2f} GB"
-    too_big = (f"the cache of {int(cached.sum())} videos would take {gb} ({present / 1e9:.2f} GB already in "
+    too_big = (f"the cache of {int(counted.sum())} videos would take {gb} ({present / 1e9:.2f} GB already in "
                f"{folder}), over " + (f"data.cache_max_gb ({max_gb:g})" if total > limit else
                                       f"the free disk ({free / 1e9:.2f} GB)"))
     if total > limit or total - present > free:
@@ -145,8 +171,9 @@ def plan_cache(durations: np.ndarray, sizes: np.ndarray, clip: ClipConfig, mode:
         raise ConfigError(f"data.cache: {too_big}; raise data.cache_max_gb, free space, set data.cache_dir "
                           "elsewhere, or data.cache: auto/false")
     skipped = n - int(cached.sum())
-    message = (f"cache: {int(cached.sum())} of {n} videos decoded once into {folder} ({gb}, "
-               f"{min(present, total) / 1e9:.2f} GB already there)")
+    files, rows = int(counted.sum()), int(cached.sum())
+    listed = f"{files} files ({rows} manifest rows)" if files != rows else f"{rows} of {n} videos"
+    message = f"cache: {listed} decoded once into {folder} ({gb}, {min(present, total) / 1e9:.2f} GB already there)"
     if skipped:
         message += (f"; {skipped} videos longer than {per_run:.0f} s decode each clip from their files (decoding "
                     f"them whole would cost more than their clips over {epochs:g} epochs)")
@@ -202,9 +229,23 @@ def _npy_header(f: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
                                              "fortran_order": False, "shape": shape})
 
 
+class CacheFull(RuntimeError):
+    """The cache's disk filled up while a video was being stored (the message says where and what to do)."""
+
+
 def _write_stream(path: Path, shape: tuple[int, ...], dtype: np.dtype, rows: Any) -> int:
     """Write the ``.npy`` ``path`` from an iterable of row blocks (temporary file, fsync, rename); returns the
-    rows written, which must fill ``shape``."""
+    rows written, which must fill ``shape``. A full disk is :class:`CacheFull`."""
+    try:
+        return _write_rows(path, shape, dtype, rows)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CacheFull(f"data.cache: no space left in {path.parent} while storing {path.name}: free space, set "
+                            "data.cache_dir on a larger disk, or data.cache: false") from None
+        raise
+
+
+def _write_rows(path: Path, shape: tuple[int, ...], dtype: np.dtype, rows: Any) -> int:
     tmp = _tmp_name(path)
     written = 0
     try:
@@ -255,9 +296,7 @@ class ClipCache:
     # ------------------------------------------------------------------------------------------- entries
 
     def _names(self, path: str, stamp: tuple[int, int]) -> tuple[str, str]:
-        c = self.spec
-        facts = [os.path.abspath(path), c.fps, c.size, c.sample_rate if c.audio_duration else None, _VERSION]
-        key = hashlib.sha1(json.dumps(facts).encode()).hexdigest()[:16]
+        key = cache_key(path, self.spec)
         return key, f"{key}-{hashlib.sha1(json.dumps(stamp).encode()).hexdigest()[:8]}"
 
     def entry(self, entry: dict[str, Any]) -> _Stored:

@@ -112,6 +112,16 @@ class Entries(Sequence):
         for i in range(len(self)):
             yield self[i]
 
+    def paths(self) -> list[str]:
+        """Every entry's ``path``, relative ones resolved as :meth:`__getitem__` resolves them."""
+        if self._raw:
+            raw = [json.loads(s).get("path") for s in self.table.column(_RAW).to_pylist()]
+        else:
+            raw = self.table.column("path").to_pylist() if "path" in self.table.column_names else [None] * len(self)
+        base = self.base
+        return [str((base / p).resolve()) if base is not None and isinstance(p, str) and not os.path.isabs(p)
+                else p for p in raw]
+
     def numbers(self, name: str) -> np.ndarray:
         """A numeric field of every entry as float64 (NaN where a row has none); ``name`` may be dotted
         (``video.width``)."""

@@ -162,12 +162,16 @@ def train_batches(dataset: Dataset, run: RunConfig, batch_size: int, num_workers
             batches = epoch_indices(len(dataset), epoch, run.seed, batch_size, rt.rank, rt.world)
             loader = DataLoader(dataset, batch_sampler=batches[step - epoch * steps_per_epoch :], **common)
         taken = 0
-        for batch in loader:
-            yield epoch, batch
-            step += 1
-            taken += 1
-            if step >= total_steps:
-                return
+        it = iter(loader)
+        try:
+            for batch in it:
+                yield epoch, batch
+                step += 1
+                taken += 1
+                if step >= total_steps:
+                    return
+        finally:  # on every way out (an error, a stop): the workers told to go now, not whenever this is collected
+            getattr(it, "_shutdown_workers", lambda: None)()
         if isinstance(dataset, IterableDataset) and step % steps_per_epoch:  # a stream ended early
             raise RuntimeError(f"the epoch's stream ended after {taken} of its batches")
 
@@ -666,9 +670,10 @@ class Trainer:
         batches = Prefetcher(train_batches(self.dataset, run, self.optim.batch_size, self.num_workers, self.rt, step,
                                            self.steps_per_epoch, self.total_steps, job.on_epoch),
                              self._prepare, self.device, loop.timer)
+        stream = iter(batches)
         try:
             with StopRequests(announce=dist.is_main()) as stop:
-                for epoch, batch, inputs in batches:
+                for epoch, batch, inputs in stream:
                     with loop.timer.span("compute"):
                         lr = self.step(job, batch, inputs, step, loop.guard, loop.undo, loop.stats)
                     step = loop.step = step + 1
@@ -693,6 +698,8 @@ class Trainer:
             self.write_summary({"steps": step, "final_loss": loop.stats.final_loss(), "skipped_files": self.skipped,
                                 "diverged": True, "last_good_step": loop.ckpt.saved_step, "output_dir": str(self.out)})
             raise
+        finally:
+            stream.close()  # the loader's workers stop now, whatever ended the loop
         loop.ckpt.save_last(step, force=True)
         loop.close()
         return self._summary(loop)

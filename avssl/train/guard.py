@@ -20,7 +20,8 @@ and before a checkpoint is written, where the step reads the device anyway.
   last judged figure is below the threshold.
 
 Every event is a row of ``metrics.jsonl`` (``"kind": "event"``); the figures are in every training row
-(``emb_std_video``, ``emb_std_audio``).
+(``emb_std_video``, ``emb_std_audio``; beside them, not judged, the effective rank of each centred batch,
+``emb_rank_*``: over how many directions the embeddings' differences spread).
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ def effective_rank(x: torch.Tensor) -> torch.Tensor:
     """exp(entropy) of the normalized singular values of the centred, L2-normalized batch (Roy & Vetterli, 2007):
     how many directions the batch's differences spread over (a 0-d tensor on ``x``'s device)."""
     z = F.normalize(_rows(x), dim=1)
-    s = torch.linalg.svdvals(z - z.mean(0, keepdim=True))
+    finite = torch.isfinite(z).all()
+    s = torch.linalg.svdvals(torch.nan_to_num(z - z.mean(0, keepdim=True), nan=0.0, posinf=0.0, neginf=0.0))
     p = s / s.sum().clamp_min(1e-12)
-    return torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
+    rank = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
+    return torch.where(finite, rank, torch.full_like(rank, float("nan")))  # NaN embeddings: no rank (no read)
 
 
 class DivergenceGuard:
@@ -129,8 +132,11 @@ class DivergenceGuard:
         if not embeddings or self.on_collapse == "off":
             return {}
         names = sorted(embeddings)
-        figures = dist.all_reduce_mean(torch.stack([std_of_l2_normalized(embeddings[n]) for n in names])).tolist()
+        both = dist.all_reduce_mean(torch.stack([std_of_l2_normalized(embeddings[n]) for n in names]
+                                                + [effective_rank(embeddings[n]) for n in names])).tolist()
+        figures = both[: len(names)]
         row = {f"emb_std_{n}": v for n, v in zip(names, figures)}
+        row.update({f"emb_rank_{n}": v for n, v in zip(names, both[len(names):])})  # shown, not judged
         if step < self.arm_step:
             return row
         self.suspect = False

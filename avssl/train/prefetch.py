@@ -42,6 +42,14 @@ class Prefetcher:
 
     def __iter__(self) -> Iterator[Prepared]:
         it = iter(self.pairs)
+        try:
+            yield from self._prefetched(it)
+        finally:  # closed early (an error, a stop): the loader below is closed too, its workers stopped
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def _prefetched(self, it: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[Prepared]:
         if self.device.type != "cuda":
             while (item := self._next(it)) is not None:
                 epoch, batch = item

@@ -143,7 +143,7 @@ def _plan_cache(cfg: PretrainConfig, manifest: str, entries: Entries) -> tuple[D
     if not data.cache_dir:  # decoded videos beside the manifest, for this run and the next ones
         data = replace(data, cache_dir=default_cache_dir(manifest))
     plan = plan_cache(entries.durations, entry_sizes(entries, data.clip), data.clip, data.cache, data.cache_dir,
-                      data.cache_max_gb, cfg.optim.epochs, data.clips_per_video)
+                      data.cache_max_gb, cfg.optim.epochs, data.clips_per_video, entries.paths())
     if dist.is_main():
         print(plan.message, flush=True)
     return data, plan.cached

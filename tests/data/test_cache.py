@@ -198,3 +198,49 @@ def test_the_dataset_reads_through_the_cache_with_fresh_augmentation(entries, tm
     assert both[0]["video"].shape == both[1]["video"].shape
     (stored,) = (tmp_path / "c2").glob("*.json")
     assert json.loads(stored.read_text())["source"] == entries["off.mkv"]["path"]
+
+
+def test_the_disk_check_counts_this_plans_files_once_each(entries, tmp_path, monkeypatch):
+    """A manifest that lists a file 24 times is sized once per file; another clip spec's files in the same folder
+    are not counted as already there (a 30 GB cache was accepted with 5 GB free)."""
+    import shutil
+    from collections import namedtuple
+
+    e = entries["a.mkv"]
+    rows = [e] * 24
+    sizes = entry_sizes(rows, CLIP)
+    durations = np.array([r["duration"] for r in rows])
+    plan = plan_cache(durations, sizes, CLIP, True, tmp_path / "c", None, 60, 1, paths=[r["path"] for r in rows])
+    assert plan.bytes_total == sizes[0] and "1 files (24 manifest rows)" in plan.message
+    other = ClipConfig(video_duration=0.5, fps=4.0, size=16, crop=16, audio_duration=1.0, sample_rate=16000)
+    ClipCache(tmp_path / "c", other).clip(e, 1.0)  # another spec's entry of the same file, in the same folder
+    assert any((tmp_path / "c").glob("*.npy"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, int(sizes[0]) // 2))
+    with pytest.raises(ConfigError, match="free disk"):
+        plan_cache(durations, sizes, CLIP, True, tmp_path / "c", None, 60, 1, paths=[r["path"] for r in rows])
+    ClipCache(tmp_path / "c", CLIP).clip(e, 1.0)  # this spec's own entry, now stored: nothing more needed
+    again = plan_cache(durations, sizes, CLIP, True, tmp_path / "c", None, 60, 1, paths=[r["path"] for r in rows])
+    assert again.bytes_present >= again.bytes_total
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_full_disk_while_caching_ends_with_one_line(entries, tmp_path, monkeypatch, capsys, workers):
+    import errno
+    from pathlib import Path
+
+    from avssl.cli import main
+
+    def full(f, shape, dtype):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "_npy_header", full)
+    build_manifest(tmp_path, tmp_path / "m2.jsonl", progress=False, require_audio=True)
+    small = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "avid_small_cpu.yaml"
+    argv = ["pretrain", "--config", str(small), "--output-dir", str(tmp_path / "run")]
+    for o in (f"data.manifest={tmp_path / 'm2.jsonl'}", "data.cache=true", f"data.num_workers={workers}",
+              "optim.batch_size=2", "run.progress=false", "run.device=cpu", "eval.every=0"):
+        argv += ["--set", o]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("avssl: data.cache: no space left in") and "Traceback" not in err[0]
