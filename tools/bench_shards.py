@@ -5,6 +5,8 @@ training clips per second read from WebDataset shards against the same videos re
   probe    `avssl data manifest`'s probing (build_manifest, --workers threads) over the folder: files/s
   shard    `avssl data shard` (write_shards, --workers processes): shards/min and MB/s, the files' own bytes;
            with --reencode also re-encoded (short side 256, 1 s keyframes)
+  index    the index pass over shards made elsewhere: samples counted from the tar headers of local shards (what
+           avssl does) against reading every shard whole (what a stream has to do), the same shards, seconds
   load     one epoch of training clips (avid_small_cpu.yaml's clip spec and per-item preprocessing, no cache)
            through a DataLoader with --loader-workers workers: from the files (AVClipDataset over the manifest)
            and from the shards (ShardStream), alternated --repeats times; clips/s and shards / files
@@ -86,6 +88,19 @@ def main() -> int:
         size = sum(f.stat().st_size for f in folder.glob("*.tar"))
         out[f"write_{name}"] = {"shards": written.written, "samples": written.samples, "seconds": seconds,
                                 "shards_per_min": 60 * written.written / seconds, "mb_per_s": size / 1e6 / seconds}
+
+    from avssl.data import shards as shards_mod
+
+    tars = sorted(str(f) for f in (work / "shards").glob("*.tar"))
+    t0 = time.perf_counter()
+    headers = sum(shards_mod._count(t) for t in tars)
+    t_headers = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    whole = sum(1 for t in tars for _ in shards_mod.read_samples(t))
+    t_whole = time.perf_counter() - t0
+    assert headers == whole
+    out["index"] = {"shards": len(tars), "samples": headers, "headers_s": t_headers, "read_whole_s": t_whole,
+                    "speedup": t_whole / t_headers}
 
     cfg = load_config(PretrainConfig, CONFIG_DIR / "pretrain" / "avid_small_cpu.yaml")
     data = replace(cfg.data, cache=False, preprocess="worker")

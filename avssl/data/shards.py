@@ -132,7 +132,29 @@ class ShardIndex:
 
 
 def _count(url: str) -> int:
-    return sum(1 for _ in read_samples(url))
+    """A shard's samples: for a local file from its tar headers alone (each member's data is seeked past, not
+    read), grouped into samples as webdataset groups them; for a stream (``pipe:``, fsspec), by reading it."""
+    if not _is_local(url):
+        return sum(1 for _ in read_samples(url))
+    import re
+    import tarfile
+
+    from webdataset.tariterators import base_plus_ext
+
+    count, key = 0, None
+    with tarfile.open(_local_path(url), mode="r:") as tar:
+        for info in tar:  # as webdataset's tar_file_iterator and group_by_keys take members
+            name = info.name
+            if not info.isreg() or name is None:
+                continue
+            if ("/" not in name and name.startswith("__") and name.endswith("__")) or re.match(r"__[^/]*__($|/)", name):
+                continue
+            prefix, _ = base_plus_ext(name)
+            if prefix is None:
+                continue
+            if prefix != key:
+                count, key = count + 1, prefix
+    return count
 
 
 def _local_path(url: str) -> str:
@@ -168,16 +190,18 @@ def _stored_url(url: str, base: Path) -> str:
 
 
 def index_shards(urls: list[str], output: str | os.PathLike | None, progress: Callable | None = None) -> ShardIndex:
-    """The index pass over shards made elsewhere: count each shard's samples (reading it once), number them
+    """The index pass over shards made elsewhere: count each shard's samples (local ones from their tar headers,
+    streams by reading them, several at a time), number them
     in order, record what each shard was (:func:`shard_stamp`), and keep the result at ``output`` (JSON; local
     paths relative to its folder)."""
     shards, first = [], 0
     stamps = _stamps(urls)
     base = Path(output).parent if output is not None else Path(".")
-    for url, stamp in zip(progress(urls) if progress else urls, stamps):
-        n = _count(url)
-        shards.append({"url": url, "count": n, "first_index": first, **stamp})
-        first += n
+    with ThreadPoolExecutor(min(16, max(1, len(urls)))) as ex:  # remote shards are read in parallel
+        counts = ex.map(_count, urls)
+        for url, stamp, n in zip(urls, stamps, progress(counts) if progress else counts):
+            shards.append({"url": url, "count": n, "first_index": first, **stamp})
+            first += n
     index = ShardIndex(shards, "position", first)
     if output is not None:
         from ..fileio import atomic_write

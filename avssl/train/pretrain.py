@@ -19,7 +19,7 @@ from torch import nn
 from .. import distributed as dist
 from ..config import ConfigError
 from ..data.cache import default_cache_dir, entry_sizes, plan_cache
-from ..data.collection import build_manifest, read_manifest
+from ..data.collection import build_manifest, merge_manifests, read_manifest
 from ..data.datasets import ClipMaker, DataConfig
 from ..data.entries import Entries, load_entries
 from ..data.shards import ShardStream, load_shard_index, usable_workers
@@ -34,6 +34,9 @@ __all__ = ["OptimConfig", "PretrainConfig", "PretrainJob", "RunConfig", "load_pr
 
 
 def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
+    """The training manifest: ``data.manifest``, or ``data.root`` probed into the run folder. Under torchrun every
+    process probes its share of the files (``--part rank/world``) and rank 0 joins the parts, so a large folder
+    takes 1/world of the time and no process waits alone past the collectives' timeout."""
     if cfg.data.manifest:
         if not Path(cfg.data.manifest).is_file():
             raise ConfigError(f"data.manifest: no such file: {cfg.data.manifest}")
@@ -43,9 +46,17 @@ def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
     if not Path(cfg.data.root).is_dir():
         raise ConfigError(f"data.root: no such folder: {cfg.data.root}")
     path = out / "manifest.jsonl"
+    rank, world = dist.rank(), dist.world_size()
+    if world == 1:
+        build_manifest(cfg.data.root, path, require_audio=cfg.data.missing_audio == "error", progress=cfg.run.progress)
+        return str(path)
+    parts = [out / "manifest_parts" / f"part{k:05d}-of-{world:05d}.jsonl" for k in range(world)]
+    parts[rank].parent.mkdir(parents=True, exist_ok=True)
+    build_manifest(cfg.data.root, parts[rank], require_audio=cfg.data.missing_audio == "error",
+                   progress=cfg.run.progress and dist.is_main(), part=(rank, world))
+    dist.barrier()
     if dist.is_main():
-        build_manifest(cfg.data.root, path, require_audio=cfg.data.missing_audio == "error",
-                       progress=cfg.run.progress)
+        merge_manifests([str(p) for p in parts], path)
     dist.barrier()
     return str(path)
 

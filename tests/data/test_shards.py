@@ -519,3 +519,15 @@ def test_two_processes_with_two_workers_over_a_damaged_collection_train_and_resu
     for key in ("model", "loss"):
         for name, t in a[key].items():
             torch.testing.assert_close(b[key][name], t, rtol=0, atol=0, equal_nan=True, msg=f"{key}.{name}")
+
+
+def test_the_index_pass_counts_local_shards_from_their_headers_as_the_reader_groups_them(media, tmp_path):
+    from avssl.data import shards as shards_mod
+
+    files = sorted(media.glob("*.mp4"))
+    _tar(tmp_path / "odd.tar", [("__meta__", b"x"), ("a.mp4", files[0].read_bytes()), ("a.json", b"{}"),
+                                ("dir/b.mp4", files[1].read_bytes()), ("noext", b"-"), ("c.mp4", files[2].read_bytes()),
+                                ("c.txt", b"t"), ("a.wav", b"again")])
+    s = _write(media, tmp_path / "s", per=5)
+    for url in [str(tmp_path / "odd.tar"), str(s / "000000.tar"), str(s / "000002.tar")]:
+        assert shards_mod._count(url) == sum(1 for _ in read_samples(url)), url

@@ -170,3 +170,22 @@ def test_learning_rate_schedules():
     step = OptimConfig(lr=1.0, epochs=10, schedule="step", lr_milestones=[3, 6], lr_gamma=0.1)
     assert [lr_at(step, s, 10) for s in (0, 29, 30, 60)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
     assert lr_at(OptimConfig(lr=0.3, schedule="constant"), 1000, 10) == 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_folder_under_torchrun_is_probed_by_every_process_and_joined_by_rank_0(collection, tmp_path):
+    """data.root: each process probes its share of the files (no process probes alone while the others wait on a
+    collective's timeout); the joined manifest equals one process's."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "avssl", "pretrain", "--config", str(SMALL), "--output-dir", str(tmp_path / "ddp")]
+    for o in (f"data.root={collection / 'media'}", "data.num_workers=0", "optim.batch_size=2", "optim.epochs=1",
+              "run.progress=false", "loss.num_negatives=8", "run.device=cpu", "eval.every=0"):
+        cmd += ["--set", o]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    parts = sorted(p for p in (tmp_path / "ddp" / "manifest_parts").glob("part*.jsonl") if "rejected" not in p.name)
+    assert [len(read_manifest(p)) for p in parts] == [6, 6]
+    strip = [{k: v for k, v in r.items() if k != "mtime"} for r in read_manifest(tmp_path / "ddp" / "manifest.jsonl")]
+    assert strip == [{k: v for k, v in r.items() if k != "mtime"} for r in read_manifest(collection / "manifest.jsonl")]
