@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -343,15 +342,18 @@ def _pretrained(args: argparse.Namespace, command: str) -> tuple[Any, Any]:
     from .train.checkpoint import pretrained_model
     from .train.configs import PretrainConfig
 
-    from .config import ConfigError
+    from .config import InputError
 
     check_overrides(args.set, ("data.",), command)
     if not Path(args.checkpoint).is_file():
-        raise ConfigError(f"{command}: --checkpoint {args.checkpoint}: no such file")
+        raise InputError(f"{command}: --checkpoint {args.checkpoint}: no such file")
     try:
         model, cfg = pretrained_model(args.checkpoint, _device(args.device))
-    except (ValueError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise ConfigError(f"{command}: --checkpoint {args.checkpoint}: {str(e).splitlines()[0]}") from None
+    except InputError as e:
+        raise InputError(f"{command}: --checkpoint {e}") from None
+    except (ValueError, RuntimeError, OSError) as e:  # weights that do not fit the model the config describes
+        first = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
+        raise InputError(f"{command}: --checkpoint {args.checkpoint}: {first}") from None
     return model, from_dict(PretrainConfig, apply_overrides(to_dict(cfg), args.set))
 
 
@@ -458,17 +460,25 @@ def _localize(args: argparse.Namespace) -> int:
     from .data.collection import resolve_media
     from .localize.render import localize_videos
 
-    from .config import ConfigError
+    from .config import InputError
 
     localizer = _localizer(args, "avssl localize")
     for name, path in (("--video", args.video), ("--audio", args.audio)):
         if path is not None and not Path(path).exists():
-            raise ConfigError(f"avssl localize: {name} {path}: no such file or folder")
+            raise InputError(f"avssl localize: {name} {path}: no such file or folder")
+    for name in ("start", "duration"):
+        value = getattr(args, name)
+        if value is not None and (value < 0 or (name == "duration" and value <= 0)):
+            raise InputError(f"avssl localize: --{name} {value}: seconds, " + ("> 0" if name == "duration" else ">= 0"))
     summary = localize_videos(localizer, resolve_media(args.video), args.output_dir, audio=args.audio,
                               audio_offset=args.audio_offset, gif=args.gif, model_name=f"checkpoint {args.checkpoint}",
-                              progress=not args.quiet)
+                              progress=not args.quiet, start=args.start, duration=args.duration, maps=args.maps)
     print(json.dumps(summary))
-    return 1 if summary["failed"] and not summary["videos"] else 0
+    if summary["failed"] and not summary["videos"]:
+        print(f"avssl localize: none of the {len(summary['failed'])} input(s) could be mapped (each is listed with its "
+              f"reason above and in {summary['index']})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _map_args(q: argparse.ArgumentParser) -> None:
@@ -560,6 +570,11 @@ def _add_evaluation(sub: Any) -> None:
     q.add_argument("--fps", type=float, default=None,
                    help=f"maps per second of video (default: {MapConfig.fps} unless the checkpoint's config says otherwise)")
     q.add_argument("--gif", action="store_true", help="also write overlay.gif")
+    q.add_argument("--start", type=float, default=None, help="map from this time (s)")
+    q.add_argument("--duration", type=float, default=None, help="map this many seconds (default: to the end)")
+    q.add_argument("--maps", default="grid", choices=["grid", "full", "none"],
+                   help="grid: similarity.npy on the encoder's grid with geometry.json to project it (small whatever "
+                        "the frame size); full: also maps.npy, uint8 at the frame's size; none: pictures only")
     q.add_argument("--output-dir", required=True)
     q.set_defaults(func=_localize)
 
@@ -624,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
+    from .config import ConfigError, InputError
 
     from .data.cache import CacheFull
     from .train.guard import RunDiverged
@@ -636,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
     except CacheFull as e:  # raised in a loader worker, its message carries the worker's traceback: the last line
         print(f"avssl: {_last_line(str(e))}", file=sys.stderr)
         return 1
+    except InputError as e:
+        print(f"avssl: {_last_line(str(e))}", file=sys.stderr)
+        return 2
     except ConfigError as e:
         print(f"avssl: config error: {e}", file=sys.stderr)
         return 2
@@ -657,7 +675,7 @@ def _last_line(text: str) -> str:
     """The last non-empty line of a message (an error re-raised from a loader worker carries its traceback)."""
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     last = lines[-1] if lines else text
-    return last.split(": ", 1)[1] if last.startswith(("avssl.", "CacheFull")) and ": " in last else last
+    return last.split(": ", 1)[1] if last.startswith(("avssl.", "CacheFull", "InputError")) and ": " in last else last
 
 
 def _main_process() -> bool:

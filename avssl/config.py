@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-__all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides", "check_overrides", "from_dict", "from_saved", "load_config",
+__all__ = ["CONFIG_DIR", "ConfigError", "InputError", "apply_overrides", "check_overrides", "from_dict", "from_saved", "load_config",
            "load_yaml", "to_dict"]
 
 T = TypeVar("T")
@@ -24,6 +24,11 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the shipped conf
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
+
+
+class InputError(ConfigError):
+    """A file, folder, row or argument the user gave cannot be used; the message names it. Commands end with this
+    one line and status 2 (without the "config error" of :class:`ConfigError`)."""
 
 
 def _type_name(tp: Any) -> str:

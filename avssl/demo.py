@@ -20,7 +20,7 @@ from .data.formats.localization import read_vggss
 from .data.synthetic import SynthSpec, synthesize
 from .localize.evaluate import score_samples
 from .localize.heatmap import Localizer
-from .localize.render import write_index, write_video_outputs
+from .localize.render import localize_video, write_index
 from .models.avmodel import AVModel
 from .report import write_report
 from .evaluation.features import extract, linear_probe
@@ -68,9 +68,9 @@ def _localization(out: Path, rows: list[dict[str, Any]], model: AVModel, cfg: Pr
     localizer = Localizer(model, cfg.data, cfg.localize)  # the config's map settings, as `avssl localize` uses
     scores = score_samples(localizer, data, ["median", "adaptive"], loc_dir / "per_sample.csv")
     shown = {}
-    for r in rows[:pages]:
-        stem = Path(r["path"]).stem
-        shown[stem] = write_video_outputs(localizer(r["path"]), loc_dir / stem, localizer.cfg.fps)
+    for k, r in enumerate(rows[:pages]):  # the same files and page as `avssl localize`, listening check included
+        other = rows[(k + 1) % len(rows)]["path"]
+        shown[Path(r["path"]).stem] = localize_video(localizer, r["path"], loc_dir / Path(r["path"]).stem, other=other)
     index = write_index(loc_dir, shown, "avssl demo: where the sound comes from (held-out clips)",
                         f"{Path(LOCALIZE_CONFIG).name} pretrained on the demo's synthetic clips; maps normalized "
                         "per frame")

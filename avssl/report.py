@@ -24,8 +24,22 @@ from .fileio import atomic_write
 
 __all__ = ["load_run", "write_report"]
 
-_TRAIN_CURVES = (("loss", "loss"), ("lr", "learning rate"), ("clips_per_s", "clips / s"))
+_TRAIN_CURVES = (("loss", "loss"), ("lr", "learning rate"), ("interval_clips_per_s", "clips / s (each log interval)"),
+                 ("emb_std_video", "spread of the video embeddings (std x sqrt(D))"),
+                 ("emb_std_audio", "spread of the audio embeddings (std x sqrt(D))"))
 _SKIP = {"kind", "epoch", "epochs", "step", "seconds", "maps", "retrieval_clips", "time"}
+# what a person reads for the figures evaluation rows carry
+_NAMES = {
+    "retrieval_v2a_R@1": "video -> audio retrieval, R@1", "retrieval_v2a_R@5": "video -> audio retrieval, R@5",
+    "retrieval_a2v_R@1": "audio -> video retrieval, R@1", "retrieval_a2v_R@5": "audio -> video retrieval, R@5",
+    "knn_top1": "kNN on video features, top-1", "knn_top5": "kNN on video features, top-5",
+    "knn_audio_top1": "kNN on audio embeddings, top-1", "knn_audio_top5": "kNN on audio embeddings, top-5",
+    "loc_ciou_at_0.5": "localization: share of clips with cIoU >= 0.5", "loc_auc": "localization: AUC of cIoU",
+    "loc_centre_ciou_at_0.5": "centred prior: share of clips with cIoU >= 0.5",
+    "loc_ciou_drop_mismatched": "localization: cIoU lost under another clip's sound",
+    "loc_own_sound_more_mass": "localization: share of clips whose own sound puts more map on the object",
+}
+_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "x")]
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -53,6 +67,15 @@ def load_run(folder: str | Path) -> dict[str, Any]:
         per_epoch = max(r["step"] for r in train) / (max(r.get("epoch", 0) for r in train) + 1)
         for r in train:
             r.setdefault("epochs", r["step"] / per_epoch)
+    prev: dict[str, Any] | None = None
+    for r in train:  # the rate over each log interval (older rows held a running average since the process began)
+        if "clips" in r and "seconds" in r:
+            restarted = prev is None or float(r["seconds"]) < float(prev["seconds"])
+            clips = r["clips"] - (0 if restarted else prev["clips"])
+            secs = float(r["seconds"]) - (0.0 if restarted else float(prev["seconds"]))
+            if secs > 0 and not restarted:
+                r["interval_clips_per_s"] = clips / secs
+            prev = r
     config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").exists() else {}
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else None
     return {"folder": folder, "name": folder.name, "rows": rows, "config": config or {}, "summary": summary}
@@ -70,11 +93,14 @@ def _plot(runs: list[dict[str, Any]], kind: str, key: str, label: str, path: Pat
 
     fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=100)
     drawn = False
-    for run in runs:
+    for i, run in enumerate(runs):
         pts = [(_x(r), r[key]) for r in run["rows"][kind] if isinstance(r.get(key), (int, float))]
         if pts:
             xs, ys = zip(*sorted(pts))
-            ax.plot(xs, ys, marker="o" if kind == "eval" else None, markersize=3, label=run["name"])
+            line, marker = _STYLES[i % len(_STYLES)]  # runs whose curves coincide stay told apart
+            many = len(pts) > 40
+            ax.plot(xs, ys, linestyle=line, marker=marker, markersize=3, markevery=max(1, len(pts) // 12) if many
+                    else 1, label=run["name"], alpha=0.85)
             drawn = True
     if drawn:
         ax.set_xlabel("epoch")
@@ -96,14 +122,50 @@ def _differences(runs: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
     return [(k, [f.get(k, "-") for f in flats]) for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
 
 
-def _status(run: dict[str, Any]) -> str:
+def _total_steps(run: dict[str, Any]) -> int | None:
+    """The steps the run will take: ``optim.epochs`` x steps per epoch (from its rows), capped by ``run.max_steps``."""
+    train, cfg = run["rows"]["train"], run["config"]
+    last = train[-1] if train else None
+    epochs = (cfg.get("optim") or {}).get("epochs")
+    if not last or not last.get("epochs") or not epochs:
+        return None
+    total = round(epochs * last["step"] / last["epochs"])
+    cap = (cfg.get("run") or {}).get("max_steps")
+    return min(total, cap) if cap else total
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _status(run: dict[str, Any], now: float | None = None) -> str:
+    """finished / diverged / interrupted (from the summary); running, with the step against the total and an ETA; or
+    stopped, when no step has been logged for several of its usual intervals (a run killed with SIGKILL writes
+    nothing more)."""
     s, train = run["summary"], run["rows"]["train"]
     if s is not None:
-        return f"diverged at step {s['steps']}" if s.get("diverged") else f"finished: {s['steps']} steps"
+        if s.get("diverged"):
+            return f"diverged at step {s['steps']}"
+        return f"interrupted at step {s['steps']} (resumes)" if s.get("interrupted") else f"finished: {s['steps']} steps"
     if not train:
         return "started, no step logged yet"
-    ago = time.time() - float(train[-1].get("time", time.time()))
-    return f"running: step {train[-1]['step']}, last logged {ago:.0f} s ago"
+    now = time.time() if now is None else now
+    last = train[-1]
+    ago = now - float(last.get("time", now))
+    times = [float(r["time"]) for r in train[-20:] if "time" in r]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]) if b > a)
+    usual = gaps[len(gaps) // 2] if gaps else None
+    total = _total_steps(run)
+    of = f"/{total}" if total else ""
+    if usual is not None and ago > max(5 * usual, 120.0):
+        return f"stopped? step {last['step']}{of}, nothing logged for {_duration(ago)} (usually every {usual:.0f} s)"
+    eta = ""
+    steps = [int(r["step"]) for r in train[-20:] if "time" in r]
+    if total and len(times) > 1 and times[-1] > times[0] and steps[-1] > steps[0]:
+        rate = (steps[-1] - steps[0]) / (times[-1] - times[0])
+        eta = f", ETA {_duration(max(0, total - last['step']) / rate)}"
+    return f"running: step {last['step']}{of}{eta}, last logged {ago:.0f} s ago"
 
 
 def eval_share(run: dict[str, Any]) -> float | None:
@@ -155,7 +217,7 @@ def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | 
                       if isinstance(v, (int, float)) and k not in _SKIP and not k.endswith("_seconds")})
     for key in figures:
         name = "eval_" + "".join(ch if ch.isalnum() else "_" for ch in key) + ".png"
-        if _plot(loaded, "eval", key, f"held out: {key}", out / name):
+        if _plot(loaded, "eval", key, f"held out: {_NAMES.get(key, key.replace('_', ' '))}", out / name):
             plots.append(name)
     rows_html = []
     for run in loaded:

@@ -101,3 +101,25 @@ def test_runs_in_folders_of_the_same_name_are_told_apart():
     assert run_names([Path("/x/s0/run"), Path("/x/s1/run"), Path("/x/loc")]) == ["s0/run", "s1/run", "loc"]
     assert run_names([Path("/a/b/run"), Path("/c/b/run")]) == ["a/b/run", "c/b/run"]
     assert len(set(run_names([Path("/x/run"), Path("/x/run")]))) == 1  # the same folder twice: ends, one name
+
+
+def test_rates_per_interval_stopped_runs_eta_and_readable_titles(tmp_path, monkeypatch):
+    from avssl import report
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"optim": {"epochs": 10}, "run": {"max_steps": None}}))
+    t0 = 1_000_000.0
+    # the first interval holds a 30 s cache build; then 100 clips every 1 s; rows every 10 steps of 10 clips
+    rows = [{"kind": "train", "step": 10 * k, "epochs": k / 2, "clips": 100 * k, "seconds": 30.0 + (k - 1),
+             "clips_per_s": 100 * k / (30.0 + (k - 1)), "time": t0 + 30 + (k - 1), "loss": 1.0} for k in range(1, 6)]
+    rows.append({"kind": "eval", "epoch": 2, "step": 40, "knn_audio_top5": 0.5, "seconds": 0.1})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = load_run(run)
+    assert [r.get("interval_clips_per_s") for r in loaded["rows"]["train"]][1:] == [100.0] * 4  # not 5 -> 24
+    assert report._status(loaded, now=t0 + 35) == "running: step 50/200, ETA 0m15s, last logged 1 s ago"
+    assert report._status(loaded, now=t0 + 400).startswith("stopped? step 50/200, nothing logged for 6m06s")
+    captured = []
+    monkeypatch.setattr(report, "_plot", lambda runs, kind, key, label, path: captured.append(label) or False)
+    write_report([run], tmp_path / "page")
+    assert "held out: kNN on audio embeddings, top-5" in captured and "clips / s (each log interval)" in captured

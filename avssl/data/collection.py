@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import InputError
 from ..fileio import atomic_write
 from .decode import DecodeError, probe
 from ..progress import track
@@ -41,21 +42,27 @@ _LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 def list_media(source: str | os.PathLike) -> list[str]:
     """Absolute paths of video files under a folder (recursive, sorted), or listed in a text file
-    (one path per line, relative paths are relative to the list file; ``#`` starts a comment)."""
+    (one path per line, relative paths are relative to the list file; ``#`` starts a comment). Raises
+    :class:`~avssl.config.InputError` for a path that does not exist or a list that is not text."""
     src = Path(source)
     if src.is_dir():
         return sorted(
             str(p.resolve()) for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
         )
     if src.is_file():
+        try:
+            text = src.read_text()
+        except UnicodeDecodeError:
+            raise InputError(f"{source}: not a text list of paths (one per line) nor a media file avssl knows "
+                             f"({', '.join(VIDEO_EXTENSIONS)})") from None
         out = []
-        for line in src.read_text().splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 p = Path(line)
                 out.append(str((p if p.is_absolute() else src.parent / p).resolve()))
         return out
-    raise FileNotFoundError(f"no such folder or list file: {source}")
+    raise InputError(f"{source}: no such folder or file")
 
 
 def resolve_media(source: str | os.PathLike) -> list[str]:
@@ -70,9 +77,30 @@ def resolve_media(source: str | os.PathLike) -> list[str]:
     return list_media(src)
 
 
+def _jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object is an
+    :class:`~avssl.config.InputError` naming the file and the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    raise InputError(f"{path}, line {n}: not valid JSON ({getattr(e, 'msg', e)})") from None
+                if not isinstance(row, dict):
+                    raise InputError(f"{path}, line {n}: a {type(row).__name__}, not a JSON object")
+                yield n, row
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file of JSON lines") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """One JSON object per line (blank lines skipped); a bad line is an InputError naming it."""
+    return [row for _, row in _jsonl(path)]
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
@@ -83,12 +111,16 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Entries of a manifest; relative paths are resolved against the manifest's folder."""
+    """Entries of a manifest; relative paths are resolved against the manifest's folder. A line that is not a
+    JSON object, or a row without a ``path``, is an :class:`~avssl.config.InputError` naming the line."""
     base = Path(path).parent
-    rows = read_jsonl(path)
-    for r in rows:
+    rows = []
+    for n, r in _jsonl(path):
+        if not isinstance(r.get("path"), str):
+            raise InputError(f"{path}, line {n}: no \"path\" in {json.dumps(r)[:80]}")
         if not os.path.isabs(r["path"]):
             r["path"] = str((base / r["path"]).resolve())
+        rows.append(r)
     return rows
 
 
@@ -154,7 +186,7 @@ def build_manifest(
     ``(i, n)``: only the files ``[i N / n, (i + 1) N / n)`` of the listing (one job of an array), with
     ``<output>.part.json`` saying which; :func:`merge_manifests` joins the parts.
     """
-    paths = list(source) if isinstance(source, list) else list_media(source)
+    paths = list(source) if isinstance(source, list) else resolve_media(source)  # a single file: a collection of one
     output = Path(output)
     i, n = part
     total = len(paths)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from ..config import ConfigError
+from ..config import ConfigError, InputError
 from .audio import Spectrogram, SpectrogramConfig
 from .cache import ClipCache
 from .clips import ClipConfig, ClipSpec, RandomClipSampler, UniformClipSampler
@@ -30,7 +30,7 @@ from .entries import Entries, load_entries
 from .decode import Clip, DecodeError, decode_audio, decode_clip
 from .transforms import AudioAugConfig, AudioTransform, VideoAugConfig, VideoTransform
 
-__all__ = ["AVClipDataset", "BatchPreprocess", "ClipMaker", "DataConfig", "av_collate"]
+__all__ = ["AVClipDataset", "BatchPreprocess", "ClipMaker", "DataConfig", "av_collate", "check_durations"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,17 @@ class DataConfig:
     cache: bool | Literal["auto"] = False
     cache_dir: str | None = None
     cache_max_gb: float | None = 100.0
+
+
+def check_durations(entries: Any, durations: np.ndarray, where: str) -> None:
+    """Every entry needs its duration (clips are drawn inside it): an :class:`~avssl.config.InputError` naming the
+    first row without one, and what to do."""
+    unknown = np.flatnonzero(~(np.isfinite(durations) & (durations > 0)))
+    if len(unknown):
+        k = int(unknown[0])
+        raise InputError(f"{where}: {len(unknown)} of {len(durations)} rows have no duration, the first row {k + 1} "
+                         f"({entries[k].get('path')}): write the manifest with `avssl data manifest` (it probes each "
+                         "file) or give each row its \"duration\" in seconds")
 
 
 class ClipMaker:
@@ -172,11 +183,8 @@ class AVClipDataset(Dataset):
                           else np.array([e.get("duration", np.nan) for e in self.entries], np.float64))
         where = "the given entries" if isinstance(manifest, (list, Entries)) else f"manifest {manifest}"
         if not len(self.entries):
-            raise ValueError(f"{where}: no usable files")
-        unknown = np.flatnonzero(~np.isfinite(self.durations))
-        if len(unknown):
-            raise ValueError(f"{where}: {len(unknown)} entries have no duration, the first {unknown[0]} "
-                             f"({self.entries[int(unknown[0])].get('path')})")
+            raise InputError(f"{where}: no usable files")
+        check_durations(self.entries, self.durations, where)
         self.cfg = cfg
         self.train = train
         self.clips_per_video = cfg.clips_per_video if train else clips_per_video

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from ..config import InputError
 from ..fileio import publish, temp_path
 
 __all__ = ["Entries", "entries_index_path", "load_entries"]
@@ -218,8 +219,21 @@ def _parse(manifest: Path) -> pa.Table:
             return table
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
         log.info("%s: kept as text rows (%s)", manifest, e)
-    with open(manifest, encoding="utf-8") as f:
-        rows = [line.rstrip("\n") for line in f if line.strip()]
+    rows = []
+    try:
+        with open(manifest, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:  # every row read now, so that a broken line is named here, not as a traceback mid-training
+                    ok = isinstance(json.loads(line), dict)
+                except ValueError as e:
+                    raise InputError(f"{manifest}, line {n}: not valid JSON ({getattr(e, 'msg', e)})") from None
+                if not ok:
+                    raise InputError(f"{manifest}, line {n}: not a JSON object")
+                rows.append(line.rstrip("\n"))
+    except UnicodeDecodeError:
+        raise InputError(f"{manifest}: not a text file of JSON lines") from None
     return pa.table({_RAW: pa.array(rows, pa.large_string())})
 
 
@@ -247,7 +261,7 @@ def load_entries(manifest: str | os.PathLike, index: bool = True) -> Entries:
     current, else parsed from the JSONL (and, with ``index``, kept there for the next load)."""
     manifest = Path(manifest)
     if not manifest.is_file():
-        raise FileNotFoundError(f"manifest not found: {manifest}")
+        raise InputError(f"{manifest}: no such manifest")
     stamp = _stamp(manifest)
     where = entries_index_path(manifest)
     table = _read_index(where, stamp) if index else None

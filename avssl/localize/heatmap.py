@@ -32,7 +32,8 @@ from ..data.decode import DecodeError, decode_audio, decode_frames, probe
 from ..models.avmodel import AVModel
 from ..progress import track
 
-__all__ = ["Geometry", "Localizer", "MapConfig", "VideoMaps", "normalize_maps"]
+__all__ = ["Geometry", "Localizer", "MapChunk", "MapConfig", "MapPlan", "VideoMaps", "grid_to_frame",
+           "normalize_maps"]
 
 
 @dataclass
@@ -94,6 +95,53 @@ class VideoMaps:
     audio_offset: float
     norm: str
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MapPlan:
+    """What :meth:`Localizer.chunks` maps: output ``times``, each one's clip start and audio window start, the
+    compared audio's source and offset, the video's length (0 for a still), notes for the reader."""
+
+    video: str
+    source: str
+    audio_offset: float
+    times: np.ndarray
+    starts: np.ndarray
+    a_starts: np.ndarray
+    length: float
+    notes: list[str] = field(default_factory=list)
+    padded_samples: int = 0  # audio samples outside the source, compared as silence (counted as chunks go)
+
+
+@dataclass
+class MapChunk:
+    """``cfg.chunk`` output times' displayed ``frames`` (uint8 ``(n, H, W, 3)``), ``maps`` (float32 ``(n, H, W)`` in
+    [0, 1]) and raw cosine ``similarity`` on the encoder's grid (``(n, h, w)``)."""
+
+    times: np.ndarray
+    frames: np.ndarray
+    maps: np.ndarray
+    similarity: np.ndarray
+
+
+def grid_to_frame(sim: torch.Tensor | np.ndarray, geometry: Geometry, height: int, width: int) -> torch.Tensor:
+    """Cell maps ``(B, h', w')`` on the encoder's grid (``similarity.npy`` of ``avssl localize``, with its
+    ``geometry.json``) -> ``(B, height, width)`` on a displayed frame: each cell's value sits at its receptive
+    field's centre (input pixel ``stride * i`` of the padded frame), carried through the padding and the resize to
+    the displayed frame, and pixels between centres are interpolated bilinearly (beyond the outer centres, the
+    outer cells' values). :func:`normalize_maps` then gives what the overlays show."""
+    sim = torch.as_tensor(sim, dtype=torch.float32)
+    g = geometry
+
+    def cells(n_out: int, n_in: int, n_cells: int) -> torch.Tensor:
+        pixel = (torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5  # on the encoder's input
+        c = (pixel + g.pad) / g.stride
+        return (2 * c / (n_cells - 1) - 1) if n_cells > 1 else torch.zeros_like(c)
+
+    ys, xs = cells(height, g.height, sim.shape[1]), cells(width, g.width, sim.shape[2])
+    grid = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)], -1)
+    grid = grid.to(sim.device, torch.float32)[None].expand(len(sim), -1, -1, -1)
+    return F.grid_sample(sim[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
 
 
 def normalize_maps(sim: torch.Tensor, norm: str) -> torch.Tensor:
@@ -160,21 +208,9 @@ class Localizer:
         return sim
 
     def project(self, sim: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Cell maps ``(B, h', w')`` of the last :meth:`similarity` -> ``(B, height, width)`` on the displayed frame:
-        each cell's value sits at its receptive field's centre (input pixel ``stride * i`` of the padded
-        frame), carried through the padding and the resize to the displayed frame, and pixels between centres
-        are interpolated bilinearly (beyond the outer centres, the outer cells' values)."""
-        g = self.geometry
-
-        def cells(n_out: int, n_in: int, n_cells: int) -> torch.Tensor:
-            pixel = (torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5  # on the encoder's input
-            c = (pixel + g.pad) / g.stride
-            return (2 * c / (n_cells - 1) - 1) if n_cells > 1 else torch.zeros_like(c)
-
-        ys, xs = cells(height, g.height, sim.shape[1]), cells(width, g.width, sim.shape[2])
-        grid = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)], -1)
-        grid = grid.to(sim.device, torch.float32)[None].expand(len(sim), -1, -1, -1)
-        return F.grid_sample(sim[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
+        """Cell maps ``(B, h', w')`` of the last :meth:`similarity` -> ``(B, height, width)`` on the displayed frame
+        (:func:`grid_to_frame` with this localizer's geometry)."""
+        return grid_to_frame(sim, self.geometry, height, width)
 
     def default_times(self, duration: float | None) -> np.ndarray:
         """Output times ``k / fps`` covering the video (one at 0 for a still image)."""
@@ -235,6 +271,66 @@ class Localizer:
         sims = self.project(self._similarities(clips, waves), *frame.shape[1:3])
         return frame[0], sims.cpu().numpy()
 
+    def plan(self, video: str | os.PathLike, times: np.ndarray | list[float] | None = None,
+             audio: str | os.PathLike | None = None, audio_offset: float = 0.0, start: float | None = None,
+             duration: float | None = None) -> MapPlan:
+        """What maps of ``video`` will be made: at ``times`` (default: every ``1 / fps`` s, within ``[start, start +
+        duration)`` when given), with the audio of ``audio`` (default: the video's own track) shifted by
+        ``audio_offset`` seconds. Raises DecodeError (no audio to compare with, an unreadable file)."""
+        clip = self.data.clip
+        info = probe(video)
+        length = self._duration(info)
+        if times is None:
+            times = self.default_times(length)
+            if start is not None or duration is not None:
+                lo = max(0.0, start or 0.0)
+                hi = lo + duration if duration is not None else max(length, lo)
+                times = times[(times >= lo - 1e-9) & (times < hi - 1e-9)]
+                if not len(times):
+                    raise DecodeError(video, f"no map time in [{lo:g}, {hi:g}) s: the video is {length:.2f} s long")
+        else:
+            times = np.sort(np.asarray(times, np.float64))
+        source = os.fspath(audio) if audio is not None else os.fspath(video)
+        if audio is None and info.audio is None:
+            raise DecodeError(video, "no audio track: give another file's audio with --audio")
+        if audio is not None and probe(source).audio is None:
+            raise DecodeError(source, "no audio stream")
+        notes: list[str] = []
+        if info.is_still:  # one map, the sound's window taken from the middle of its file
+            audio_offset += (probe(source).duration or 0.0) / 2
+            notes.append(f"a still image: compared with the middle of {source}")
+        starts = self.starts(times, length)
+        a_starts = starts + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset + audio_offset
+        return MapPlan(os.fspath(video), source, audio_offset, times, starts, a_starts, length, notes)
+
+    def chunks(self, plan: MapPlan, progress: bool = False) -> Iterator[MapChunk]:
+        """The plan's maps ``cfg.chunk`` output times at a time: memory holds one chunk (its frames, its audio
+        windows), whatever the video's length."""
+        clip, cfg = self.data.clip, self.cfg
+        sr, n_audio = clip.sample_rate, int(round(clip.audio_duration * clip.sample_rate))
+        for s in track(range(0, len(plan.times), cfg.chunk), enabled=progress, desc="maps", unit="chunk"):
+            part = slice(s, s + cfg.chunk)
+            frames = decode_frames(plan.video, plan.times[part])
+            a_starts = plan.a_starts[part]
+            a0 = float(a_starts.min())  # the audio this chunk's windows touch, decoded once
+            track_ = decode_audio(plan.source, a0, float(a_starts.max()) - a0 + clip.audio_duration, sr)
+            if track_.padded_samples:
+                plan.padded_samples += track_.padded_samples
+            wave_all = F.pad(torch.from_numpy(track_.waveform), (0, n_audio))  # room for rounding at the end
+            offsets = [int(round((a - a0) * sr)) for a in a_starts]
+            waves = torch.stack([wave_all[o : o + n_audio] for o in offsets])
+            sim = self._similarities(self._clips(plan.video, plan.starts[part]), waves)
+            maps = normalize_maps(self.project(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy().astype(np.float32)
+            yield MapChunk(plan.times[part], frames, maps, sim.cpu().numpy().astype(np.float32))
+
+    def waveform(self, plan: MapPlan) -> np.ndarray:
+        """The compared audio over the mapped span (from the first output time to one map period past the last),
+        for muxing beside the maps."""
+        sr = self.data.clip.sample_rate
+        t0 = float(plan.times[0]) if plan.length else 0.0
+        span = (float(plan.times[-1]) - t0 + 1.0 / self.cfg.fps) if plan.length else 1.0 / self.cfg.fps
+        return decode_audio(plan.source, t0 + plan.audio_offset, max(span, 1.0 / self.cfg.fps), sr).waveform
+
     def __call__(
         self,
         video: str | os.PathLike,
@@ -244,39 +340,15 @@ class Localizer:
         progress: bool = False,
     ) -> VideoMaps:
         """Maps for ``video`` at ``times`` (default: every ``1 / fps`` s) with the audio of ``audio`` (default:
-        the video's own track) shifted by ``audio_offset`` seconds. Raises DecodeError."""
-        clip, cfg = self.data.clip, self.cfg
-        info = probe(video)
-        duration = self._duration(info)
-        times = self.default_times(duration) if times is None else np.sort(np.asarray(times, np.float64))
-        source = os.fspath(audio) if audio is not None else os.fspath(video)
-        if audio is None and info.audio is None:
-            raise DecodeError(video, "no audio track: give another file's audio with --audio")
-        if audio is not None and probe(source).audio is None:
-            raise DecodeError(source, "no audio stream")
-        sr, n_audio, notes = clip.sample_rate, int(round(clip.audio_duration * clip.sample_rate)), []
-        if info.is_still:  # one map, the sound's window taken from the middle of its file
-            audio_offset += (probe(source).duration or 0.0) / 2
-            notes.append(f"a still image: compared with the middle of {source}")
-        starts = self.starts(times, duration)
-        a_starts = starts + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset + audio_offset
-        a0 = float(a_starts.min())  # the audio every window touches, decoded once
-        audio_track = decode_audio(source, a0, float(a_starts.max()) - a0 + clip.audio_duration, sr)
-        if audio_track.padded_samples:
-            notes.append(f"{audio_track.padded_samples} audio samples outside {source} compared as silence")
-        wave_all = F.pad(torch.from_numpy(audio_track.waveform), (0, n_audio))  # room for rounding at the end
-        maps, sims, shown = [], [], []
-        for s in track(range(0, len(times), cfg.chunk), enabled=progress, desc="maps", unit="chunk"):
-            frames = decode_frames(video, times[s : s + cfg.chunk])
-            offsets = [int(round((a - a0) * sr)) for a in a_starts[s : s + cfg.chunk]]
-            waves = torch.stack([wave_all[o : o + n_audio] for o in offsets])
-            sim = self._similarities(self._clips(video, starts[s : s + cfg.chunk]), waves)
-            maps.append(normalize_maps(self.project(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy().astype(np.float32))
-            sims.append(sim.cpu().numpy())
-            shown.append(frames)
-        whole = decode_audio(source, audio_offset, max(duration, 1.0 / cfg.fps), sr).waveform
+        the video's own track) shifted by ``audio_offset`` seconds, held in memory (for clips and stills; a long
+        video: :meth:`plan` and :meth:`chunks`). Raises DecodeError."""
+        plan = self.plan(video, times, audio, audio_offset)
+        parts = list(self.chunks(plan, progress))
+        if plan.padded_samples:
+            plan.notes.append(f"{plan.padded_samples} audio samples outside {plan.source} compared as silence")
         return VideoMaps(
-            maps=np.concatenate(maps), times=times, frames=np.concatenate(shown), similarity=np.concatenate(sims),
-            waveform=whole, sample_rate=sr, audio_source=source, audio_offset=audio_offset, norm=cfg.norm,
-            notes=notes,
+            maps=np.concatenate([c.maps for c in parts]), times=plan.times,
+            frames=np.concatenate([c.frames for c in parts]), similarity=np.concatenate([c.similarity for c in parts]),
+            waveform=self.waveform(plan), sample_rate=self.data.clip.sample_rate, audio_source=plan.source,
+            audio_offset=plan.audio_offset, norm=self.cfg.norm, notes=plan.notes,
         )

@@ -1,9 +1,15 @@
 """Show the maps: overlay PNGs, a contact sheet, an MP4 with the compared audio, a GIF, one HTML page.
 
-Per video, in ``OUT/<stem>/``: ``maps.npy`` (float32 ``(T, H, W)`` in [0, 1]), ``times.json``, overlay PNGs
-of a few frames (JET colormap blended over the frame), ``contact_sheet.png`` (those frames plain above,
-overlaid below), ``overlay.mp4`` (H.264, with the audio that was compared muxed in as AAC), optionally
-``overlay.gif``; and ``OUT/index.html`` showing every video side by side with its plain frames.
+Per video, in ``OUT/<stem>/``: ``similarity.npy`` (float32 ``(T, h, w)``, the raw cosine on the encoder's grid)
+with ``geometry.json`` (where each cell lies on the frame: :func:`~avssl.localize.heatmap.grid_to_frame` projects
+the grid onto any frame size, :func:`~avssl.localize.heatmap.normalize_maps` gives the shown [0, 1] maps), or with
+``maps="full"`` also ``maps.npy`` (uint8 ``(T, H, W)``, the shown maps x 255, at the frame's size); ``times.json``,
+overlay PNGs of a few frames (JET colormap blended over the frame), ``contact_sheet.png`` (those frames plain
+above, overlaid below), ``poster.png``, ``overlay.mp4`` (H.264, with the audio that was compared muxed in as AAC),
+optionally ``overlay.gif``, and ``info.json`` (what was written; whether the maps listen: how much they change
+when the sound is replaced by another file's and by silence). Everything is written as the maps are made, a chunk
+at a time, so memory does not grow with the video's length. ``OUT/index.html`` shows every video with its plain
+frames, says whether its maps listen, and lists the files that were skipped and why.
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ import torch
 import torch.nn.functional as F
 import torchvision.io as tvio
 
-from ..data.decode import DecodeError
+from ..data.decode import DecodeError, decode_audio, probe
 from ..data.encode import write_av
-from .heatmap import Localizer, VideoMaps
+from .heatmap import Localizer, MapPlan, VideoMaps
 
-__all__ = ["contact_sheet", "jet", "localize_videos", "overlay", "write_index", "write_video_outputs"]
+__all__ = ["MAPS", "contact_sheet", "jet", "listening", "localize_video", "localize_videos", "overlay", "write_index",
+           "write_video_outputs"]
+
+MAPS = ("grid", "full", "none")  # what `avssl localize --maps` keeps besides the pictures
 
 
 def jet(x: np.ndarray) -> np.ndarray:
@@ -76,42 +85,215 @@ def _even(img: np.ndarray) -> np.ndarray:
     return np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if h % 2 or w % 2 else img
 
 
-def _gif(path: Path, frames: list[np.ndarray], fps: float, max_side: int = 320) -> None:
-    h, w = frames[0].shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    size = (max(2, round(h * scale) // 2 * 2), max(2, round(w * scale) // 2 * 2))
-    with av.open(os.fspath(path), mode="w") as c:
-        s = c.add_stream("gif", rate=max(1, round(fps)))
-        s.height, s.width = size
-        s.pix_fmt = "rgb8"
-        for img in frames:
-            small = _fit_height(img, size[0])[:, : size[1]]
-            small = np.pad(small, ((0, 0), (0, size[1] - small.shape[1]), (0, 0)), mode="edge")
-            c.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(small), format="rgb24")))
-        c.mux(s.encode(None))
+class _Gif:
+    """``overlay.gif`` written a frame at a time (at most ``max_side`` pixels on the long side)."""
+
+    def __init__(self, path: Path, fps: float, max_side: int = 320) -> None:
+        self.path, self.fps, self.max_side = path, fps, max_side
+        self.c: Any = None
+
+    def add(self, img: np.ndarray) -> None:
+        if self.c is None:
+            h, w = img.shape[:2]
+            scale = min(1.0, self.max_side / max(h, w))
+            self.size = (max(2, round(h * scale) // 2 * 2), max(2, round(w * scale) // 2 * 2))
+            self.c = av.open(os.fspath(self.path), mode="w")
+            self.s = self.c.add_stream("gif", rate=max(1, round(self.fps)))
+            self.s.height, self.s.width = self.size
+            self.s.pix_fmt = "rgb8"
+        small = _fit_height(img, self.size[0])[:, : self.size[1]]
+        small = np.pad(small, ((0, 0), (0, self.size[1] - small.shape[1]), (0, 0)), mode="edge")
+        self.c.mux(self.s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(small), format="rgb24")))
+
+    def close(self) -> None:
+        if self.c is not None:
+            self.c.mux(self.s.encode(None))
+            self.c.close()
 
 
-def write_video_outputs(
-    result: VideoMaps, out_dir: str | os.PathLike, fps: float, gif: bool = False, sheet_frames: int = 6
-) -> dict[str, Any]:
-    """Write one video's files into ``out_dir``; returns what was written (relative names) and facts."""
+def _audio_file(localizer: Localizer, plan: MapPlan, path: Path, window: float = 60.0) -> np.ndarray:
+    """The compared audio over the mapped span as a memory-mapped ``(1, samples)`` array, decoded ``window``
+    seconds at a time (a film's track is never held whole)."""
+    sr, fps = localizer.data.clip.sample_rate, localizer.cfg.fps
+    t0 = float(plan.times[0]) if plan.length else 0.0
+    span = max((float(plan.times[-1]) - t0 + 1.0 / fps) if plan.length else 0.0, 1.0 / fps)
+    total = int(round(span * sr))
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(1, total))
+    done = 0
+    while done < total:
+        n = min(int(window * sr), total - done)
+        out[0, done : done + n] = decode_audio(plan.source, t0 + plan.audio_offset + done / sr, n / sr, sr).waveform[:n]
+        done += n
+    out.flush()
+    return out
+
+
+def localize_video(localizer: Localizer, video: str | os.PathLike, out_dir: str | os.PathLike, *,
+                   audio: str | os.PathLike | None = None, audio_offset: float = 0.0, start: float | None = None,
+                   duration: float | None = None, maps: str = "grid", gif: bool = False, other: str | None = None,
+                   progress: bool = False, sheet_frames: int = 6) -> dict[str, Any]:
+    """One video's maps and files in ``out_dir`` (see the module's description), made and written a chunk at a
+    time; ``start``/``duration`` (s) map a segment; ``other``: a file whose sound the listening check compares
+    with (default: the video's own sound half its length away, and silence). Returns what ``info.json`` holds.
+    Raises DecodeError."""
+    if maps not in MAPS:
+        raise ValueError(f"maps must be one of {MAPS}, got {maps!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "maps.npy", result.maps.astype(np.float32))
+    plan = localizer.plan(video, audio=audio, audio_offset=audio_offset, start=start, duration=duration)
+    fps, n = localizer.cfg.fps, len(plan.times)
+    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(sheet_frames, n))})
+    state: dict[str, Any] = {"k": 0, "sim": None, "full": None, "plain": [], "over": [], "pngs": [], "size": None}
+    gif_writer = _Gif(out / "overlay.gif", fps) if gif else None
+
+    def overlays():
+        for chunk in localizer.chunks(plan, progress):
+            k = state["k"]
+            if state["sim"] is None:
+                state["sim"] = np.lib.format.open_memmap(out / "similarity.npy", mode="w+", dtype=np.float32,
+                                                         shape=(n, *chunk.similarity.shape[1:]))
+                state["size"] = list(chunk.maps.shape[1:])
+                if maps == "full":
+                    state["full"] = np.lib.format.open_memmap(out / "maps.npy", mode="w+", dtype=np.uint8,
+                                                              shape=(n, *chunk.maps.shape[1:]))
+            state["sim"][k : k + len(chunk.times)] = chunk.similarity
+            if state["full"] is not None:
+                state["full"][k : k + len(chunk.times)] = (chunk.maps * 255 + 0.5).astype(np.uint8)
+            for j, (frame, heat) in enumerate(zip(chunk.frames, chunk.maps)):
+                over = overlay(frame, heat)
+                if k + j in picks:
+                    name = f"overlay_{k + j:04d}.png"
+                    _png(out / name, over)
+                    state["pngs"].append(name)
+                    state["plain"].append(_fit_height(frame, 160))
+                    state["over"].append(_fit_height(over, 160))
+                if gif_writer is not None:
+                    gif_writer.add(over)
+                yield _even(over)
+            state["k"] = k + len(chunk.times)
+
+    wave = _audio_file(localizer, plan, out / ".audio.npy")
+    try:
+        write_av(out / "overlay.mp4", overlays(), fps, wave, localizer.data.clip.sample_rate)
+    finally:
+        del wave
+        (out / ".audio.npy").unlink(missing_ok=True)
+        if gif_writer is not None:
+            gif_writer.close()
+    state["sim"].flush()
+    if state["full"] is not None:
+        state["full"].flush()
+    _png(out / "contact_sheet.png", contact_sheet(state["plain"], state["over"]))
+    _png(out / "poster.png", state["over"][len(state["over"]) // 2])
+    g = localizer.geometry
+    geometry = {"stride": g.stride, "pad": g.pad, "height": g.height, "width": g.width, "frame": state["size"],
+                "norm": localizer.cfg.norm, "about": "avssl.localize.heatmap.grid_to_frame(similarity, Geometry(stride, "
+                "pad, height, width), *frame) projects the grid onto the frame; normalize_maps(..., norm) gives the "
+                "shown maps"}
+    (out / "geometry.json").write_text(json.dumps(geometry, indent=1))
+    (out / "times.json").write_text(json.dumps([round(float(t), 6) for t in plan.times]))
+    files = {"similarity": "similarity.npy", "geometry": "geometry.json", "times": "times.json",
+             "overlays": state["pngs"], "contact_sheet": "contact_sheet.png", "poster": "poster.png",
+             "video": "overlay.mp4"}
+    if maps == "full":
+        files["maps"] = "maps.npy"
+    if maps == "none":
+        (out / "similarity.npy").unlink(missing_ok=True)
+        del files["similarity"]
+    if gif:
+        files["gif"] = "overlay.gif"
+    if plan.padded_samples:
+        plan.notes.append(f"{plan.padded_samples} audio samples outside {plan.source} compared as silence")
+    info = {"files": files, "num_maps": n, "frame_size": state["size"],
+            "span": [round(float(plan.times[0]), 3), round(float(plan.times[-1]), 3)],
+            "sheet_times": [round(float(plan.times[i]), 3) for i in picks], "audio": plan.source,
+            "audio_offset": plan.audio_offset, "norm": localizer.cfg.norm, "notes": plan.notes,
+            "listening": listening(localizer, plan, other)}
+    (out / "info.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+LISTENS_BELOW = 0.95  # mean correlation of the maps under the own sound and under another: above it they do not listen
+
+
+def listening(localizer: Localizer, plan: MapPlan, other: str | None = None, times: int = 8) -> dict[str, Any]:
+    """Whether the maps depend on the sound: at up to ``times`` of the plan's output times, the map under the
+    video's own sound against the map under another sound (``other``'s audio at the same time, or where it has
+    none, its middle; without ``other``, the video's own sound half its length away) and under silence, as the
+    Pearson correlation of the raw similarity on the encoder's grid (1: the same map whatever the sound)."""
+    clip = localizer.data.clip
+    sr, n_audio = clip.sample_rate, int(round(clip.audio_duration * clip.sample_rate))
+    idx = sorted({int(round(i)) for i in np.linspace(0, len(plan.times) - 1, min(times, len(plan.times)))})
+    if other is not None:
+        other_len = probe(other).duration or 0.0
+        name = other
+    else:
+        other_len, name = plan.length, f"its own sound {plan.length / 2:.1f} s away"
+        if plan.length < 2 * clip.audio_duration:
+            name = None  # too short to take another window of its own: silence only
+    own, alt = [], []
+    for i in idx:
+        a = float(plan.a_starts[i])
+        own.append(decode_audio(plan.source, a, clip.audio_duration, sr).waveform)
+        if name is None:
+            continue
+        if other is not None:
+            b = a if a + clip.audio_duration <= other_len else max(0.0, other_len / 2 - clip.audio_duration / 2)
+            alt.append(decode_audio(other, b, clip.audio_duration, sr).waveform)
+        else:
+            b = (a + plan.length / 2) % max(plan.length - clip.audio_duration, 1e-6)
+            alt.append(decode_audio(plan.source, b, clip.audio_duration, sr).waveform)
+    clips = localizer._clips(plan.video, plan.starts[idx])
+    silence = torch.zeros(len(idx), n_audio)
+
+    def grids(waves: list[np.ndarray] | torch.Tensor) -> torch.Tensor:
+        w = waves if isinstance(waves, torch.Tensor) else torch.stack([torch.from_numpy(x) for x in waves])
+        return localizer._similarities(clips, w).flatten(1).double()
+
+    def corr(x: torch.Tensor, y: torch.Tensor) -> float:
+        x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+        r = (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1)).clamp_min(1e-12)
+        return float(r.mean())
+
+    base = grids(own)
+    result: dict[str, Any] = {"times": len(idx), "corr_silence": round(corr(base, grids(silence)), 4)}
+    if alt:
+        result.update(corr_other=round(corr(base, grids(alt)), 4), other=name)
+    worst = result.get("corr_other", result["corr_silence"])
+    result["listens"] = bool(worst < LISTENS_BELOW)
+    against = f"under {name}" if alt else "under silence"
+    result["verdict"] = (
+        f"the maps change with the sound (correlation {worst:.3f} with the maps {against})" if result["listens"] else
+        f"these maps barely change when the sound is replaced (correlation {worst:.3f} with the maps {against}): "
+        "they show what the video encoder finds salient, not where the sound comes from")
+    return result
+
+
+def write_video_outputs(result: VideoMaps, out_dir: str | os.PathLike, fps: float, gif: bool = False,
+                        sheet_frames: int = 6) -> dict[str, Any]:
+    """The pictures of maps already in memory (:class:`~avssl.localize.heatmap.VideoMaps` of a clip): overlay PNGs,
+    the contact sheet, ``overlay.mp4``, ``maps.npy`` (uint8 x 255) and ``times.json``; for videos,
+    :func:`localize_video` makes and writes them a chunk at a time."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "maps.npy", (result.maps * 255 + 0.5).astype(np.uint8))
     (out / "times.json").write_text(json.dumps([round(float(t), 6) for t in result.times]))
     overlays = [overlay(f, m) for f, m in zip(result.frames, result.maps)]
     picks = sorted({int(round(i)) for i in np.linspace(0, len(overlays) - 1, min(sheet_frames, len(overlays)))})
     pngs = []
     for i in picks:
-        name = f"overlay_{i:04d}.png"
-        _png(out / name, overlays[i])
-        pngs.append(name)
+        pngs.append(f"overlay_{i:04d}.png")
+        _png(out / pngs[-1], overlays[i])
     _png(out / "contact_sheet.png", contact_sheet([result.frames[i] for i in picks], [overlays[i] for i in picks]))
+    _png(out / "poster.png", overlays[picks[len(picks) // 2]])
     write_av(out / "overlay.mp4", [_even(o) for o in overlays], fps, result.waveform[None], result.sample_rate)
     files = {"maps": "maps.npy", "times": "times.json", "overlays": pngs, "contact_sheet": "contact_sheet.png",
-             "video": "overlay.mp4"}
+             "poster": "poster.png", "video": "overlay.mp4"}
     if gif:
-        _gif(out / "overlay.gif", overlays, fps)
+        g = _Gif(out / "overlay.gif", fps)
+        for o in overlays:
+            g.add(o)
+        g.close()
         files["gif"] = "overlay.gif"
     info = {"files": files, "num_maps": len(result.maps), "frame_size": list(result.maps.shape[1:]),
             "sheet_times": [round(float(result.times[i]), 3) for i in picks], "audio": result.audio_source,
@@ -157,8 +339,9 @@ window.addEventListener("load", () => {{
 _SECTION = """<section id="{url}">
 <h2>{stem}</h2>
 <p class="meta">{meta}</p>
+{listening}
 <div class="row">
-<video controls preload="metadata" src="{url}/overlay.mp4"></video>
+<video controls preload="metadata" poster="{url}/poster.png" src="{url}/overlay.mp4"></video>
 <div><img src="{url}/contact_sheet.png" alt="{stem}: frames (top) and where the sound comes from (bottom)">
 <p class="meta">Top: the frames at {times} s. Bottom: the same frames with the audio-video similarity
 (JET colours: red = most similar){links}</p></div>
@@ -166,24 +349,37 @@ _SECTION = """<section id="{url}">
 </section>"""
 
 
-def write_index(out_dir: str | os.PathLike, videos: dict[str, dict[str, Any]], title: str, about: str) -> Path:
-    """``OUT/index.html`` over the videos written by :func:`write_video_outputs` (``stem -> info``)."""
+def write_index(out_dir: str | os.PathLike, videos: dict[str, dict[str, Any]], title: str, about: str,
+                skipped: list[dict[str, str]] | None = None) -> Path:
+    """``OUT/index.html`` over the videos written by :func:`localize_video` (``stem -> info``): each with its poster,
+    its contact sheet and whether its maps listen; then the files that were ``skipped`` and why. The folder is
+    made if it does not exist yet (every input may have been skipped)."""
+    e = html.escape
     sections = []
     for stem, info in videos.items():
-        e = html.escape
         u = e(quote(stem))  # in links: percent-encoded ("#", "?", "%" would cut the address), then escaped
         meta = (f"audio: {e(str(info['audio']))}" + (f" shifted by {info['audio_offset']:+.2f} s"
                                                        if info["audio_offset"] else "")
-                + f"; normalization: {e(info['norm'])}; {info['num_maps']} maps of "
+                + f"; normalization: {e(info['norm'])}; {info['num_maps']} map{'s' * (info['num_maps'] != 1)} of "
                 f"{info['frame_size'][1]}x{info['frame_size'][0]}")
-        links = f'; <a href="{u}/maps.npy">maps.npy</a>, <a href="{u}/times.json">times.json</a>'
-        if "gif" in info["files"]:
-            links += f', <a href="{u}/overlay.gif">GIF</a>'
-        sections.append(_SECTION.format(stem=e(stem), url=u, meta=meta, times=", ".join(map(str, info["sheet_times"])),
-                                        links=links + "."))
-    page = _PAGE.format(title=html.escape(title), about=html.escape(about), count=len(videos),
-                        sections="\n".join(sections))
+        files = info["files"]
+        links = "".join(f', <a href="{u}/{files[k]}">{k}</a>' for k in ("similarity", "geometry", "maps", "times", "gif")
+                        if k in files)
+        heard = info.get("listening")
+        listening = ""
+        if heard:
+            style = "" if heard["listens"] else ' style="color:#a00"'
+            listening = f'<p class="meta"{style}><b>Does the map listen?</b> {e(heard["verdict"]).capitalize()}.</p>'
+        sections.append(_SECTION.format(stem=e(stem), url=u, meta=meta, listening=listening,
+                                        times=", ".join(map(str, info["sheet_times"])), links=links + "."))
+    if skipped:
+        items = "".join(f"<li>{e(s['path'])}: {e(s['reason'])}</li>" for s in skipped)
+        sections.append(f"<section><h2>Skipped ({len(skipped)})</h2><ul>{items}</ul></section>")
+    if not videos:
+        sections.insert(0, '<p class="meta">No input could be mapped.</p>')
+    page = _PAGE.format(title=e(title), about=e(about), count=len(videos), sections="\n".join(sections))
     path = Path(out_dir) / "index.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     return path
 
@@ -199,11 +395,12 @@ def safe_stem(name: str) -> str:
 
 
 def localize_videos(localizer: Localizer, paths: list[str], out_dir: str | os.PathLike, *, audio: str | None = None,
-                    audio_offset: float = 0.0, gif: bool = False, model_name: str = "", progress: bool = False
-                    ) -> dict[str, Any]:
-    """Maps and their files for each video (``OUT/<stem>/``; a stem seen twice gets ``_`` appended), and
-    ``OUT/index.html`` (saying how the maps were made, and from ``model_name``). A file that fails to decode
-    is skipped and listed with its reason."""
+                    audio_offset: float = 0.0, gif: bool = False, model_name: str = "", progress: bool = False,
+                    start: float | None = None, duration: float | None = None, maps: str = "grid") -> dict[str, Any]:
+    """Maps and their files for each video (``OUT/<stem>/``, :func:`localize_video`; a stem seen twice gets ``_``
+    appended), and ``OUT/index.html`` (saying how the maps were made, and from ``model_name``). A file that fails
+    to decode is skipped and listed with its reason, on the page too. Each video's listening check compares its
+    sound with the next video's (with several), else with its own sound elsewhere and silence."""
     out = Path(out_dir)
     videos: dict[str, dict[str, Any]] = {}
     failed = []
@@ -211,17 +408,33 @@ def localize_videos(localizer: Localizer, paths: list[str], out_dir: str | os.Pa
         stem = safe_stem(Path(path).stem)
         while stem in videos:  # same name in two folders
             stem += "_"
+        other = paths[i % len(paths)] if len(paths) > 1 and audio is None else None
+        if other is not None and probe_audio(other) is None:
+            other = None
         try:
-            result = localizer(path, audio=audio, audio_offset=audio_offset, progress=progress)
+            videos[stem] = localize_video(localizer, path, out / stem, audio=audio, audio_offset=audio_offset,
+                                          start=start, duration=duration, maps=maps, gif=gif, other=other,
+                                          progress=progress)
         except DecodeError as e:
             failed.append({"path": e.path, "reason": e.reason})
             print(f"avssl localize: skipped {e.path}: {e.reason}", file=sys.stderr)
             continue
-        videos[stem] = write_video_outputs(result, out / stem, localizer.cfg.fps, gif=gif)
-        print(f"[{i}/{len(paths)}] {path} -> {out / stem}", file=sys.stderr)
+        heard = videos[stem]["listening"]
+        print(f"[{i}/{len(paths)}] {path} -> {out / stem}" + ("" if heard["listens"] else f" ({heard['verdict']})"),
+              file=sys.stderr)
     c = localizer.cfg
     about = (f"{model_name}; frames given whole to the video encoder at short side {localizer.size} (reflect-padded "
              f"by {c.pad:g} of it), last stage stride {c.last_stride}; {c.fps:g} maps per second; maps normalized by "
              f"{c.norm}")
-    index = write_index(out, videos, "avssl localize: where the sound comes from", about)
-    return {"videos": len(videos), "failed": failed, "index": str(index), "output_dir": str(out)}
+    index = write_index(out, videos, "avssl localize: where the sound comes from", about, failed)
+    listens = {stem: info["listening"] for stem, info in videos.items()}
+    return {"videos": len(videos), "failed": failed, "index": str(index), "output_dir": str(out),
+            "listening": listens}
+
+
+def probe_audio(path: str) -> Any:
+    """The file's audio stream facts, None where it has none or cannot be read."""
+    try:
+        return probe(path).audio
+    except DecodeError:
+        return None

@@ -4,6 +4,7 @@ atomically; and the one place a checkpoint becomes a model with its config."""
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError, from_dict, from_saved
+from ..config import ConfigError, InputError, from_dict, from_saved
 from ..fileio import atomic_write
 from ..models.avmodel import AVModel
 from ..models.classifier import make_classifier
 from ..models.video import R2Plus1D, VideoEncoderConfig
 from .configs import FinetuneConfig, PretrainConfig
 
-__all__ = ["classifier_model", "keep_copy", "load_checkpoint", "pretrained_model", "pretrained_video_encoder",
+__all__ = ["classifier_model", "keep_copy", "load_checkpoint", "unreadable", "pretrained_model", "pretrained_video_encoder",
            "prune_checkpoints", "save_atomic"]
 
 
@@ -40,8 +41,29 @@ def keep_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         shutil.copyfile(src, dst)
 
 
+def unreadable(path: str | os.PathLike, e: BaseException) -> str:
+    """The one line that says why ``path`` is not a checkpoint avssl reads (never advising to load it with
+    ``weights_only=False``, which runs whatever code a file of unknown origin holds)."""
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e) or "Weights only load failed" in str(e):
+        why = "it holds Python objects besides tensors and plain values (not loaded: loading them could run code)"
+    else:
+        first = next((x.strip() for x in str(e).splitlines() if x.strip()), "")
+        why = f"{type(e).__name__}: {first[:160]}" if first else type(e).__name__
+    return f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another kind of file?): {why}"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """A checkpoint of plain types and tensors (``weights_only``). A missing file, or one that is not such a
+    checkpoint, is an :class:`~avssl.config.InputError` naming it."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such checkpoint file")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every failure to read is one line
+        raise InputError(unreadable(path, e)) from None
+    if not isinstance(ck, dict):
+        raise InputError(f"{path}: not an avssl checkpoint (a {type(ck).__name__}, not a dict)")
+    return ck
 
 
 def prune_checkpoints(folder: str | os.PathLike, pattern: str, keep: int) -> None:
@@ -54,9 +76,10 @@ def prune_checkpoints(folder: str | os.PathLike, pattern: str, keep: int) -> Non
 def _pretraining_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], PretrainConfig]:
     ck = load_checkpoint(path)
     if "config" not in ck or "model" not in ck:
-        raise ValueError(f"{path}: not an avssl checkpoint (no config and model)")
+        raise InputError(f"{path}: not an avssl checkpoint (no config and model; the authors' released files are "
+                         "read by `avssl import avid-cma`)")
     if "classes" in ck:
-        raise ValueError(f"{path}: a fine-tuning checkpoint; this takes pretraining (or imported) checkpoints")
+        raise InputError(f"{path}: a fine-tuning checkpoint; this takes pretraining (or imported) checkpoints")
     return ck, from_saved(PretrainConfig, ck["config"])
 
 
@@ -85,7 +108,7 @@ def classifier_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     """(classifier in eval mode, its fine-tuning config, class names) of a fine-tuning checkpoint."""
     ck = load_checkpoint(path)
     if "classes" not in ck:
-        raise ValueError(f"{path}: not a fine-tuning checkpoint (no classes)")
+        raise InputError(f"{path}: not a fine-tuning checkpoint (no classes)")
     cfg = from_saved(FinetuneConfig, ck["config"])
     f = cfg.finetune
     encoder = R2Plus1D(from_dict(VideoEncoderConfig, ck["video_config"]))

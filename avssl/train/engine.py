@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .. import distributed as dist
-from ..config import ConfigError, from_saved, to_dict
+from ..config import ConfigError, InputError, from_saved, to_dict
 from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_collate
 from ..progress import Progress
 from .checkpoint import keep_copy, load_checkpoint, prune_checkpoints, save_atomic
@@ -557,7 +557,12 @@ class Trainer:
             if self.run.init_from:
                 job.init_from(self.run.init_from)
             return 0, 0
-        ck = load_checkpoint(last)
+        try:
+            ck = load_checkpoint(last)
+        except InputError as e:
+            copies = sorted(self.out.glob("epoch_*.pt"))
+            hint = f"copy {copies[-1].name} over it to resume from there" if copies else "nothing else to resume from"
+            raise InputError(f"{e}; the run cannot resume from it: move it away to start over, or {hint}") from None
         self._check_config(ck, last)
         step, note = resume_position(ck, self.shape)
         self.best = dict(ck.get("best") or {})

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed as dist
-from ..config import to_dict
+from ..config import InputError, to_dict
 from ..data.labeled import as_data_config, labeled_entries
 from ..evaluation.action import evaluate_action
 from ..models.classifier import make_classifier
@@ -34,7 +34,10 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
     """The classifier on the video encoder of ``run.init_from`` (architecture and weights) when set, else on a
     randomly initialized ``model.video``."""
     if cfg.run.init_from:
-        encoder, video_cfg = pretrained_video_encoder(cfg.run.init_from)
+        try:
+            encoder, video_cfg = pretrained_video_encoder(cfg.run.init_from)
+        except InputError as e:
+            raise InputError(f"run.init_from: {e}") from None
     else:
         encoder, video_cfg = R2Plus1D(cfg.model.video), cfg.model.video
     f = cfg.finetune

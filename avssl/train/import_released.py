@@ -25,7 +25,7 @@ import torch
 from ..config import CONFIG_DIR, load_config, to_dict
 from ..models.avmodel import AVModel
 from ..models.released import ReleasedLayoutError, from_released
-from .checkpoint import save_atomic
+from .checkpoint import save_atomic, unreadable
 from .configs import PretrainConfig
 
 __all__ = ["ImportFailed", "import_avid_cma", "paper_config"]
@@ -73,8 +73,7 @@ def _load(path: Path) -> dict[str, Any]:
                 raise
             ck = torch.load(path, map_location="cpu", weights_only=True)  # the legacy (pre-1.6) format
     except Exception as e:  # noqa: BLE001 - any failure to read is reported as one line
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ImportFailed(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
+        raise ImportFailed(unreadable(path, e)) from None
     if not isinstance(ck, dict):
         raise ImportFailed(f"{path}: expected a dict with 'model', got {type(ck).__name__}")
     return ck

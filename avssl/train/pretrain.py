@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..config import ConfigError
+from ..config import ConfigError, InputError
 from ..data.cache import default_cache_dir, entry_sizes, plan_cache
 from ..data.collection import build_manifest, merge_manifests, read_manifest
-from ..data.datasets import ClipMaker, DataConfig
+from ..data.datasets import ClipMaker, DataConfig, check_durations
 from ..data.entries import Entries, load_entries
 from ..data.shards import ShardStream, load_shard_index, usable_workers
 from ..losses.cma import CMALoss, build_loss
@@ -86,7 +86,10 @@ class PretrainJob:
     def init_from(self, path: str) -> None:
         """The model, memory bank and NCE partition estimates of another run (as the released CMA restores
         the memory and Z from AVID); a checkpoint without a memory bank gives the model only."""
-        init = load_checkpoint(path)
+        try:
+            init = load_checkpoint(path)
+        except InputError as e:
+            raise InputError(f"run.init_from: {e}") from None
         self.model.load_state_dict(init["model"])
         memory = {k: v for k, v in init.get("loss", {}).items() if k.startswith("memory.") or k == "log_z"}
         if not hasattr(self.loss_fn, "memory"):  # an in-batch loss keeps no memory
@@ -215,6 +218,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     if not entries:
         raise ConfigError(f"data.manifest {manifest} lists no usable videos (`avssl data manifest` writes the "
                           "rejected files and why beside it)")
+    check_durations(entries, entries.durations, f"data.manifest {manifest}")
     data, cached = _plan_cache(cfg, manifest, entries)
     dataset = trainer.set_data(entries, data, cached)
     job = PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch)

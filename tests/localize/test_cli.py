@@ -50,10 +50,11 @@ def test_localize_writes_maps_overlays_video_and_page(run, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["videos"] == 3 and summary["failed"] == []
     d = out / "clip_00000"
-    maps = np.load(d / "maps.npy")
+    sim = np.load(d / "similarity.npy")
     times = json.loads((d / "times.json").read_text())
-    assert maps.dtype == np.float32 and maps.shape == (6, 64, 96) and 0 <= maps.min() and maps.max() <= 1
-    assert times == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
+    geometry = json.loads((d / "geometry.json").read_text())
+    assert sim.dtype == np.float32 and sim.shape[0] == 6 and sim.shape[1:] != (64, 96)  # the encoder's grid
+    assert times == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25] and geometry["frame"] == [64, 96]
     with av.open(str(d / "overlay.mp4")) as c:
         assert c.streams.video[0].codec_context.name == "h264" and c.streams.audio[0].codec_context.name == "aac"
         assert sum(1 for _ in c.decode(video=0)) == 6
@@ -80,6 +81,73 @@ def test_evaluate_localization_reports_model_centre_and_oracle(run, tmp_path, ca
     rows = list(csv.DictReader(open(out / "per_sample.csv")))
     assert len(rows) == 3 and {"model_median", "centre_adaptive", "oracle_median"} <= set(rows[0])
     assert json.loads((out / "localization.json").read_text())["auc"] == res["auc"]
+
+
+def test_maps_at_the_grid_project_to_the_full_maps_and_long_videos_map_a_segment(run, tmp_path, capsys):
+    """similarity.npy with geometry.json gives back, through grid_to_frame and normalize_maps, the maps --maps full
+    keeps at the frame's size (uint8); --start/--duration map a segment; --maps none keeps pictures only."""
+    import torch
+
+    from avssl.localize.heatmap import Geometry, grid_to_frame, normalize_maps
+
+    video = run["test"] / "clip_00002.mp4"
+    base = ["localize", "--checkpoint", str(run["ckpt"]), "--video", str(video), "--fps", "4", "--size", "64", "--quiet"]
+    assert main([*base, "--maps", "full", "--output-dir", str(tmp_path / "full")]) == 0
+    d = tmp_path / "full" / "clip_00002"
+    g = json.loads((d / "geometry.json").read_text())
+    sim, full = np.load(d / "similarity.npy"), np.load(d / "maps.npy")
+    maps = normalize_maps(grid_to_frame(sim, Geometry(g["stride"], g["pad"], g["height"], g["width"]), *g["frame"]),
+                          g["norm"])
+    assert full.dtype == np.uint8 and full.shape == (6, 64, 96)
+    assert np.abs(maps.numpy() * 255 - full.astype(np.float32)).max() <= 1.0
+    assert torch.is_tensor(maps)
+    assert main([*base, "--start", "0.5", "--duration", "0.5", "--maps", "none", "--output-dir",
+                 str(tmp_path / "seg")]) == 0
+    d = tmp_path / "seg" / "clip_00002"
+    assert json.loads((d / "times.json").read_text()) == [0.5, 0.75] and not (d / "similarity.npy").exists()
+    with av.open(str(d / "overlay.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 2
+    assert (d / "poster.png").exists()
+    capsys.readouterr()
+    assert main([*base, "--start", "9", "--output-dir", str(tmp_path / "past")]) == 1  # nothing to map there
+    assert "no map time in [9, " in capsys.readouterr().err
+
+
+def test_the_page_says_whether_the_maps_listen(run, tmp_path, monkeypatch):
+    from avssl.localize import render
+    from avssl.localize.heatmap import Localizer
+    from avssl.train.checkpoint import pretrained_model
+
+    model, cfg = pretrained_model(run["ckpt"])
+    loc = Localizer(model, cfg.data, cfg.localize)
+    paths = [str(run["test"] / f"clip_0000{k}.mp4") for k in range(2)]
+    summary = render.localize_videos(loc, paths, tmp_path / "out")
+    for stem in ("clip_00000", "clip_00001"):
+        heard = json.loads((tmp_path / "out" / stem / "info.json").read_text())["listening"]
+        assert {"corr_silence", "corr_other", "listens", "verdict"} <= set(heard) and heard["times"] >= 1
+        assert heard["other"] == paths[1 - int(stem[-1])] and -1 <= heard["corr_other"] <= 1
+    assert summary["listening"]["clip_00000"] == json.loads(
+        (tmp_path / "out" / "clip_00000" / "info.json").read_text())["listening"]
+    # a model whose maps ignore the sound is told so, in words, on the page
+    monkeypatch.setattr(render, "LISTENS_BELOW", -2.0)
+    render.localize_videos(loc, paths[:1], tmp_path / "deaf")
+    page = (tmp_path / "deaf" / "index.html").read_text()
+    assert "they show what the video encoder finds salient, not where the sound comes from" in page
+
+
+def test_localize_with_nothing_mappable_writes_its_page_and_says_so(run, tmp_path, capsys):
+    silent = tmp_path / "in" / "silent.mp4"
+    silent.parent.mkdir()
+    from avssl.data.encode import write_av
+
+    write_av(silent, [np.zeros((32, 48, 3), np.uint8)] * 8, 8)
+    (tmp_path / "in" / "text.mp4").write_text("not a video")
+    out = tmp_path / "not" / "yet" / "there"
+    rc = main(["localize", "--checkpoint", str(run["ckpt"]), "--video", str(tmp_path / "in"), "--size", "64",
+               "--output-dir", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and (out / "index.html").exists() and "Skipped (2)" in (out / "index.html").read_text()
+    assert err[-1].startswith("avssl localize: none of the 2 input(s) could be mapped") and len(err) == 3
 
 
 def test_jet_runs_from_blue_to_red():
@@ -122,7 +190,9 @@ def test_localize_goes_on_past_a_broken_file_and_says_why(run, tmp_path, capsys)
     assert rc == 0 and summary["videos"] == 1
     assert len(summary["failed"]) == 1 and summary["failed"][0]["path"].endswith("broken.mp4")
     assert "skipped" in captured.err and "broken.mp4" in captured.err
-    assert (tmp_path / "out" / "good" / "maps.npy").exists()
+    assert (tmp_path / "out" / "good" / "similarity.npy").exists()
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "Skipped (1)" in page and "broken.mp4" in page  # the page lists what it left out, and why
 
 
 @pytest.mark.parametrize("command", [["localize", "--video", "x.mp4"],
