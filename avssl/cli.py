@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .config import InputError
+
 __all__ = ["build_parser", "main"]
 
 
@@ -50,20 +52,24 @@ def _part(text: str | None) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise SystemExit(f"--part {text}: expected i/n, e.g. 3/16 (parts 0 to 15)") from None
+        raise InputError(f"--part {text}: expected i/n, e.g. 3/16 (parts 0 to 15)") from None
     if n < 1 or not 0 <= i < n:
-        raise SystemExit(f"--part {text}: i must be in 0..n-1 and n at least 1")
+        raise InputError(f"--part {text}: i must be in 0..n-1 and n at least 1")
     return i, n
 
 
 def _data_manifest(args: argparse.Namespace) -> int:
-    from .data.collection import build_manifest
+    from .data.collection import VIDEO_EXTENSIONS, build_manifest
+    from .progress import counted
 
     res = build_manifest(args.source, args.output, workers=args.workers, require_audio=args.require_audio,
                          min_duration=args.min_duration, verify=args.verify, progress=not args.quiet,
                          part=_part(args.part))
-    print(f"{res.manifest}: {res.total} usable files ({res.added} new, {res.kept} unchanged); "
+    print(f"{res.manifest}: {counted(res.total, 'usable file')} ({res.added} new, {res.kept} unchanged); "
           f"{len(res.rejected)} newly rejected, listed in {res.rejected_file}", file=sys.stderr)
+    if res.total == 0 and not res.rejected and not (res.kept or res.added):
+        print(f"  no media file found in {args.source} (looked for {', '.join(VIDEO_EXTENSIONS)}; a list file names "
+              "one path per line)", file=sys.stderr)
     for r in res.rejected[:20]:
         print(f"  rejected {r['path']}: {r['reason']}", file=sys.stderr)
     return 0
@@ -101,6 +107,8 @@ def _data_compose(args: argparse.Namespace) -> int:
 
 
 def _data_shard(args: argparse.Namespace) -> int:
+    from .progress import counted
+
     from .data.reencode import ReencodeConfig
     from .data.shard_writer import ShardConfig, write_shards
 
@@ -114,9 +122,9 @@ def _data_shard(args: argparse.Namespace) -> int:
         res = write_shards(args.source, args.output_dir, cfg, workers=args.workers, part=_part(args.part),
                            progress=not args.quiet)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"avssl data shard: {e}") from None
-    print(f"{res.output_dir}: {res.written} shards written, {res.kept} already there, of {res.planned} planned; "
-          f"{res.samples} samples; {len(res.rejected)} files rejected"
+        raise InputError(f"avssl data shard: {e}") from None
+    print(f"{res.output_dir}: {counted(res.written, 'shard')} written, {res.kept} already there, of {res.planned} "
+          f"planned; {counted(res.samples, 'sample')}; {counted(len(res.rejected), 'file')} rejected"
           + (f", listed in {res.output_dir / 'rejected.jsonl'}" if res.complete else "")
           + ("" if res.complete else "; `avssl data merge` writes shards.json once every part is done"),
           file=sys.stderr)
@@ -126,20 +134,24 @@ def _data_shard(args: argparse.Namespace) -> int:
 
 
 def _data_merge(args: argparse.Namespace) -> int:
+    from .progress import counted
+
     from .data.collection import merge_manifests
     from .data.shard_writer import merge_shards
 
     try:
         if len(args.parts) == 1 and Path(args.parts[0]).is_dir():
             index = merge_shards(args.parts[0])
-            print(f"{index.path}: {len(index.shards)} shards, {index.samples} samples", file=sys.stderr)
+            print(f"{index.path}: {counted(len(index.shards), 'shard')}, {counted(index.samples, 'sample')}",
+                  file=sys.stderr)
             return 0
         if not args.output:
             raise ValueError("merging manifests needs -o/--output")
         res = merge_manifests(args.parts, args.output)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"avssl data merge: {e}") from None
-    print(f"{res.manifest}: {res.total} usable files; {len(res.rejected)} rejected, listed in {res.rejected_file}",
+        raise InputError(f"avssl data merge: {e}") from None
+    print(f"{res.manifest}: {counted(res.total, 'usable file')}; {len(res.rejected)} rejected, listed in "
+          f"{res.rejected_file}",
           file=sys.stderr)
     return 0
 
@@ -398,7 +410,7 @@ def _evaluate_action(args: argparse.Namespace) -> int:
 
     checkpoints = args.folds or ([args.checkpoint] if args.checkpoint else [])
     if not checkpoints:
-        raise SystemExit("avssl evaluate action: give --checkpoint FT.pt, or --folds S1.pt S2.pt S3.pt")
+        raise InputError("avssl evaluate action: give --checkpoint FT.pt, or --folds S1.pt S2.pt S3.pt")
     check_overrides(args.set, ("data.",), "avssl evaluate action")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -415,7 +427,7 @@ def _evaluate_action(args: argparse.Namespace) -> int:
     try:
         result = mean_over_folds(results) if args.folds else results[0]
     except ValueError as e:
-        raise SystemExit(f"avssl evaluate action: --{e}") from None
+        raise InputError(f"avssl evaluate action: --{e}") from None
     return _write_result(out, "eval.json", result) if dist.is_main() else 0
 
 
@@ -447,7 +459,7 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
             raise ConfigError(f"avssl evaluate localization: {name} {path}: no such file or folder")
     data = read_localization(args.format, args.annotations, args.media)
     if not data.samples:
-        raise SystemExit(f"avssl evaluate localization: no annotated sample has media: {data.summary()}")
+        raise InputError(f"avssl evaluate localization: no annotated sample has media: {data.summary()}")
     print(data.summary(), file=sys.stderr)
     result = evaluate_localization(localizer, data, args.binarize, args.output_dir, progress=not args.quiet,
                                    checkpoint=str(args.checkpoint), annotations=str(args.annotations))
@@ -639,13 +651,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError, InputError
+    from .config import ConfigError
 
     from .data.cache import CacheFull
     from .train.guard import RunDiverged
     from .train.signals import RunInterrupted
 
     args = build_parser().parse_args(argv)
+    _quiet_ffmpeg()
+    made = _new_folder(args)
     try:
         return int(args.func(args) or 0)
     except CacheFull as e:  # raised in a loader worker, its message carries the worker's traceback: the last line
@@ -669,6 +683,32 @@ def main(argv: list[str] | None = None) -> int:
             print("avssl: interrupted (nothing saved at this point; a run folder resumes from its last.pt)",
                   file=sys.stderr)
         return 130
+    finally:
+        if made is not None and made.is_dir() and not any(made.iterdir()):
+            try:  # a run that failed before writing anything leaves no empty folder behind
+                made.rmdir()
+            except OSError:
+                pass
+
+
+def _quiet_ffmpeg() -> None:
+    """FFmpeg's own log lines ("moov atom not found") reach Python's logging through PyAV; avssl says what failed in
+    its own words (the file and the reason), so they are not printed beside it."""
+    import logging
+
+    lib = logging.getLogger("libav")
+    lib.propagate = False
+    if not lib.handlers:
+        lib.addHandler(logging.NullHandler())
+
+
+def _new_folder(args: argparse.Namespace) -> Path | None:
+    """A training command's run folder when this command makes it (removed again if the run fails before writing
+    anything into it)."""
+    out = getattr(args, "output_dir", None)
+    if getattr(args, "group", None) in ("pretrain", "finetune") and out and not Path(out).exists():
+        return Path(out)
+    return None
 
 
 def _last_line(text: str) -> str:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["Progress", "track"]
+__all__ = ["Progress", "counted", "track"]
 
 T = TypeVar("T")
 
@@ -73,6 +73,11 @@ class Progress:
             self.bar.close()
         elif self.enabled and self.done != self._last_n:
             self._line()
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 video``, ``5 videos`` (``plural`` where adding ``s`` is wrong: ``process`` -> ``processes``)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def track(items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True

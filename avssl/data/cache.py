@@ -48,12 +48,13 @@ import numpy as np
 
 from ..config import ConfigError
 from ..fileio import atomic_write, publish
+from ..progress import counted as counted_
 from .clips import ClipConfig, clip_span
 from .decode import Clip, DecodeError, decode_audio, iter_frames
 from .entries import Entries
 
-__all__ = ["SECONDS_DECODED_PER_CLIP", "CacheFull", "CachePlan", "ClipCache", "cache_key", "default_cache_dir",
-           "entry_sizes", "plan_cache"]
+__all__ = ["SECONDS_DECODED_PER_CLIP", "CacheFull", "CachePlan", "ClipCache", "build", "cache_key",
+           "default_cache_dir", "entry_sizes", "plan_cache"]
 
 _VERSION = 2
 _AUDIO_WINDOW = 60.0  # seconds of audio decoded at a time while building
@@ -162,7 +163,7 @@ def plan_cache(durations: np.ndarray, sizes: np.ndarray, clip: ClipConfig, mode:
     free = shutil.disk_usage(probe_dir).free
     limit = max_gb * 1e9 if max_gb is not None else math.inf
     gb = f"{total / 1e9:.2f} GB"
-    too_big = (f"the cache of {int(counted.sum())} videos would take {gb} ({present / 1e9:.2f} GB already in "
+    too_big = (f"the cache of {counted_(int(counted.sum()), 'video')} would take {gb} ({present / 1e9:.2f} GB already in "
                f"{folder}), over " + (f"data.cache_max_gb ({max_gb:g})" if total > limit else
                                       f"the free disk ({free / 1e9:.2f} GB)"))
     if total > limit or total - present > free:
@@ -172,12 +173,46 @@ def plan_cache(durations: np.ndarray, sizes: np.ndarray, clip: ClipConfig, mode:
                           "elsewhere, or data.cache: auto/false")
     skipped = n - int(cached.sum())
     files, rows = int(counted.sum()), int(cached.sum())
-    listed = f"{files} files ({rows} manifest rows)" if files != rows else f"{rows} of {n} videos"
+    listed = (f"{counted_(files, 'file')} ({rows} manifest rows)" if files != rows
+              else f"{rows} of {counted_(n, 'video')}")
     message = f"cache: {listed} decoded once into {folder} ({gb}, {min(present, total) / 1e9:.2f} GB already there)"
     if skipped:
-        message += (f"; {skipped} videos longer than {per_run:.0f} s decode each clip from their files (decoding "
+        message += (f"; {counted_(skipped, 'video')} longer than {per_run:.0f} s decode each clip from their files (decoding "
                     f"them whole would cost more than their clips over {epochs:g} epochs)")
     return CachePlan(cached, total, present, message)
+
+
+def _build_one(job: tuple[str, ClipConfig, str, dict[str, Any]]) -> None:
+    folder, clip, missing_audio, entry = job
+    ClipCache(folder, clip, missing_audio).entry(entry)
+
+
+def build(folder: str | os.PathLike, clip: ClipConfig, missing_audio: str, entries: list[dict[str, Any]],
+          workers: int = 1, progress: bool = True) -> int:
+    """Store the ``entries`` not stored yet (each file once), ``workers`` processes at a time, with a progress bar:
+    what training would otherwise do inside its first steps, unseen (and counted in their time). Returns how many
+    were built."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..progress import track
+
+    cache = ClipCache(folder, clip, missing_audio)
+    todo = list({e["path"]: e for e in entries if not cache.stored(e)}.values())
+    if not todo:
+        return 0
+    jobs = [(str(folder), clip, missing_audio, e) for e in todo]
+    minutes = sum(float(e.get("duration") or 0.0) for e in todo) / 60
+    if progress:
+        print(f"cache: decoding {len(todo)} video{'s' * (len(todo) != 1)} ({minutes:.1f} min) once, before "
+              "training", flush=True)
+    if workers <= 1 or len(todo) == 1:
+        for job in track(jobs, desc="cache", unit="video", enabled=progress):
+            _build_one(job)
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            for _ in track(ex.map(_build_one, jobs), total=len(jobs), desc="cache", unit="video", enabled=progress):
+                pass
+    return len(todo)
 
 
 def _started(pid: int) -> str:
@@ -319,6 +354,14 @@ class ClipCache:
             stored = self._build(path, float(entry["duration"]), name)
         self._known[path] = (stamp, stored)
         return stored
+
+    def stored(self, entry: dict[str, Any]) -> bool:
+        """Whether the entry's file is already stored, whole and current (nothing is built)."""
+        try:
+            st = os.stat(entry["path"])
+        except OSError:
+            return True  # nothing to build: its clips fail as the file does
+        return self._read(self._names(entry["path"], (st.st_size, st.st_mtime_ns))[1]) is not None
 
     def _read(self, name: str) -> _Stored | None:
         """A complete entry whose arrays have the lengths its record gives, or None: absent (being built, or

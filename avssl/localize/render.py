@@ -180,6 +180,12 @@ def localize_video(localizer: Localizer, video: str | os.PathLike, out_dir: str 
         (out / ".audio.npy").unlink(missing_ok=True)
         if gif_writer is not None:
             gif_writer.close()
+    return _finish(localizer, plan, out, state, maps, gif, picks, other)
+
+
+def _finish(localizer: Localizer, plan: MapPlan, out: Path, state: dict[str, Any], maps: str, gif: bool,
+            picks: list[int], other: str | None) -> dict[str, Any]:
+    """After the last chunk: the contact sheet, the poster, geometry.json, times.json and info.json."""
     state["sim"].flush()
     if state["full"] is not None:
         state["full"].flush()
@@ -204,7 +210,7 @@ def localize_video(localizer: Localizer, video: str | os.PathLike, out_dir: str 
         files["gif"] = "overlay.gif"
     if plan.padded_samples:
         plan.notes.append(f"{plan.padded_samples} audio samples outside {plan.source} compared as silence")
-    info = {"files": files, "num_maps": n, "frame_size": state["size"],
+    info = {"files": files, "num_maps": len(plan.times), "frame_size": state["size"],
             "span": [round(float(plan.times[0]), 3), round(float(plan.times[-1]), 3)],
             "sheet_times": [round(float(plan.times[i]), 3) for i in picks], "audio": plan.source,
             "audio_offset": plan.audio_offset, "norm": localizer.cfg.norm, "notes": plan.notes,

@@ -512,8 +512,14 @@ class Trainer:
         per_step = self.optim.batch_size * self.rt.world
         self.steps_per_epoch = clips // per_step
         if self.steps_per_epoch == 0:
-            raise ConfigError(f"optim.batch_size: {clips} clips is fewer than one batch "
-                              f"({self.optim.batch_size} x {self.rt.world} processes)")
+            fits = clips // self.rt.world
+            more = -(-per_step // max(1, clips // max(1, getattr(data, "clips_per_video", 1))))
+            hint = (f"set optim.batch_size={fits} (or fewer)" if fits else "use fewer processes") + (
+                f", or data.clips_per_video={more} to draw {more} clips of each video per epoch"
+                if hasattr(data, "clips_per_video") else "")
+            raise ConfigError(f"optim.batch_size: an epoch has {clips} clip{'s' * (clips != 1)}, fewer than one batch "
+                              f"({self.optim.batch_size} x {self.rt.world} process{'es' * (self.rt.world != 1)}): "
+                              f"{hint}")
         self.total_steps = self.steps_per_epoch * self.optim.epochs
         if self.run.max_steps is not None:
             self.total_steps = min(self.total_steps, self.run.max_steps)

@@ -23,6 +23,7 @@ from ..data.labeled import as_data_config, labeled_entries
 from ..evaluation.action import evaluate_action
 from ..models.classifier import make_classifier
 from ..models.video import R2Plus1D, VideoEncoderConfig
+from ..progress import counted
 from .checkpoint import classifier_model, pretrained_video_encoder
 from .configs import FinetuneConfig
 from .engine import Runtime, Trainer, lr_at, make_optimizer
@@ -64,7 +65,7 @@ class FinetuneJob:
             self.optimizers["warmup_optimizer"] = make_optimizer(list(head.parameters()), cfg.optim)
 
     def describe(self, trainer: Trainer) -> str:
-        return (f"fine-tuning ({self.cfg.finetune.mode}) on {len(trainer.dataset.entries)} videos x "
+        return (f"fine-tuning ({self.cfg.finetune.mode}) on {counted(len(trainer.dataset.entries), 'video')} x "
                 f"{self.cfg.data.clips_per_video} clips per epoch, {len(self.classes)} classes, {trainer.rt.world} "
                 f"process(es) on {trainer.device}, {trainer.total_steps} steps")
 

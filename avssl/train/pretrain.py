@@ -18,8 +18,10 @@ from torch import nn
 
 from .. import distributed as dist
 from ..config import ConfigError, InputError
+from ..data.cache import build as build_cache
 from ..data.cache import default_cache_dir, entry_sizes, plan_cache
 from ..data.collection import build_manifest, merge_manifests, read_manifest
+from ..progress import counted
 from ..data.datasets import ClipMaker, DataConfig, check_durations
 from ..data.entries import Entries, load_entries
 from ..data.shards import ShardStream, load_shard_index, usable_workers
@@ -79,7 +81,7 @@ class PretrainJob:
     def describe(self, trainer: Trainer) -> str:
         c = self.cfg
         form = "in-batch InfoNCE" if c.loss.kind == "batch" else f"{c.loss.kind.upper()}, {c.loss.form}"
-        return (f"pretraining ({form}) on {self.num_videos} videos x "
+        return (f"pretraining ({form}) on {counted(self.num_videos, 'video')} x "
                 f"{c.data.clips_per_video} clip(s) per epoch, {trainer.rt.world} process(es) on {trainer.device}, "
                 f"{count_parameters(self.model) / 1e6:.2f}M parameters, {trainer.total_steps} steps")
 
@@ -160,6 +162,11 @@ def _plan_cache(cfg: PretrainConfig, manifest: str, entries: Entries) -> tuple[D
                       data.cache_max_gb, cfg.optim.epochs, data.clips_per_video, entries.paths())
     if dist.is_main():
         print(plan.message, flush=True)
+    if plan.enabled:  # decoded now, with a progress bar, each process its share (not unseen inside the first steps)
+        mine = [entries[int(i)] for i in np.flatnonzero(plan.cached)[dist.rank()::dist.world_size()]]
+        build_cache(data.cache_dir, data.clip, data.missing_audio, mine, max(1, data.num_workers),
+                    cfg.run.progress and dist.is_main())
+        dist.barrier()
     return data, plan.cached
 
 
@@ -186,7 +193,7 @@ def _stream(cfg: PretrainConfig, trainer: Trainer) -> tuple[ShardStream, int, in
     except ValueError as e:
         raise ConfigError(f"data.shards: {e}") from None
     if dist.is_main():
-        print(f"shards: {len(index.shards)} with {index.samples} samples ({index.path})", flush=True)
+        print(f"shards: {len(index.shards)} with {counted(index.samples, 'sample')} ({index.path})", flush=True)
         if workers < data.num_workers:
             full = sum(1 for s in index.shards if int(s["count"]) > 0)
             print(f"data.num_workers: {full} non-empty shards for {trainer.rt.world} process(es) x {data.num_workers} "

@@ -211,7 +211,7 @@ def test_the_disk_check_counts_this_plans_files_once_each(entries, tmp_path, mon
     sizes = entry_sizes(rows, CLIP)
     durations = np.array([r["duration"] for r in rows])
     plan = plan_cache(durations, sizes, CLIP, True, tmp_path / "c", None, 60, 1, paths=[r["path"] for r in rows])
-    assert plan.bytes_total == sizes[0] and "1 files (24 manifest rows)" in plan.message
+    assert plan.bytes_total == sizes[0] and "1 file (24 manifest rows)" in plan.message
     other = ClipConfig(video_duration=0.5, fps=4.0, size=16, crop=16, audio_duration=1.0, sample_rate=16000)
     ClipCache(tmp_path / "c", other).clip(e, 1.0)  # another spec's entry of the same file, in the same folder
     assert any((tmp_path / "c").glob("*.npy"))

@@ -32,7 +32,9 @@ def test_list_media_finds_media_recursively(folder, tmp_path):
     lst = tmp_path / "list.txt"
     lst.write_text("# my files\nvideos/good.mp4\n\n" + str(folder / "silent.mp4") + "\n")
     assert list_media(lst) == [str(folder / "good.mp4"), str(folder / "silent.mp4")]
-    with pytest.raises(FileNotFoundError):
+    from avssl.config import InputError
+
+    with pytest.raises(InputError, match="nope: no such folder or file"):
         list_media(tmp_path / "nope")
 
 
