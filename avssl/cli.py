@@ -317,6 +317,46 @@ def _import_avid_cma(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed(args: argparse.Namespace) -> int:
+    """`avssl embed`: a collection's clip embeddings as Parquet parts (each process its share under torchrun)."""
+    from . import distributed as dist
+    from .embeddings import EmbedSpec, embed_collection
+    from .train.engine import resolve_device
+
+    spec = EmbedSpec(clips_per_video=args.clips_per_video, window=args.window, stride=args.stride, layer=args.layer,
+                     modalities=tuple(m.strip() for m in args.modality.split(",") if m.strip()), dtype=args.dtype,
+                     video_means=args.video_means, batch_size=args.batch_size, num_workers=args.workers,
+                     part_size=args.part_size)
+    if args.stride is not None and args.window is None:
+        raise InputError("avssl embed: --stride goes with --window (seconds per clip window)")
+    _, local_rank, _ = dist.init_from_env("gloo" if (args.device or "") == "cpu" else None)
+    device = resolve_device(args.device or "auto", local_rank)
+    model, cfg = _pretrained(args, "avssl embed", device=str(device))
+    summary = embed_collection(args.source, model, cfg.data, args.output_dir, spec, device, progress=not args.quiet,
+                               about={"checkpoint": str(args.checkpoint)})
+    if dist.is_main():
+        print(json.dumps({k: v for k, v in summary.items() if k != "spec"}))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    """`avssl models`: the authors' released models by name."""
+    from .hub import home, list_models
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"released models (kept in {home()}; a name works wherever a checkpoint does):")
+    for r in rows:
+        q = r["quoted_top1"]
+        print(f"  {r['name']:18s} {r['method']} on {r['pretrained_on']}; the authors quote top-1 UCF-101 {q['ucf101']}, "
+              f"HMDB-51 {q['hmdb51']}, Kinetics-400 linear {q['kinetics400_linear']}")
+        print(f"  {'':18s} {r['source']}")
+        print(f"  {'':18s} license {r['license']}; {'on disk: ' + r['on_disk'] if r['on_disk'] else 'not on disk yet'}")
+    return 0
+
+
 def _add_training(sub: Any) -> None:
     for name, func, example, what in (
         ("pretrain", _pretrain, "configs/pretrain/avid_small_cpu.yaml", "AVID / CMA pretraining"),
@@ -345,10 +385,36 @@ def _add_training(sub: Any) -> None:
     q.add_argument("--dataset", choices=["kinetics", "audioset"], default=None, help="default: from the file name")
     q.set_defaults(func=_import_avid_cma)
 
+    q = sub.add_parser("embed", help="clip embeddings of a collection as Parquet parts (per clip, or per window)")
+    q.add_argument("source", help="a folder of videos, a list file, a manifest, or WebDataset shards (shards/{0..9}.tar)")
+    q.add_argument("--checkpoint", required=True, help="a pretraining checkpoint, or a released model's name "
+                   "(avssl models)")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--clips-per-video", type=int, default=1, help="uniformly spaced clips per video (default: 1)")
+    q.add_argument("--window", type=float, default=None, help="a clip per window of SEC seconds over the whole video")
+    q.add_argument("--stride", type=float, default=None, help="seconds between windows (default: --window)")
+    q.add_argument("--layer", default="head", choices=["head", "pooled"],
+                   help="head: the joint embedding (unit norm); pooled: the encoders' pooled features")
+    q.add_argument("--modality", default="video,audio", help="video, audio or video,audio")
+    q.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    q.add_argument("--video-means", action="store_true", help="also each video's mean embedding (videos/)")
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--workers", type=int, default=2, help="decoding processes")
+    q.add_argument("--part-size", type=int, default=64, help="videos per Parquet part (a killed run redoes one part)")
+    q.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the checkpoint's data config (data.* keys)")
+    q.set_defaults(func=_embed)
+
+    q = sub.add_parser("models", help="the authors' released models by name (fetched on first use, then offline)")
+    q.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    q.set_defaults(func=_models)
+
 
 # ------------------------------------------------------------------------------------- evaluation
 
-def _pretrained(args: argparse.Namespace, command: str) -> tuple[Any, Any]:
+def _pretrained(args: argparse.Namespace, command: str, device: str | None = None) -> tuple[Any, Any]:
     """The checkpoint's model and config, loaded once; ``--set`` acts on ``data.*`` only."""
     from .config import apply_overrides, check_overrides, from_dict, to_dict
     from .train.checkpoint import pretrained_model
@@ -356,11 +422,15 @@ def _pretrained(args: argparse.Namespace, command: str) -> tuple[Any, Any]:
 
     from .config import InputError
 
+    from .hub import checkpoint_path
+
     check_overrides(args.set, ("data.",), command)
-    if not Path(args.checkpoint).is_file():
-        raise InputError(f"{command}: --checkpoint {args.checkpoint}: no such file")
     try:
-        model, cfg = pretrained_model(args.checkpoint, _device(args.device))
+        path = checkpoint_path(args.checkpoint)  # a file, or a released model's name (fetched once)
+    except InputError as e:
+        raise InputError(f"{command}: --checkpoint {e}") from None
+    try:
+        model, cfg = pretrained_model(path, device or _device(args.device))
     except InputError as e:
         raise InputError(f"{command}: --checkpoint {e}") from None
     except (ValueError, RuntimeError, OSError) as e:  # weights that do not fit the model the config describes

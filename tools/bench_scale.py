@@ -12,6 +12,9 @@
             seconds), each in a fresh process.
   films     `avssl pretrain` with avid_small_cpu.yaml on a folder of the stand-in films (data.root), cache auto
             and true: peak memory of the process tree (parent + loader workers), time to the last step.
+  localize  `avssl localize` at its default settings on each stand-in film (a localize_small_cpu.yaml checkpoint
+            trained for a step: what is measured is the work, not the maps' quality): peak memory, seconds, and
+            what it writes on disk, file by file.
 
 Private memory is Private_Clean + Private_Dirty of /proc/PID/smaps_rollup (pages no other process shares); RSS
 counts shared pages in every process that maps them; a process tree's memory is the sum of its processes' PSS
@@ -23,6 +26,7 @@ Usage:
   python tools/bench_scale.py cache --minutes 1 10 30
   python tools/bench_scale.py films --minutes 1 10 30                      # batch 3, a clip per film and epoch
   python tools/bench_scale.py films --minutes 1 10 30 --batch-size 32 --clips-per-video 32
+  python tools/bench_scale.py localize --minutes 1 10
 """
 
 from __future__ import annotations
@@ -335,13 +339,48 @@ def bench_films(minutes: list[float], work: Path, steps: int, batch: int, clips_
     return rows
 
 
+def _quick_checkpoint(work: Path) -> Path:
+    """A localize_small_cpu.yaml checkpoint after one step on a few synthetic clips."""
+    from avssl.config import load_config
+    from avssl.data.collection import build_manifest
+    from avssl.data.synthetic import SynthSpec, synthesize
+    from avssl.train.configs import PretrainConfig
+    from avssl.train.pretrain import pretrain
+
+    ckpt = work / "quick_localize" / "last.pt"
+    if not ckpt.exists():
+        synthesize(work / "quick_media", 8, seed=0, spec=SynthSpec(width=128, height=96, fps=8, duration=2.0))
+        build_manifest(work / "quick_media", work / "quick.jsonl", progress=False)
+        cfg = load_config(PretrainConfig, CONFIG_DIR / "pretrain" / "localize_small_cpu.yaml", [
+            f"data.manifest={work / 'quick.jsonl'}", "optim.batch_size=4", "run.max_steps=1", "run.progress=false",
+            "loss.num_negatives=4", "run.device=cpu", "eval.every=0"])
+        pretrain(cfg, ckpt.parent)
+    return ckpt
+
+
+def bench_localize(minutes: list[float], work: Path) -> list[dict]:
+    ckpt = _quick_checkpoint(work)
+    rows = []
+    for m, film in zip(minutes, _films(work, minutes)):
+        out = work / f"localize_{m:g}min"
+        res = _run_sampled([sys.executable, "-m", "avssl", "localize", "--checkpoint", str(ckpt), "--video", str(film),
+                            "--output-dir", str(out), "--quiet", "--device", "cpu"])
+        files = {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
+        row = {"film_minutes": m, "film_mb": film.stat().st_size / 1e6, "seconds": res["seconds"],
+               "peak_tree_pss_mb": res["peak_tree_pss_mb"], "returncode": res["returncode"],
+               "disk_mb": sum(files.values()) / 1e6, "largest": sorted(files.items(), key=lambda kv: -kv[1])[:4]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):  # a measurement in a fresh process
         fn = {"_load": _load, "_build_cache": _build_cache, "_decode_pass": _decode_pass}[sys.argv[1]]
         print(json.dumps(fn(*sys.argv[2:])))
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["manifest", "cache", "films"])
+    p.add_argument("what", choices=["manifest", "cache", "films", "localize"])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 2_000_000])
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 30])
     p.add_argument("--pretrain", action="store_true", help="manifest: also `avssl pretrain` to its third step")
@@ -356,6 +395,8 @@ def main() -> int:
         bench_manifest(args.sizes, work, args.pretrain)
     elif args.what == "cache":
         bench_cache(args.minutes, work)
+    elif args.what == "localize":
+        bench_localize(args.minutes, work)
     else:
         bench_films(args.minutes, work, args.steps, args.batch_size, args.clips_per_video)
     return 0

@@ -124,10 +124,11 @@ class ClipMaker:
         return clip
 
     def item(self, entry: dict[str, Any], index: int, clip: int = 0, generator: torch.Generator | None = None,
-             cached: bool = False) -> dict[str, Any]:
-        """Decode and transform one clip of ``entry`` (memory-bank ``index``); raises DecodeError."""
+             cached: bool = False, spec: ClipSpec | None = None) -> dict[str, Any]:
+        """Decode and transform one clip of ``entry`` (memory-bank ``index``; ``spec``: where, instead of the
+        sampler's choice); raises DecodeError."""
         g = generator
-        spec = self.clip_spec(float(entry["duration"]), clip, g)
+        spec = spec or self.clip_spec(float(entry["duration"]), clip, g)
         decoded = self.decode(entry, spec, cached)
         frames, video_params = self.video_tf.geometry(torch.from_numpy(decoded.frames), g)
         item: dict[str, Any] = {

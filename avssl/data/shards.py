@@ -68,7 +68,8 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from .decode import DecodeError, MediaBytes, probe
 
 __all__ = ["AUDIO_KEYS", "INDEX_NAME", "SHARDS_JSON", "VIDEO_KEYS", "ShardIndex", "ShardStream", "expand_shards",
-           "index_shards", "load_shard_index", "open_url", "read_samples", "shard_stamp", "slot_plan", "usable_workers"]
+           "index_shards", "load_shard_index", "open_url", "read_samples", "sample_entry", "shard_stamp", "slot_plan",
+           "usable_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -432,27 +433,11 @@ class ShardStream(IterableDataset):
         return self.maker.item(entry, index, 0, torch.Generator().manual_seed(seed))
 
     def entry(self, raw: _Raw) -> tuple[dict[str, Any], int]:
-        """A raw sample as the clip cutter's entry (video and audio as bytes, duration) and its memory-bank
-        index. Raises DecodeError for a sample without a video or with an unreadable ``json``."""
+        """A raw sample as the clip cutter's entry (:func:`sample_entry`) and its memory-bank index. Raises
+        DecodeError for a sample without a video, with an unreadable ``json``, or an index outside the bank."""
         sample, shard = raw.sample, self.index.shards[raw.shard]
         name = f"{shard['url']}:{sample['__key__']}"
-        video = next((k for k in VIDEO_KEYS if k in sample), None)
-        if video is None:
-            raise DecodeError(name, f"sample has no video ({', '.join(k for k in sample if not k.startswith('__'))})")
-        try:
-            meta = json.loads(sample["json"]) if "json" in sample else {}
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DecodeError(f"{name}.json", f"unreadable JSON: {e}") from e
-        if not isinstance(meta, dict):
-            raise DecodeError(f"{name}.json", f"not a JSON object ({type(meta).__name__})")
-        entry: dict[str, Any] = {"path": MediaBytes(sample[video], f"{name}.{video}")}
-        audio = next((k for k in AUDIO_KEYS if k in sample), None)
-        if audio is not None:
-            entry["audio_path"] = MediaBytes(sample[audio], f"{name}.{audio}")
-        duration = meta.get("duration")
-        if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not duration > 0:
-            duration = probe(entry["path"]).duration
-        entry["duration"] = float(duration)
+        entry, meta = sample_entry(shard["url"], sample)
         if self.index.indices == "json" and "index" in meta:
             index = meta["index"]
             if not isinstance(index, int) or isinstance(index, bool):
@@ -465,3 +450,28 @@ class ShardStream(IterableDataset):
                               f"memory-bank index {index} outside the bank's {slots} slots (0..{slots - 1}): the "
                               "shard does not match its index; write or index the shards again")
         return entry, index
+
+
+def sample_entry(url: str, sample: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A shard's sample as a clip cutter's entry (video and audio as bytes named ``URL:KEY.EXT``, duration from its
+    ``KEY.json`` or probed) and its ``KEY.json``. Raises DecodeError for a sample without a video or with a
+    ``json`` that is not a JSON object."""
+    name = f"{url}:{sample['__key__']}"
+    video = next((k for k in VIDEO_KEYS if k in sample), None)
+    if video is None:
+        raise DecodeError(name, f"sample has no video ({', '.join(k for k in sample if not k.startswith('__'))})")
+    try:
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DecodeError(f"{name}.json", f"unreadable JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise DecodeError(f"{name}.json", f"not a JSON object ({type(meta).__name__})")
+    entry: dict[str, Any] = {"path": MediaBytes(sample[video], f"{name}.{video}")}
+    audio = next((k for k in AUDIO_KEYS if k in sample), None)
+    if audio is not None:
+        entry["audio_path"] = MediaBytes(sample[audio], f"{name}.{audio}")
+    duration = meta.get("duration")
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not duration > 0:
+        duration = probe(entry["path"]).duration
+    entry["duration"] = float(duration)
+    return entry, meta

@@ -23,6 +23,7 @@ from ..data.labeled import as_data_config, labeled_entries
 from ..evaluation.action import evaluate_action
 from ..models.classifier import make_classifier
 from ..models.video import R2Plus1D, VideoEncoderConfig
+from ..hub import checkpoint_path
 from ..progress import counted
 from .checkpoint import classifier_model, pretrained_video_encoder
 from .configs import FinetuneConfig
@@ -36,7 +37,7 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
     randomly initialized ``model.video``."""
     if cfg.run.init_from:
         try:
-            encoder, video_cfg = pretrained_video_encoder(cfg.run.init_from)
+            encoder, video_cfg = pretrained_video_encoder(checkpoint_path(cfg.run.init_from))
         except InputError as e:
             raise InputError(f"run.init_from: {e}") from None
     else:

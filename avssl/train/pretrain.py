@@ -21,6 +21,7 @@ from ..config import ConfigError, InputError
 from ..data.cache import build as build_cache
 from ..data.cache import default_cache_dir, entry_sizes, plan_cache
 from ..data.collection import build_manifest, merge_manifests, read_manifest
+from ..hub import checkpoint_path
 from ..progress import counted
 from ..data.datasets import ClipMaker, DataConfig, check_durations
 from ..data.entries import Entries, load_entries
@@ -89,7 +90,7 @@ class PretrainJob:
         """The model, memory bank and NCE partition estimates of another run (as the released CMA restores
         the memory and Z from AVID); a checkpoint without a memory bank gives the model only."""
         try:
-            init = load_checkpoint(path)
+            init = load_checkpoint(checkpoint_path(path))  # a file, or a released model's name
         except InputError as e:
             raise InputError(f"run.init_from: {e}") from None
         self.model.load_state_dict(init["model"])
@@ -256,6 +257,6 @@ def _evaluator(cfg: PretrainConfig, trainer: Trainer, heldout: list[dict[str, An
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> AVModel:
-    """The model of a pretraining checkpoint (``last.pt``, ``epoch_N.pt``, or one written by ``avssl import``),
-    in eval mode, with its audio front end (:meth:`AVModel.spectrogram`)."""
-    return pretrained_model(path, device)[0]
+    """The model of a pretraining checkpoint (``last.pt``, ``epoch_N.pt``, one written by ``avssl import``, or a
+    released model's name), in eval mode, with its audio front end (:meth:`AVModel.spectrogram`)."""
+    return pretrained_model(checkpoint_path(path), device)[0]

@@ -1,0 +1,431 @@
+"""``avssl embed``: the clip embeddings of a collection, written as Parquet parts (and :func:`embed_arrays` in memory).
+
+A collection is a folder, a list file or a manifest (its videos probed once into ``OUT/manifest.jsonl``; files
+that fail go to ``rejected.jsonl`` with the reason), or WebDataset shards. Each video gives clips of the model's
+clip spec: ``clips_per_video`` uniformly spaced ones, or one per window of ``window`` seconds every ``stride``
+seconds over the whole video (per-second features: ``window=stride=1``), the clip centred on its window. A clip's
+row holds the video's ``key`` and ``path``, the clip's number, ``start`` and ``end`` (its window, or its frames'
+span) and, per modality asked, the embedding: ``layer="head"`` the joint embedding (unit norm, what the loss
+compares), ``"pooled"`` the encoder's pooled features; in ``float32`` or ``float16``. With ``video_means`` a second
+table holds each video's mean embedding (renormalized for ``head``).
+
+Output (``OUT/``): ``clips/part-NNNNNN.parquet`` (one part per ``part_size`` videos of the listing, or per shard),
+``videos/part-NNNNNN.parquet`` with ``video_means``, ``rejected.jsonl``, ``embed.json`` (what was done). Under
+torchrun each process embeds the parts ``k % world == rank``; a part is written whole (temporary file, rename), so a
+killed run started again skips the finished parts. ``pyarrow.parquet.read_table("OUT/clips")`` (or pandas'
+``read_parquet``) reads them back, ``np.stack(table["video"].to_numpy(zero_copy_only=False))`` gives the matrix.
+
+Decoding runs in loader workers (each a share of the parts), the per-pixel and spectrogram work per batch on the
+device where there is a GPU (the preprocessing training uses), the model in eval mode without gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from . import distributed as dist
+from .config import InputError
+from .data.clips import ClipSpec, UniformClipSampler
+from .data.collection import build_manifest, read_manifest, rejected_path, resolve_media
+from .data.datasets import BatchPreprocess, ClipMaker, DataConfig, av_collate
+from .data.decode import DecodeError, probe
+from .data.shards import load_shard_index, read_samples, sample_entry
+from .fileio import atomic_write, publish, temp_path
+from .models.avmodel import AVModel
+from .progress import Progress, counted
+
+__all__ = ["EmbedSpec", "clip_windows", "embed_arrays", "embed_collection"]
+
+
+@dataclass
+class EmbedSpec:
+    """What ``avssl embed`` computes and writes (see the module's description)."""
+
+    clips_per_video: int = 1
+    window: float | None = None  # seconds: a clip per window over the whole video instead
+    stride: float | None = None  # seconds between windows (default: the window)
+    layer: Literal["head", "pooled"] = "head"
+    modalities: tuple[str, ...] = ("video", "audio")
+    dtype: Literal["float32", "float16"] = "float32"
+    video_means: bool = False
+    batch_size: int = 32
+    num_workers: int = 2
+    part_size: int = 64  # videos per part of a file collection (a shard is a part of its own)
+    max_clips_per_item: int = 32  # a long video's clips reach the model in items of at most this many
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modalities if m not in ("video", "audio")]
+        if bad or not self.modalities:
+            raise InputError(f"--modality: video and/or audio, got {','.join(self.modalities) or 'nothing'}")
+        if self.window is not None and not self.window > 0:
+            raise InputError(f"--window: seconds > 0, got {self.window}")
+        if self.stride is not None and not self.stride > 0:
+            raise InputError(f"--stride: seconds > 0, got {self.stride}")
+        for key in ("clips_per_video", "batch_size", "part_size", "max_clips_per_item"):
+            if getattr(self, key) < 1:
+                raise InputError(f"--{key.replace('_', '-')}: at least 1, got {getattr(self, key)}")
+
+
+def clip_windows(duration: float, spec: EmbedSpec, data: DataConfig) -> list[tuple[ClipSpec, float, float]]:
+    """Each clip of a video of ``duration`` seconds: (where its frames start, the start and end a row reports)."""
+    clip = data.clip
+    if spec.window is None:
+        return [(s, s.start, s.start + clip.video_duration)
+                for s in UniformClipSampler(clip, spec.clips_per_video)(duration)]
+    stride = spec.stride or spec.window
+    n = max(1, int(math.floor((duration - spec.window) / stride + 1e-6)) + 1) if duration >= spec.window else 1
+    out = []
+    for k in range(n):
+        lo = k * stride
+        hi = min(lo + spec.window, duration) if duration >= spec.window else duration
+        out.append((ClipSpec((lo + hi) / 2 - clip.video_duration / 2, clip.audio_offset), lo, hi))
+    return out
+
+
+@dataclass
+class _Video:
+    key: str
+    path: str
+    entry: dict[str, Any]
+
+
+@dataclass
+class _Part:
+    number: int
+    videos: list[_Video] = field(default_factory=list)
+    shard: str | None = None  # a shard's URL: its videos are read from it
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Clips(IterableDataset):
+    """Decoded clips of the parts, a worker's share of them (part ``k`` goes to worker ``k % workers``): items
+    ``{"part", "video", "first", "batch"}`` (the clips of a video, at most ``max_clips_per_item`` at a time), ``{"part",
+    "failed"}`` for a video that does not decode, and ``{"part", "done"}`` after a part's last video."""
+
+    def __init__(self, parts: list[_Part], maker: ClipMaker, spec: EmbedSpec, data: DataConfig) -> None:
+        self.parts, self.maker, self.spec, self.data = parts, maker, spec, data
+
+    def _videos(self, part: _Part) -> Iterator[_Video | dict[str, Any]]:
+        if part.shard is None:
+            yield from part.videos
+            return
+        try:
+            for sample in read_samples(part.shard):
+                yield _shard_video(part.shard, sample)
+        except Exception as e:  # a truncated or unreadable shard: its rest is recorded, not a crash
+            yield {"path": part.shard, "reason": f"unreadable shard: {type(e).__name__}: {e}"}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        for part in self.parts[worker::workers]:
+            for v in self._videos(part):
+                if isinstance(v, dict):
+                    yield {"part": part.number, "failed": v}
+                    continue
+                try:
+                    duration = float(v.entry.get("duration") or probe(v.entry["path"]).duration)
+                    windows = clip_windows(duration, self.spec, self.data)
+                    for lo in range(0, len(windows), self.spec.max_clips_per_item):
+                        chunk = windows[lo : lo + self.spec.max_clips_per_item]
+                        items = [self.maker.item(v.entry, 0, lo + j, spec=w[0]) for j, w in enumerate(chunk)]
+                        for it in items:
+                            it["failures"] = []
+                        yield {"part": part.number, "video": v, "first": lo, "windows": chunk,
+                               "batch": av_collate(items)}
+                except DecodeError as e:
+                    yield {"part": part.number, "failed": {"path": e.path, "reason": e.reason}}
+            yield {"part": part.number, "done": True}
+
+
+def _shard_video(url: str, sample: dict[str, Any]) -> _Video | dict[str, Any]:
+    """A shard's sample as a video to embed (its bytes, its audio beside it where it has one)."""
+    try:
+        entry, _ = sample_entry(url, sample)
+    except DecodeError as e:
+        return {"path": e.path, "reason": e.reason}
+    return _Video(sample["__key__"], f"{url}:{sample['__key__']}", entry)
+
+
+class _Embedder:
+    """The model's embeddings of batches of clips, with the batch preprocessing on the device where it runs."""
+
+    def __init__(self, model: AVModel, data: DataConfig, spec: EmbedSpec, device: torch.device, defer: bool) -> None:
+        self.model, self.spec, self.device = model.to(device).eval(), spec, device
+        self.pre = BatchPreprocess(data, train=False).to(device) if defer else None
+        self.dtype = np.float16 if spec.dtype == "float16" else np.float32
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        if self.pre is not None:
+            video, audio = self.pre(batch, self.device)
+        else:
+            video = batch["video"].to(self.device)
+            audio = batch["audio"].to(self.device) if "audio" in batch else None
+        out = {}
+        if "video" in self.spec.modalities:
+            pooled = self.model.video(video)[1]
+            out["video"] = pooled if self.spec.layer == "pooled" else self.model.video_head(pooled)
+        if "audio" in self.spec.modalities:
+            if audio is None:
+                raise InputError("--modality audio: this model's clip spec has no audio (data.clip.audio_duration 0)")
+            pooled = self.model.audio(audio)[1]
+            out["audio"] = pooled if self.spec.layer == "pooled" else self.model.audio_head(pooled)
+        return {k: v.float().cpu().numpy().astype(self.dtype) for k, v in out.items()}
+
+
+def _concat(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """One batch of several items' clips (their tensors concatenated)."""
+    keys = [k for k, v in batches[0].items() if isinstance(v, torch.Tensor)]
+    return {k: torch.cat([b[k] for b in batches]) for k in keys}
+
+
+def _parts(source: str, spec: EmbedSpec, out: Path | None, progress: bool) -> tuple[list[_Part], list[dict]]:
+    """The collection cut into parts, and the files rejected while listing it."""
+    text = str(source)
+    if text.endswith(".tar") or ".tar " in text or "{" in text or text.startswith("pipe:") or "://" in text:
+        try:
+            index = load_shard_index(text, fallback_dir=out or Path("."))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{source}: {e}") from None
+        return [_Part(k, shard=s["url"]) for k, s in enumerate(index.shards)], []
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{source}: no such folder, file or shard")
+    rejected: list[dict[str, Any]] = []
+    if path.suffix == ".jsonl":
+        rows = read_manifest(path)
+    else:
+        manifest = (out or Path(os.environ.get("TMPDIR", "/tmp"))) / "manifest.jsonl"
+        if dist.is_main():
+            build_manifest(resolve_media(path), manifest, progress=progress)
+        dist.barrier()
+        rows = read_manifest(manifest)
+        rejected = [dict(r, reason=r.get("reason")) for r in _rejected(manifest)]
+    videos = [_Video(_key(r["path"]), r["path"], r) for r in rows]
+    if not videos and not rejected:
+        raise InputError(f"{source}: no video to embed")
+    return [_Part(k // spec.part_size, videos[k : k + spec.part_size]) for k in range(0, len(videos), spec.part_size)
+            ], rejected
+
+
+def _rejected(manifest: Path) -> list[dict[str, Any]]:
+    p = rejected_path(manifest)
+    return [{"path": r["path"], "reason": r["reason"]} for r in map(json.loads, p.read_text().splitlines())] \
+        if p.exists() else []
+
+
+def _key(path: str) -> str:
+    return Path(path).stem
+
+
+def _rows(spec: EmbedSpec) -> dict[str, list[Any]]:
+    return {"key": [], "path": [], "clip": [], "start": [], "end": [], **{m: [] for m in spec.modalities}}
+
+
+def _iterate(parts: list[_Part], model: AVModel, data: DataConfig, spec: EmbedSpec, device: torch.device,
+             progress: bool) -> Iterator[tuple[_Part, dict[str, list[Any]]]]:
+    """(part, its rows) for each part once its last video is embedded; clips of several videos share batches."""
+    defer = device.type == "cuda"
+    maker = ClipMaker(replace(data, cache=False), train=False, defer=defer)
+    embedder = _Embedder(model, data, spec, device, defer)
+    loader = DataLoader(_Clips(parts, maker, spec, data), batch_size=None,
+                        num_workers=min(spec.num_workers, len(parts)), pin_memory=defer)
+    by_number = {p.number: p for p in parts}
+    rows = {p.number: _rows(spec) for p in parts}
+    pending: list[dict[str, Any]] = []  # items whose clips wait for a full batch
+    bar = Progress(sum(len(p.videos) for p in parts) or None, "embed", "video", enabled=progress)
+
+    def flush() -> None:
+        if not pending:
+            return
+        emb = embedder(_concat([it["batch"] for it in pending]))
+        at = 0
+        for it in pending:
+            n = len(it["windows"])
+            r = rows[it["part"]]
+            for j, (_, lo, hi) in enumerate(it["windows"]):
+                r["key"].append(it["video"].key)
+                r["path"].append(it["video"].path)
+                r["clip"].append(it["first"] + j)
+                r["start"].append(float(lo))
+                r["end"].append(float(hi))
+                for m in spec.modalities:
+                    r[m].append(emb[m][at + j])
+            at += n
+        pending.clear()
+
+    it_ = iter(loader)
+    try:
+        for item in it_:
+            part = by_number[item["part"]]
+            if "failed" in item:
+                part.rejected.append(item["failed"])
+                bar.update(1)
+            elif "done" in item:
+                flush()
+                yield part, rows.pop(part.number)
+            else:
+                pending.append(item)
+                if item["first"] + len(item["windows"]) >= len(clip_windows(
+                        float(item["video"].entry.get("duration") or 0.0), spec, data)):
+                    bar.update(1)
+                if sum(len(p["windows"]) for p in pending) >= spec.batch_size:
+                    flush()
+    finally:
+        getattr(it_, "_shutdown_workers", lambda: None)()
+        bar.close()
+
+
+def _table(rows: dict[str, list[Any]], spec: EmbedSpec) -> Any:
+    import pyarrow as pa
+
+    cols = {"key": pa.array(rows["key"], pa.string()), "path": pa.array(rows["path"], pa.string()),
+            "clip": pa.array(rows["clip"], pa.int32()), "start": pa.array(rows["start"], pa.float64()),
+            "end": pa.array(rows["end"], pa.float64())}
+    value = pa.float16() if spec.dtype == "float16" else pa.float32()
+    for m in spec.modalities:
+        flat = np.stack(rows[m]) if rows[m] else np.zeros((0, 0), np.float32)
+        dim = flat.shape[1] if flat.ndim == 2 and len(flat) else 0
+        cols[m] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), value), dim) if dim else \
+            pa.array([], pa.list_(value))
+    return pa.table(cols)
+
+
+def _means(rows: dict[str, list[Any]], spec: EmbedSpec) -> dict[str, list[Any]]:
+    """Each video's mean embedding per modality (renormalized for the joint embedding)."""
+    out: dict[str, list[Any]] = {"key": [], "path": [], "clips": [], **{m: [] for m in spec.modalities}}
+    order: dict[str, list[int]] = {}
+    for i, p in enumerate(rows["path"]):
+        order.setdefault(p, []).append(i)
+    for p, idx in order.items():
+        out["key"].append(rows["key"][idx[0]])
+        out["path"].append(p)
+        out["clips"].append(len(idx))
+        for m in spec.modalities:
+            v = np.stack([rows[m][i] for i in idx]).astype(np.float32).mean(0)
+            if spec.layer == "head":
+                v = v / max(float(np.linalg.norm(v)), 1e-12)
+            out[m].append(v.astype(np.float16 if spec.dtype == "float16" else np.float32))
+    return out
+
+
+def _write_parquet(table: Any, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    tmp = temp_path(path, suffix=".parquet")
+    try:
+        pq.write_table(table, tmp)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def embed_collection(source: str | os.PathLike, model: AVModel, data: DataConfig, out_dir: str | os.PathLike,
+                     spec: EmbedSpec | None = None, device: str | torch.device = "cpu", progress: bool = True,
+                     about: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Embed ``source`` into ``out_dir`` (see the module's description); returns the summary (``embed.json``)."""
+    spec = spec or EmbedSpec()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = dist.rank(), dist.world_size()
+    device = torch.device(device)
+    parts, rejected = _parts(str(source), spec, out, progress and dist.is_main())
+    mine = [p for p in parts if p.number % world == rank]
+    todo = [p for p in mine if not (out / "clips" / f"part-{p.number:06d}.parquet").exists()]
+    if dist.is_main() and len(todo) < len(mine):
+        print(f"embed: {counted(len(mine) - len(todo), 'part')} already written, {len(todo)} to go", flush=True)
+    t0, clips = time.perf_counter(), 0
+    for part, rows in _iterate(todo, model, data, spec, device, progress and dist.is_main()):
+        _write_parquet(_table(rows, spec), out / "clips" / f"part-{part.number:06d}.parquet")
+        if spec.video_means:
+            _write_parquet(_means_table(rows, spec), out / "videos" / f"part-{part.number:06d}.parquet")
+        with atomic_write(out / "rejected" / f"part-{part.number:06d}.jsonl") as f:
+            for r in part.rejected:
+                f.write(json.dumps(r) + "\n")
+        clips += len(rows["key"])
+    seconds = time.perf_counter() - t0
+    dist.barrier()
+    summary: dict[str, Any] = {}
+    if dist.is_main():
+        summary = _summary(out, parts, rejected, spec, about, clips, seconds)
+    dist.barrier()
+    return summary
+
+
+def _means_table(rows: dict[str, list[Any]], spec: EmbedSpec) -> Any:
+    import pyarrow as pa
+
+    means = _means(rows, spec)
+    table = {"key": pa.array(means["key"], pa.string()), "path": pa.array(means["path"], pa.string()),
+             "clips": pa.array(means["clips"], pa.int32())}
+    value = pa.float16() if spec.dtype == "float16" else pa.float32()
+    for m in spec.modalities:
+        flat = np.stack(means[m]) if means[m] else np.zeros((0, 1), np.float32)
+        table[m] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), value), flat.shape[1])
+    return pa.table(table)
+
+
+def _summary(out: Path, parts: list[_Part], listed: list[dict[str, Any]], spec: EmbedSpec,
+             about: dict[str, Any] | None, clips: int, seconds: float) -> dict[str, Any]:
+    """``rejected.jsonl`` (the listing's and every part's) and ``embed.json``."""
+    import pyarrow.parquet as pq
+
+    failed = list(listed)
+    for p in parts:
+        f = out / "rejected" / f"part-{p.number:06d}.jsonl"
+        if f.exists():
+            failed += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    with atomic_write(out / "rejected.jsonl") as f:
+        for r in failed:
+            f.write(json.dumps(r) + "\n")
+    written = sorted((out / "clips").glob("part-*.parquet")) if (out / "clips").exists() else []
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in written)
+    summary = {"output_dir": str(out), "parts": len(parts), "parts_written": len(written), "clips": rows,
+               "rejected": len(failed), "spec": asdict(spec), **(about or {}),
+               "this_run": {"clips": clips, "seconds": round(seconds, 3),
+                            "clips_per_s": round(clips / seconds, 3) if seconds > 0 and clips else None}}
+    (out / "embed.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def embed_arrays(source: str | os.PathLike, checkpoint: str | os.PathLike | None = None, *,
+                 model: AVModel | None = None, data: DataConfig | None = None, device: str | None = None,
+                 progress: bool = False, **options: Any) -> dict[str, Any]:
+    """:func:`embed_collection` in memory, for small inputs: ``{"key", "path", "clip", "start", "end"`` (arrays, a row
+    per clip), ``"video"``, ``"audio"`` (``(clips, dim)`` arrays), ``"rejected"`` (files left out, with why)``}``.
+    ``checkpoint``: a path or a released model's name (or pass ``model`` and its ``data`` config); ``options``: the
+    fields of :class:`EmbedSpec` (``clips_per_video``, ``window``, ``stride``, ``layer``, ``modalities``, ...)."""
+    import tempfile
+
+    if model is None:
+        from .hub import checkpoint_path
+        from .train.checkpoint import pretrained_model
+
+        model, cfg = pretrained_model(checkpoint_path(checkpoint))
+        data = cfg.data
+    spec = EmbedSpec(**{"num_workers": 0, **options})
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    with tempfile.TemporaryDirectory(prefix="avssl_embed_") as tmp:
+        parts, rejected = _parts(str(source), spec, Path(tmp), progress)
+        rows = _rows(spec)
+        for part, part_rows in _iterate(parts, model, replace(data, num_workers=0), spec, dev, progress):
+            for k in rows:
+                rows[k] += part_rows[k]
+            rejected += part.rejected
+    result: dict[str, Any] = {k: np.asarray(rows[k]) for k in ("key", "path", "clip", "start", "end")}
+    for m in spec.modalities:
+        result[m] = np.stack(rows[m]) if rows[m] else np.zeros((0, 0), np.float32)
+    result["rejected"] = rejected
+    return result

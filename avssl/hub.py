@@ -1,0 +1,219 @@
+"""The authors' released models by name: fetched once into torch's hub folder, converted once, then used offline.
+
+``avssl models`` lists them. Wherever a checkpoint is accepted (``--checkpoint`` of every command,
+``run.init_from`` and a fine-tuning config's ``model.checkpoint``, :func:`avssl.load_pretrained`), one of these
+names works too (:func:`checkpoint_path`). The first use downloads the file from the address the authors publish
+(facebookresearch/AVID-CMA's README) into ``$AVSSL_HOME`` (default ``torch.hub.get_dir()/avssl``, which follows
+``$TORCH_HOME``), with a progress bar, resuming a partial file (``.part``) and checking its size against the
+server's; converts it with :func:`avssl.train.import_released.import_avid_cma` (the strict import: every tensor
+by name and shape, so a truncated or foreign file is refused, deleted and fetched once more); records the
+SHA-256 of the file and of its conversion beside them. Later uses read the conversion, offline, after checking
+its hash (a file corrupted since is converted or fetched again). Without network, one line says which file to
+fetch and where to put it.
+
+The authors' files are under their license (CC BY-NC 4.0, non-commercial); their SHA-256 is not published, so
+the strict import is the check on first use and the hash recorded then the check after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import InputError
+from .progress import Progress
+
+__all__ = ["MODELS", "Released", "checkpoint_path", "home", "list_models"]
+
+_SOURCE = "https://dl.fbaipublicfiles.com/avid-cma/checkpoints/"
+LICENSE = "CC BY-NC 4.0 (facebookresearch/AVID-CMA: non-commercial use)"
+
+
+@dataclass(frozen=True)
+class Released:
+    """A released model: its file, where the authors publish it, what it is, and the results they quote
+    (top-1 %, UCF-101 / HMDB-51 full fine-tuning, Kinetics-400 linear)."""
+
+    name: str
+    file: str
+    method: str
+    dataset: str
+    quoted: dict[str, float]
+    url: str = ""
+    config: str | None = None  # the config the import checks the file against (default: the paper config)
+    sha256: str | None = None  # where established; None: recorded on first use
+    license: str = LICENSE
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.url or _SOURCE + self.file
+
+
+MODELS: dict[str, Released] = {m.name: m for m in (
+    Released("avid-kinetics", "AVID_Kinetics_Cross-N1024_checkpoint.pth.tar", "avid", "kinetics",
+             {"ucf101": 86.9, "hmdb51": 59.9, "kinetics400_linear": 43.0}),
+    Released("avid-cma-kinetics", "AVID-CMA_Kinetics_InstX-N1024-PosW-N64-Top32_checkpoint.pth.tar", "avid-cma",
+             "kinetics", {"ucf101": 87.5, "hmdb51": 60.8, "kinetics400_linear": 44.4}),
+    Released("avid-audioset", "AVID_Audioset_Cross-N1024_checkpoint.pth.tar", "avid", "audioset",
+             {"ucf101": 91.0, "hmdb51": 64.1, "kinetics400_linear": 46.5}),
+    Released("avid-cma-audioset", "AVID-CMA_Audioset_InstX-N1024-PosW-N64-Top32_checkpoint.pth.tar", "avid-cma",
+             "audioset", {"ucf101": 91.5, "hmdb51": 64.7, "kinetics400_linear": 48.9}),
+)}
+
+
+def home() -> Path:
+    """Where released models are kept: ``$AVSSL_HOME``, else ``torch.hub.get_dir()/avssl`` (``$TORCH_HOME/hub``)."""
+    if os.environ.get("AVSSL_HOME"):
+        return Path(os.environ["AVSSL_HOME"])
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "avssl"
+
+
+def _paths(m: Released, root: Path) -> dict[str, Path]:
+    folder = root / m.name
+    return {"file": folder / m.file, "part": folder / (m.file + ".part"), "converted": folder / f"{m.name}.pt",
+            "record": folder / "sha256.json"}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _offline(m: Released, p: dict[str, Path], why: str) -> InputError:
+    return InputError(f"{m.name}: could not fetch {m.address} ({why}): download that file on a machine with network "
+                      f"and put it at {p['file']} (or set AVSSL_HOME), then run the command again")
+
+
+def _download(m: Released, p: dict[str, Path], progress: bool, timeout: float = 60.0) -> None:
+    """``m``'s file into ``p["file"]``: resumed from ``.part`` where one is left, its size checked against the
+    server's, renamed into place when whole."""
+    part = p["part"]
+    part.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(m.address, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the part is already whole
+            part.replace(p["file"])
+            return
+        raise _offline(m, p, f"HTTP {e.code}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise _offline(m, p, str(getattr(e, "reason", e))) from None
+    with response:
+        resumed = have and response.status == 206
+        if not resumed:
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        bar = Progress(total, f"download {m.name}", "B", have, enabled=progress, every_s=10.0)
+        try:
+            with open(part, "ab" if resumed else "wb") as f:
+                while block := response.read(1 << 20):
+                    f.write(block)
+                    bar.update(len(block))
+        except (OSError, http.client.HTTPException) as e:  # the connection broke: what arrived stays in .part
+            raise _offline(m, p, f"the connection broke after {part.stat().st_size} bytes: {e}; the same command "
+                                 "resumes the download") from None
+        finally:
+            bar.close()
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise _offline(m, p, f"received {size} of {total} bytes; the same command resumes the download")
+    part.replace(p["file"])
+
+
+def _convert(m: Released, p: dict[str, Path]) -> None:
+    from .train.import_released import ImportFailed, import_avid_cma
+
+    try:
+        source = import_avid_cma(p["file"], p["converted"], m.config, False, m.method, m.dataset)
+    except ImportFailed as e:
+        raise InputError(f"{m.name}: {e}") from None
+    if m.sha256 and source["sha256"] != m.sha256:
+        p["converted"].unlink(missing_ok=True)
+        raise InputError(f"{m.name}: {p['file']} has SHA-256 {source['sha256']}, not the published {m.sha256}")
+    record = {"file": p["file"].name, "file_sha256": source["sha256"], "converted_sha256": _sha256(p["converted"]),
+              "url": m.address}
+    p["record"].write_text(json.dumps(record, indent=1))
+
+
+def _good(p: dict[str, Path], key: str) -> bool:
+    """Whether the file under ``key`` is there and has the hash recorded when it was first used."""
+    path = p[key]
+    if not path.is_file() or not p["record"].is_file():
+        return False
+    try:
+        record = json.loads(p["record"].read_text())
+    except ValueError:
+        return False
+    return record.get(f"{key if key == 'converted' else 'file'}_sha256") == _sha256(path)
+
+
+def fetch(name: str, progress: bool = True, root: Path | None = None,
+          models: dict[str, Released] | None = None) -> Path:
+    """The converted checkpoint of the released model ``name`` (fetched and converted on first use); raises
+    InputError (one line) when it cannot be had."""
+    m = (models or MODELS)[name]
+    p = _paths(m, root or home())
+    if _good(p, "converted"):
+        return p["converted"]
+    if p["file"].is_file() and (not p["record"].is_file() or _good(p, "file")):
+        try:  # the file is here (fetched by hand, or the conversion was lost): convert it
+            _convert(m, p)
+            return p["converted"]
+        except InputError:
+            p["file"].unlink()  # truncated or foreign: fetched again below
+            if progress:
+                print(f"{m.name}: {p['file'].name} is not the released file (truncated or corrupt): fetching it "
+                      "again", flush=True)
+    elif p["file"].is_file():
+        p["file"].unlink()  # changed since it was first used
+    p["converted"].unlink(missing_ok=True)
+    p["record"].unlink(missing_ok=True)
+    _download(m, p, progress)
+    try:
+        _convert(m, p)
+    except InputError as e:
+        p["file"].unlink(missing_ok=True)
+        raise InputError(f"{e} (the downloaded file was removed; the same command fetches it again)") from None
+    return p["converted"]
+
+
+def checkpoint_path(spec: str | os.PathLike, progress: bool = True) -> Path:
+    """A checkpoint a command was given: an existing file as it is, or a released model's name (fetched, converted and
+    cached on first use). Anything else is an InputError naming it."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    if str(spec) in MODELS:
+        return fetch(str(spec), progress)
+    raise InputError(f"{spec}: no such checkpoint file, nor a released model's name ({', '.join(MODELS)}; "
+                     "`avssl models` lists them)")
+
+
+def list_models(root: Path | None = None) -> list[dict[str, Any]]:
+    """What ``avssl models`` shows: each released model, its source, license, the authors' quoted results, and
+    whether it is on disk."""
+    root = root or home()
+    rows = []
+    for m in MODELS.values():
+        p = _paths(m, root)
+        on_disk = str(p["converted"]) if p["converted"].is_file() else (
+            f"{p['file']} (not converted yet)" if p["file"].is_file() else None)
+        rows.append({"name": m.name, "method": m.method, "pretrained_on": m.dataset, "source": m.address,
+                     "license": m.license, "quoted_top1": m.quoted, "on_disk": on_disk})
+    return rows

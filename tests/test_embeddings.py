@@ -1,0 +1,159 @@
+"""`avssl embed`: the model's own forward on the same clips, per window or per video, from files or shards; parts
+that survive a killed run; two processes writing what one writes; broken files recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import avssl
+from avssl.cli import main
+from avssl.data.clips import ClipSpec
+from avssl.data.datasets import ClipMaker
+from avssl.train.checkpoint import pretrained_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "configs" / "pretrain" / "avid_small_cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    from avssl.config import load_config
+    from avssl.data.collection import build_manifest
+    from avssl.data.synthetic import SynthSpec, synthesize
+    from avssl.train.pretrain import PretrainConfig, pretrain
+
+    d = tmp_path_factory.mktemp("embed")
+    synthesize(d / "media", 6, seed=4, spec=SynthSpec(width=64, height=48, fps=16, duration=2.5, sample_rate=16000))
+    build_manifest(d / "media", d / "m.jsonl", progress=False)
+    pretrain(load_config(PretrainConfig, SMALL, [f"data.manifest={d / 'm.jsonl'}", "optim.batch_size=3",
+                                                  "run.max_steps=2", "run.progress=false", "run.device=cpu",
+                                                  "eval.every=0", "loss.num_negatives=4"]), d / "run")
+    return {"dir": d, "media": d / "media", "ckpt": d / "run" / "last.pt", "manifest": d / "m.jsonl"}
+
+
+def _table(folder: Path) -> dict[tuple[str, int], dict]:
+    t = pq.read_table(folder / "clips").to_pylist()
+    return {(r["key"], r["clip"]): r for r in t}
+
+
+def test_embeddings_are_the_models_forward_on_the_same_clips(trained):
+    model, cfg = pretrained_model(trained["ckpt"])
+    got = avssl.embed(trained["media"], trained["ckpt"], window=1.0, device="cpu")
+    assert len(got["key"]) == 6 * 2 and got["video"].shape == (12, 32) and got["rejected"] == []
+    assert list(got["start"][:2]) == [0.0, 1.0] and list(got["end"][:2]) == [1.0, 2.0]
+    maker = ClipMaker(cfg.data, train=False)
+    entry = {"path": got["path"][1], "duration": 2.5}
+    clip = cfg.data.clip
+    item = maker.item(entry, 0, spec=ClipSpec(1.5 - clip.video_duration / 2))  # the clip centred on window [1, 2)
+    with torch.no_grad():
+        v = model.embed_video(item["video"][None])[0].numpy()
+        a = model.embed_audio(item["audio"][None])[0].numpy()
+    np.testing.assert_allclose(got["video"][1], v, atol=1e-5)
+    np.testing.assert_allclose(got["audio"][1], a, atol=1e-5)
+    pooled = avssl.embed(trained["media"], trained["ckpt"], clips_per_video=1, layer="pooled", modalities=("video",),
+                         device="cpu")
+    assert pooled["video"].shape == (6, model.video.out_dim) and "audio" not in pooled
+
+
+def test_the_command_writes_parts_means_and_a_summary_and_records_broken_files(trained, tmp_path, capsys):
+    media = tmp_path / "media"
+    shutil.copytree(trained["media"], media)
+    (media / "text.mp4").write_text("not a video")
+    good = media / "clip_00002.mp4"
+    cut = media / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 3])  # probes (header first) or not: recorded
+    out = tmp_path / "feats"
+    assert main(["embed", str(media), "--checkpoint", str(trained["ckpt"]), "--output-dir", str(out), "--quiet",
+                 "--device", "cpu", "--clips-per-video", "2", "--video-means", "--dtype", "float16",
+                 "--part-size", "2", "--workers", "1"]) == 0
+    summary = json.loads((out / "embed.json").read_text())
+    rejected = [json.loads(x)["path"] for x in (out / "rejected.jsonl").read_text().splitlines()]
+    assert str(media / "text.mp4") in rejected and any(p.endswith("cut.mp4") for p in rejected)
+    rows = _table(out)
+    assert len(rows) == 12 == summary["clips"] and summary["parts_written"] == summary["parts"]
+    assert pq.read_table(out / "clips").schema.field("video").type.value_type == "halffloat"
+    means = pq.read_table(out / "videos").to_pylist()
+    assert len(means) == 6 and all(m["clips"] == 2 for m in means)
+    v = np.asarray(means[0]["video"], np.float32)
+    assert abs(np.linalg.norm(v) - 1) < 1e-2
+
+
+def test_a_killed_run_starts_again_where_it_stopped(trained, tmp_path, monkeypatch):
+    from avssl import embeddings
+
+    argv = ["embed", str(trained["manifest"]), "--checkpoint", str(trained["ckpt"]), "--quiet", "--device", "cpu",
+            "--part-size", "2", "--workers", "0"]
+    assert main([*argv, "--output-dir", str(tmp_path / "whole")]) == 0
+    real, written = embeddings._write_parquet, []
+
+    def dies_after_two(table, path):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # as a kill: the third part never lands
+        real(table, path)
+        written.append(path)
+
+    monkeypatch.setattr(embeddings, "_write_parquet", dies_after_two)
+    assert main([*argv, "--output-dir", str(tmp_path / "killed")]) == 130
+    parts = sorted((tmp_path / "killed" / "clips").glob("*.parquet"))
+    assert len(parts) == 2
+    kept = [p.stat().st_mtime_ns for p in parts]
+    monkeypatch.setattr(embeddings, "_write_parquet", real)
+    assert main([*argv, "--output-dir", str(tmp_path / "killed")]) == 0
+    assert [p.stat().st_mtime_ns for p in parts] == kept  # finished parts are not embedded again
+    a, b = _table(tmp_path / "whole"), _table(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(np.allclose(a[k]["video"], b[k]["video"]) for k in a)
+
+
+def test_shards_embed_as_their_files_do(trained, tmp_path):
+    from avssl.data.shard_writer import ShardConfig, write_shards
+
+    write_shards(trained["media"], tmp_path / "s", ShardConfig(samples_per_shard=4), progress=False)
+    files = avssl.embed(trained["media"], trained["ckpt"], device="cpu")
+    shards = avssl.embed(str(tmp_path / "s" / "{000000..000001}.tar"), trained["ckpt"], device="cpu")
+    order = np.argsort(shards["path"])  # shard keys are the files' positions, in listing order
+    np.testing.assert_allclose(shards["video"][order], files["video"], atol=1e-6)
+    np.testing.assert_allclose(shards["audio"][order], files["audio"], atol=1e-6)
+
+
+def test_options_that_cannot_work_end_with_one_line(trained, tmp_path, capsys):
+    base = ["embed", str(trained["media"]), "--checkpoint", str(trained["ckpt"]), "--output-dir", str(tmp_path / "o")]
+    for extra, message in ((["--modality", "sound"], "--modality"), (["--stride", "1"], "--stride goes with --window"),
+                           (["--window", "0"], "--window")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    assert main(["embed", str(tmp_path / "nowhere"), "--checkpoint", str(trained["ckpt"]), "--output-dir",
+                 str(tmp_path / "o")]) == 2
+    assert "nowhere: no such" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_write_the_rows_one_process_writes(trained, tmp_path):
+    def run(out: Path, nproc: int) -> None:
+        launch = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port=29581"]
+                  if nproc > 1 else [sys.executable])
+        res = subprocess.run([*launch, "-m", "avssl", "embed", str(trained["manifest"]), "--checkpoint",
+                              str(trained["ckpt"]), "--output-dir", str(out), "--quiet", "--device", "cpu",
+                              "--part-size", "2", "--window", "1", "--workers", "1"], capture_output=True, text=True,
+                             timeout=300, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    run(tmp_path / "one", 1)
+    run(tmp_path / "two", 2)
+    a, b = _table(tmp_path / "one"), _table(tmp_path / "two")
+    assert a.keys() == b.keys() and len(a) == 12
+    for k in a:
+        np.testing.assert_allclose(a[k]["video"], b[k]["video"], atol=1e-6)
+        np.testing.assert_allclose(a[k]["audio"], b[k]["audio"], atol=1e-6)
+    assert json.loads((tmp_path / "two" / "embed.json").read_text())["clips"] == 12
