@@ -339,6 +339,23 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    """`avssl score`: does each video's sound belong to its picture? Scores sorted from least to most."""
+    from . import distributed as dist
+    from .embeddings import score_collection
+    from .train.engine import resolve_device
+
+    _, local_rank, _ = dist.init_from_env("gloo" if (args.device or "") == "cpu" else None)
+    device = resolve_device(args.device or "auto", local_rank)
+    model, cfg = _pretrained(args, "avssl score", device=str(device))
+    summary = score_collection(args.source, model, cfg.data, args.output_dir, args.clips_per_video, args.below,
+                               device, progress=not args.quiet, about={"checkpoint": str(args.checkpoint)},
+                               batch_size=args.batch_size, num_workers=args.workers)
+    if dist.is_main():
+        print(json.dumps(summary))
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     """`avssl models`: the authors' released models by name."""
     from .hub import home, list_models
@@ -406,6 +423,22 @@ def _add_training(sub: Any) -> None:
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the checkpoint's data config (data.* keys)")
     q.set_defaults(func=_embed)
+
+    q = sub.add_parser("score", help="does each video's sound belong to its picture? an audio-visual "
+                                     "correspondence score per video, to clean a collection")
+    q.add_argument("source", help="a folder of videos, a list file, a manifest, or WebDataset shards")
+    q.add_argument("--checkpoint", required=True, help="a pretraining checkpoint, or a released model's name")
+    q.add_argument("--output-dir", required=True, help="scores.csv, scores.json (least to most), embeddings/")
+    q.add_argument("--clips-per-video", type=int, default=3, help="clips whose mean embeddings are compared")
+    q.add_argument("--below", type=float, default=None, metavar="X",
+                   help="leave the videos scoring below X out of kept.jsonl (the manifest of the rest)")
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--workers", type=int, default=2)
+    q.add_argument("--device", default=None)
+    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the checkpoint's data config (data.* keys)")
+    q.set_defaults(func=_score)
 
     q = sub.add_parser("models", help="the authors' released models by name (fetched on first use, then offline)")
     q.add_argument("--json", action="store_true", help="one JSON document instead of lines")

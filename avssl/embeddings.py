@@ -45,7 +45,7 @@ from .fileio import atomic_write, publish, temp_path
 from .models.avmodel import AVModel
 from .progress import Progress, counted
 
-__all__ = ["EmbedSpec", "clip_windows", "embed_arrays", "embed_collection"]
+__all__ = ["EmbedSpec", "clip_windows", "embed_arrays", "embed_collection", "score_collection"]
 
 
 @dataclass
@@ -429,3 +429,52 @@ def embed_arrays(source: str | os.PathLike, checkpoint: str | os.PathLike | None
         result[m] = np.stack(rows[m]) if rows[m] else np.zeros((0, 0), np.float32)
     result["rejected"] = rejected
     return result
+
+
+def score_collection(source: str | os.PathLike, model: AVModel, data: DataConfig, out_dir: str | os.PathLike,
+                     clips_per_video: int = 3, below: float | None = None, device: str | torch.device = "cpu",
+                     progress: bool = True, about: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+    """``avssl score``: each video's audio-visual correspondence
+    (:func:`~avssl.evaluation.correspondence.correspondence_scores`) from the mean joint embeddings of
+    ``clips_per_video`` clips (computed by :func:`embed_collection` into ``OUT/embeddings``, resumable), written to
+    ``OUT/scores.csv`` and ``OUT/scores.json`` from the least to the most corresponding; with ``below``, the videos
+    scoring below it are left out of ``OUT/kept.jsonl`` (the manifest rows of the rest, for ``avssl pretrain``) and
+    listed in ``OUT/dropped.jsonl``."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from .evaluation.correspondence import correspondence_scores, ranked
+
+    out = Path(out_dir)
+    spec = EmbedSpec(clips_per_video=clips_per_video, layer="head", video_means=True, **options)
+    embed_collection(source, model, data, out / "embeddings", spec, device, progress, about)
+    if not dist.is_main():
+        return {}
+    means = pq.read_table(out / "embeddings" / "videos").to_pydict()
+    if not means["key"]:
+        raise InputError(f"{source}: no video could be embedded (see {out / 'embeddings' / 'rejected.jsonl'})")
+    scores = correspondence_scores(np.stack(means["video"]), np.stack(means["audio"]))
+    rows = ranked(means["key"], means["path"], scores)
+    with atomic_write(out / "scores.csv") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "scores.json").write_text(json.dumps(rows, indent=1))
+    summary: dict[str, Any] = {"videos": len(rows), "scores": str(out / "scores.csv"),
+                               "least": rows[0], "most": rows[-1], **(about or {})}
+    if below is not None:
+        manifest = out / "embeddings" / "manifest.jsonl"
+        source_rows = read_manifest(source) if str(source).endswith(".jsonl") else (
+            read_manifest(manifest) if manifest.exists() else [{"path": r["path"]} for r in rows])
+        keep = {r["path"] for r in rows if r["score"] >= below}
+        with atomic_write(out / "kept.jsonl") as f:
+            for r in source_rows:
+                if r["path"] in keep:
+                    f.write(json.dumps(r) + "\n")
+        with atomic_write(out / "dropped.jsonl") as f:
+            for r in rows:
+                if r["score"] < below:
+                    f.write(json.dumps(r) + "\n")
+        summary.update(below=below, kept=len(keep), dropped=len(rows) - len(keep), manifest=str(out / "kept.jsonl"))
+    return summary

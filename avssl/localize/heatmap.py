@@ -97,6 +97,9 @@ class VideoMaps:
     notes: list[str] = field(default_factory=list)
 
 
+_CHUNK_PIXELS = 8_000_000  # displayed pixels of one chunk of maps (frames, maps and their projection in memory)
+
+
 @dataclass
 class MapPlan:
     """What :meth:`Localizer.chunks` maps: output ``times``, each one's clip start and audio window start, the
@@ -111,6 +114,7 @@ class MapPlan:
     length: float
     notes: list[str] = field(default_factory=list)
     padded_samples: int = 0  # audio samples outside the source, compared as silence (counted as chunks go)
+    pixels: int = 0  # of a displayed frame (0: unknown)
 
 
 @dataclass
@@ -301,15 +305,18 @@ class Localizer:
             notes.append(f"a still image: compared with the middle of {source}")
         starts = self.starts(times, length)
         a_starts = starts + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset + audio_offset
-        return MapPlan(os.fspath(video), source, audio_offset, times, starts, a_starts, length, notes)
+        pixels = info.video.width * info.video.height if info.video is not None else 0
+        return MapPlan(os.fspath(video), source, audio_offset, times, starts, a_starts, length, notes, pixels=pixels)
 
     def chunks(self, plan: MapPlan, progress: bool = False) -> Iterator[MapChunk]:
         """The plan's maps ``cfg.chunk`` output times at a time: memory holds one chunk (its frames, its audio
         windows), whatever the video's length."""
         clip, cfg = self.data.clip, self.cfg
         sr, n_audio = clip.sample_rate, int(round(clip.audio_duration * clip.sample_rate))
-        for s in track(range(0, len(plan.times), cfg.chunk), enabled=progress, desc="maps", unit="chunk"):
-            part = slice(s, s + cfg.chunk)
+        # at most cfg.chunk times, and no more than ~8 Mpixels of frames at once (8 frames of 720p)
+        step = max(1, min(cfg.chunk, _CHUNK_PIXELS // plan.pixels)) if plan.pixels else cfg.chunk
+        for s in track(range(0, len(plan.times), step), enabled=progress, desc="maps", unit="chunk"):
+            part = slice(s, s + step)
             frames = decode_frames(plan.video, plan.times[part])
             a_starts = plan.a_starts[part]
             a0 = float(a_starts.min())  # the audio this chunk's windows touch, decoded once
@@ -320,8 +327,8 @@ class Localizer:
             offsets = [int(round((a - a0) * sr)) for a in a_starts]
             waves = torch.stack([wave_all[o : o + n_audio] for o in offsets])
             sim = self._similarities(self._clips(plan.video, plan.starts[part]), waves)
-            maps = normalize_maps(self.project(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy().astype(np.float32)
-            yield MapChunk(plan.times[part], frames, maps, sim.cpu().numpy().astype(np.float32))
+            maps = normalize_maps(self.project(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy()
+            yield MapChunk(plan.times[part], frames, maps, sim.cpu().numpy())
 
     def waveform(self, plan: MapPlan) -> np.ndarray:
         """The compared audio over the mapped span (from the first output time to one map period past the last),
