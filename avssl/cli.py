@@ -600,7 +600,8 @@ def _map_args(q: argparse.ArgumentParser) -> None:
     from .localize.heatmap import MapConfig
 
     d = MapConfig()
-    q.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (last.pt, or from avssl import)")
+    q.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (last.pt, or from avssl import), "
+                                                        "or a released model's name (avssl models)")
     q.add_argument("--size", type=int, default=None,
                    help="short side of the whole frame given to the encoder (default: the checkpoint's localize.size, "
                         "else twice the training crop)")
@@ -639,7 +640,7 @@ def _add_evaluation(sub: Any) -> None:
                        help="override the checkpoint's data config (data.* keys)")
 
     q = esub.add_parser("retrieval", help="video->audio and audio->video recall@1/5/10 and median rank")
-    common(q, "a pretraining checkpoint (last.pt, or from avssl import)")
+    common(q, "a pretraining checkpoint (last.pt, or from avssl import), or a released model's name")
     q.add_argument("--data", required=True, help="a folder of videos, a list file or a manifest (held-out clips)")
     q.add_argument("--clips", type=int, default=1, help="uniformly spaced clips per video, embeddings averaged")
     q.add_argument("--batch-size", type=int, default=32)
@@ -659,7 +660,7 @@ def _add_evaluation(sub: Any) -> None:
     q.set_defaults(func=_evaluate_action)
 
     q = esub.add_parser("audio", help="linear sound classification on the frozen audio encoder (ESC-50, 5 folds)")
-    common(q, "a pretraining checkpoint (last.pt, or from avssl import)")
+    common(q, "a pretraining checkpoint (last.pt, or from avssl import), or a released model's name")
     q.add_argument("--format", default="esc50", choices=["esc50"])
     q.add_argument("--root", required=True, help="the ESC-50 folder (meta/esc50.csv, audio/)")
     q.add_argument("--clip-duration", type=float, default=5.0, help="seconds of each file (ESC-50: 5)")
