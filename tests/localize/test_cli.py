@@ -224,7 +224,7 @@ def test_outputs_stay_in_the_output_folder_and_the_page_links_work(run, tmp_path
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["localize", "--checkpoint", "nowhere.pt", "--video", "x.mp4"], "--checkpoint nowhere.pt: no such file"),
+    (["localize", "--checkpoint", "nowhere.pt", "--video", "x.mp4"], "--checkpoint nowhere.pt: no such checkpoint file"),
     (["localize", "--checkpoint", "CKPT", "--video", "nowhere.mp4"], "--video nowhere.mp4: no such file"),
     (["localize", "--checkpoint", "CKPT", "--video", "VIDEO", "--smooth", "4"], "localize.smooth"),
     (["localize", "--checkpoint", "CKPT", "--video", "VIDEO", "--smooth", "0"], "localize.smooth"),
