@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import random
 import resource
 import subprocess
@@ -360,9 +361,13 @@ def _quick_checkpoint(work: Path) -> Path:
 
 def bench_localize(minutes: list[float], work: Path) -> list[dict]:
     ckpt = _quick_checkpoint(work)
+    base = _run_sampled([sys.executable, "-c", "import time, avssl.cli, avssl.localize.render; time.sleep(2)"])
+    print(json.dumps({"baseline": "python importing avssl's localize modules", "peak_tree_pss_mb":
+                      base["peak_tree_pss_mb"]}), flush=True)
     rows = []
     for m, film in zip(minutes, _films(work, minutes)):
         out = work / f"localize_{m:g}min"
+        shutil.rmtree(out, ignore_errors=True)
         res = _run_sampled([sys.executable, "-m", "avssl", "localize", "--checkpoint", str(ckpt), "--video", str(film),
                             "--output-dir", str(out), "--quiet", "--device", "cpu"])
         files = {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
