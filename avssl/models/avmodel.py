@@ -69,11 +69,15 @@ class AVModel(nn.Module):
         return self.frontend(waveform).unsqueeze(1)
 
     def embed_video(self, video: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, T, H, W)`` -> unit-norm ``(B, D)``."""
+        """``(B, 3, T, H, W)`` float RGB clips -> unit-norm ``(B, D)``. The clips the model was trained on: ``T``
+        frames at the config's ``data.clip.fps``, ``H x W`` its ``data.clip.crop`` (other sizes run; the pooling
+        makes any size fit), values in [0, 1] then normalized with ``data.video_aug.mean``/``std`` (ImageNet's for
+        the released models)."""
         return self.video_head(self.video(video)[1])
 
     def embed_audio(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, F, T)`` -> unit-norm ``(B, D)``."""
+        """``(B, 1, F, T)`` spectrograms, as :meth:`spectrogram` makes them from ``data.clip.audio_duration``
+        seconds of mono audio at :attr:`sample_rate` -> unit-norm ``(B, D)``."""
         return self.audio_head(self.audio(audio)[1])
 
     def dense_video(self, video: torch.Tensor) -> torch.Tensor:
