@@ -13,6 +13,7 @@ from avssl.data.synthetic import SynthSpec, synthesize
 from avssl.data.encode import write_av
 
 EVENT_TIME = 2.0  # the flash and the click of `event_video`
+SMALL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "avid_small_cpu.yaml"
 
 
 def event_media(
@@ -74,6 +75,26 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     synthesize(out, 6, seed=3, spec=SynthSpec(width=96, height=80, duration=2.0, fps=20))
     return out
+
+
+def small_collection(d: Path, clips: int, seed: int, **spec) -> Path:
+    """``clips`` synthetic clips (``SynthSpec(**spec)``) in ``d/media`` and their manifest ``d/m.jsonl``."""
+    from avssl.data.collection import build_manifest
+
+    synthesize(d / "media", clips, seed=seed, spec=SynthSpec(**spec))
+    build_manifest(d / "media", d / "m.jsonl", progress=False)
+    return d / "m.jsonl"
+
+
+def train_small(manifest: Path, out: Path, *overrides: str) -> Path:
+    """``avid_small_cpu.yaml`` pretrained on ``manifest`` into ``out`` on the CPU, quietly and without evaluation
+    (then ``overrides``): ``out/last.pt``."""
+    from avssl.config import load_config
+    from avssl.train.pretrain import PretrainConfig, pretrain
+
+    pretrain(load_config(PretrainConfig, SMALL_CONFIG, [f"data.manifest={manifest}", "run.progress=false",
+                                                        "run.device=cpu", "eval.every=0", *overrides]), out)
+    return out / "last.pt"
 
 
 def make_ucf_layout(d: Path) -> Path:

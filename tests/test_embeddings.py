@@ -20,25 +20,17 @@ from avssl.cli import main
 from avssl.data.clips import ClipSpec
 from avssl.data.datasets import ClipMaker
 from avssl.train.checkpoint import pretrained_model
+from tests.conftest import small_collection, train_small
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "configs" / "pretrain" / "avid_small_cpu.yaml"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
-    from avssl.config import load_config
-    from avssl.data.collection import build_manifest
-    from avssl.data.synthetic import SynthSpec, synthesize
-    from avssl.train.pretrain import PretrainConfig, pretrain
-
     d = tmp_path_factory.mktemp("embed")
-    synthesize(d / "media", 6, seed=4, spec=SynthSpec(width=64, height=48, fps=16, duration=2.5, sample_rate=16000))
-    build_manifest(d / "media", d / "m.jsonl", progress=False)
-    pretrain(load_config(PretrainConfig, SMALL, [f"data.manifest={d / 'm.jsonl'}", "optim.batch_size=3",
-                                                  "run.max_steps=2", "run.progress=false", "run.device=cpu",
-                                                  "eval.every=0", "loss.num_negatives=4"]), d / "run")
-    return {"dir": d, "media": d / "media", "ckpt": d / "run" / "last.pt", "manifest": d / "m.jsonl"}
+    manifest = small_collection(d, 6, seed=4, width=64, height=48, fps=16, duration=2.5, sample_rate=16000)
+    ckpt = train_small(manifest, d / "run", "optim.batch_size=3", "run.max_steps=2", "loss.num_negatives=4")
+    return {"dir": d, "media": d / "media", "ckpt": ckpt, "manifest": manifest}
 
 
 def _table(folder: Path) -> dict[tuple[str, int], dict]:

@@ -26,17 +26,10 @@ def test_pretrain_example_runs(tmp_path):
 
 def test_embed_and_search_example_runs(tmp_path):
     """The example on a few synthetic clips and a model trained for a step (what it prints, not how well)."""
-    from avssl.config import load_config
-    from avssl.data.collection import build_manifest
-    from avssl.data.synthetic import SynthSpec, synthesize
-    from avssl.train.pretrain import PretrainConfig, pretrain
+    from tests.conftest import small_collection, train_small
 
-    synthesize(tmp_path / "media", 3, seed=0, spec=SynthSpec(width=64, height=48, fps=8, duration=2.0,
-                                                             sample_rate=16000))
-    build_manifest(tmp_path / "media", tmp_path / "m.jsonl", progress=False)
-    pretrain(load_config(PretrainConfig, ROOT / "configs/pretrain/avid_small_cpu.yaml", [
-        f"data.manifest={tmp_path / 'm.jsonl'}", "optim.batch_size=3", "run.max_steps=1", "run.progress=false",
-        "run.device=cpu", "eval.every=0", "loss.num_negatives=2"]), tmp_path / "run")
+    manifest = small_collection(tmp_path, 3, seed=0, width=64, height=48, fps=8, duration=2.0, sample_rate=16000)
+    train_small(manifest, tmp_path / "run", "optim.batch_size=3", "run.max_steps=1", "loss.num_negatives=2")
     res = subprocess.run([sys.executable, str(ROOT / "examples/embed_and_search.py"), str(tmp_path / "run/last.pt"),
                           str(tmp_path / "media"), str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

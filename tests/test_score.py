@@ -13,28 +13,9 @@ import pytest
 
 from avssl.cli import main
 from avssl.evaluation.correspondence import correspondence_scores
+from tests.conftest import small_collection, train_small
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "configs" / "pretrain" / "avid_small_cpu.yaml"
-
-
-def _collection(d: Path, clips: int, seed: int = 1) -> Path:
-    from avssl.data.collection import build_manifest
-    from avssl.data.synthetic import SynthSpec, synthesize
-
-    synthesize(d / "media", clips, seed=seed, spec=SynthSpec(width=64, height=48, fps=8, duration=2.0,
-                                                             sample_rate=16000, num_distractors=0))
-    build_manifest(d / "media", d / "m.jsonl", progress=False)
-    return d / "m.jsonl"
-
-
-def _train(d: Path, manifest: Path, *over: str) -> Path:
-    from avssl.config import load_config
-    from avssl.train.pretrain import PretrainConfig, pretrain
-
-    pretrain(load_config(PretrainConfig, SMALL, [f"data.manifest={manifest}", "run.progress=false", "run.device=cpu",
-                                                  "eval.every=0", *over]), d / "run")
-    return d / "run" / "last.pt"
+SPEC = dict(width=64, height=48, fps=8, duration=2.0, sample_rate=16000, num_distractors=0)
 
 
 def _swapped(files: list[Path], out: Path) -> list[tuple[str, str]]:
@@ -66,8 +47,8 @@ def test_scores_and_ranks_by_hand():
 
 
 def test_the_command_writes_sorted_scores_and_the_manifest_of_what_passes(tmp_path, capsys):
-    manifest = _collection(tmp_path, 4)
-    ckpt = _train(tmp_path, manifest, "optim.batch_size=2", "run.max_steps=1", "loss.num_negatives=2")
+    manifest = small_collection(tmp_path, 4, seed=1, **SPEC)
+    ckpt = train_small(manifest, tmp_path / "run", "optim.batch_size=2", "run.max_steps=1", "loss.num_negatives=2")
     out = tmp_path / "score"
     assert main(["score", str(manifest), "--checkpoint", str(ckpt), "--output-dir", str(out), "--quiet",
                  "--device", "cpu", "--clips-per-video", "2", "--workers", "0"]) == 0
@@ -92,8 +73,8 @@ def test_the_command_writes_sorted_scores_and_the_manifest_of_what_passes(tmp_pa
 def test_videos_whose_sound_was_swapped_score_below_their_originals(tmp_path):
     """96 synthetic clips of 6 kinds, each with its own sound; the small config pretrained for 40 epochs (about two
     minutes on 2 cores); 8 of its clips and the same 8 with another kind's sound."""
-    manifest = _collection(tmp_path, 96)
-    ckpt = _train(tmp_path, manifest, "optim.batch_size=32", "optim.epochs=40")
+    manifest = small_collection(tmp_path, 96, seed=1, **SPEC)
+    ckpt = train_small(manifest, tmp_path / "run", "optim.batch_size=32", "optim.epochs=40")
     pairs = _swapped(sorted((tmp_path / "media").glob("*.mp4"))[:8], tmp_path / "mix")
     assert main(["score", str(tmp_path / "mix"), "--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "s"),
                  "--quiet", "--device", "cpu", "--workers", "0"]) == 0
