@@ -373,9 +373,6 @@ class Checkpointer:
             if run.checkpoint_every and epoch % run.checkpoint_every == 0:
                 self.keep_epoch(epoch)
 
-    def is_due(self, step: int, steps_per_epoch: int, run: RunConfig) -> bool:
-        return bool(run.save_every_steps and step % run.save_every_steps == 0) or step % steps_per_epoch == 0
-
 
 class Job(Protocol):
     """What a training command brings to the :class:`Trainer`."""

@@ -14,6 +14,7 @@ how long ``prepare`` took.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
@@ -32,6 +33,9 @@ class Prefetcher:
     def __init__(self, pairs: Iterable[tuple[int, dict[str, Any]]], prepare: Callable[[dict[str, Any]], dict[str, Any]],
                  device: torch.device, timer: Any = None) -> None:
         self.pairs, self.prepare, self.device, self.timer = pairs, prepare, device, timer
+
+    def _span(self, name: str, stream: torch.cuda.Stream | None = None) -> contextlib.AbstractContextManager:
+        return self.timer.span(name, stream) if self.timer is not None else contextlib.nullcontext()
 
     def _next(self, it: Iterator[tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]] | None:
         t0 = time.perf_counter()
@@ -53,10 +57,7 @@ class Prefetcher:
         if self.device.type != "cuda":
             while (item := self._next(it)) is not None:
                 epoch, batch = item
-                if self.timer is not None:
-                    with self.timer.span("prepare"):
-                        inputs = self.prepare(batch)
-                else:
+                with self._span("prepare"):
                     inputs = self.prepare(batch)
                 yield epoch, batch, inputs
             return
@@ -68,12 +69,8 @@ class Prefetcher:
             if item is None:
                 return None
             epoch, batch = item
-            with torch.cuda.stream(stream):
-                if self.timer is not None:
-                    with self.timer.span("prepare", stream):
-                        inputs = self.prepare(batch)
-                else:
-                    inputs = self.prepare(batch)
+            with torch.cuda.stream(stream), self._span("prepare", stream):
+                inputs = self.prepare(batch)
             return epoch, batch, inputs
 
         ready = load()
