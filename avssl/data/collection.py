@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any
 from ..config import InputError
 from ..fileio import atomic_write
 from .decode import DecodeError, probe
+from .entries import json_lines
 from ..progress import track
 
 __all__ = [
@@ -77,30 +78,9 @@ def resolve_media(source: str | os.PathLike) -> list[str]:
     return list_media(src)
 
 
-def _jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a line that is not a JSON object is an
-    :class:`~avssl.config.InputError` naming the file and the line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as e:
-                    raise InputError(f"{path}, line {n}: not valid JSON ({getattr(e, 'msg', e)})") from None
-                if not isinstance(row, dict):
-                    raise InputError(f"{path}, line {n}: a {type(row).__name__}, not a JSON object")
-                yield n, row
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file of JSON lines") from None
-
-
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """One JSON object per line (blank lines skipped); a bad line is an InputError naming it."""
-    return [row for _, row in _jsonl(path)]
+    return [row for _, _, row in json_lines(path)]
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
@@ -115,7 +95,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     JSON object, or a row without a ``path``, is an :class:`~avssl.config.InputError` naming the line."""
     base = Path(path).parent
     rows = []
-    for n, r in _jsonl(path):
+    for n, _, r in json_lines(path):
         if not isinstance(r.get("path"), str):
             raise InputError(f"{path}, line {n}: no \"path\" in {json.dumps(r)[:80]}")
         if not os.path.isabs(r["path"]):

@@ -37,7 +37,7 @@ import pyarrow.json as pa_json
 from ..config import InputError
 from ..fileio import publish, temp_path
 
-__all__ = ["Entries", "entries_index_path", "load_entries"]
+__all__ = ["Entries", "entries_index_path", "json_lines", "load_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -219,22 +219,30 @@ def _parse(manifest: Path) -> pa.Table:
             return table
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
         log.info("%s: kept as text rows (%s)", manifest, e)
-    rows = []
+    # every row read now, so that a broken line is named here, not as a traceback mid-training
+    rows = [line.rstrip("\n") for _, line, _ in json_lines(manifest)]
+    return pa.table({_RAW: pa.array(rows, pa.large_string())})
+
+
+def json_lines(path: str | os.PathLike) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(line number, text, object) for each non-blank line of a JSON-lines file. A line that is not a JSON object,
+    a missing file, or one that is not text is an :class:`~avssl.config.InputError` naming the file (and line)."""
     try:
-        with open(manifest, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:  # every row read now, so that a broken line is named here, not as a traceback mid-training
-                    ok = isinstance(json.loads(line), dict)
+                try:
+                    row = json.loads(line)
                 except ValueError as e:
-                    raise InputError(f"{manifest}, line {n}: not valid JSON ({getattr(e, 'msg', e)})") from None
-                if not ok:
-                    raise InputError(f"{manifest}, line {n}: not a JSON object")
-                rows.append(line.rstrip("\n"))
+                    raise InputError(f"{path}, line {n}: not valid JSON ({getattr(e, 'msg', e)})") from None
+                if not isinstance(row, dict):
+                    raise InputError(f"{path}, line {n}: a {type(row).__name__}, not a JSON object")
+                yield n, line, row
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
     except UnicodeDecodeError:
-        raise InputError(f"{manifest}: not a text file of JSON lines") from None
-    return pa.table({_RAW: pa.array(rows, pa.large_string())})
+        raise InputError(f"{path}: not a text file of JSON lines") from None
 
 
 def _write_index(table: pa.Table, index: Path, stamp: dict[bytes, bytes]) -> bool:
