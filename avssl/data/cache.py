@@ -203,7 +203,7 @@ def build(folder: str | os.PathLike, clip: ClipConfig, missing_audio: str, entri
     jobs = [(str(folder), clip, missing_audio, e) for e in todo]
     minutes = sum(float(e.get("duration") or 0.0) for e in todo) / 60
     if progress:
-        print(f"cache: decoding {len(todo)} video{'s' * (len(todo) != 1)} ({minutes:.1f} min) once, before "
+        print(f"cache: decoding {counted_(len(todo), 'video')} ({minutes:.1f} min) once, before "
               "training", flush=True)
     if workers <= 1 or len(todo) == 1:
         for job in track(jobs, desc="cache", unit="video", enabled=progress):

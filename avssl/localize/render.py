@@ -31,6 +31,7 @@ import torchvision.io as tvio
 
 from ..data.decode import DecodeError, decode_audio, probe
 from ..data.encode import write_av
+from ..progress import counted
 from .heatmap import Localizer, MapPlan, VideoMaps
 
 __all__ = ["MAPS", "contact_sheet", "jet", "listening", "localize_video", "localize_videos", "overlay", "write_index",
@@ -111,6 +112,11 @@ class _Gif:
             self.c.close()
 
 
+def _spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices of ``range(n)`` spread evenly from the first to the last."""
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, min(k, n))})
+
+
 def _audio_file(localizer: Localizer, plan: MapPlan, path: Path, window: float = 60.0) -> np.ndarray:
     """The compared audio over the mapped span as a memory-mapped ``(1, samples)`` array, decoded ``window``
     seconds at a time (a film's track is never held whole)."""
@@ -142,7 +148,7 @@ def localize_video(localizer: Localizer, video: str | os.PathLike, out_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     plan = localizer.plan(video, audio=audio, audio_offset=audio_offset, start=start, duration=duration)
     fps, n = localizer.cfg.fps, len(plan.times)
-    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(sheet_frames, n))})
+    picks = _spread(n, sheet_frames)
     state: dict[str, Any] = {"k": 0, "sim": None, "full": None, "plain": [], "over": [], "pngs": [], "size": None}
     gif_writer = _Gif(out / "overlay.gif", fps) if gif else None
 
@@ -229,7 +235,7 @@ def listening(localizer: Localizer, plan: MapPlan, other: str | None = None, tim
     Pearson correlation of the raw similarity on the encoder's grid (1: the same map whatever the sound)."""
     clip = localizer.data.clip
     sr, n_audio = clip.sample_rate, int(round(clip.audio_duration * clip.sample_rate))
-    idx = sorted({int(round(i)) for i in np.linspace(0, len(plan.times) - 1, min(times, len(plan.times)))})
+    idx = _spread(len(plan.times), times)
     if other is not None:
         other_len = probe(other).duration or 0.0
         name = other
@@ -287,7 +293,7 @@ def write_video_outputs(result: VideoMaps, out_dir: str | os.PathLike, fps: floa
     np.save(out / "maps.npy", (result.maps * 255 + 0.5).astype(np.uint8))
     (out / "times.json").write_text(json.dumps([round(float(t), 6) for t in result.times]))
     overlays = [overlay(f, m) for f, m in zip(result.frames, result.maps)]
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(overlays) - 1, min(sheet_frames, len(overlays)))})
+    picks = _spread(len(overlays), sheet_frames)
     pngs = []
     for i in picks:
         pngs.append(f"overlay_{i:04d}.png")
@@ -368,7 +374,7 @@ def write_index(out_dir: str | os.PathLike, videos: dict[str, dict[str, Any]], t
         u = e(quote(stem))  # in links: percent-encoded ("#", "?", "%" would cut the address), then escaped
         meta = (f"audio: {e(str(info['audio']))}" + (f" shifted by {info['audio_offset']:+.2f} s"
                                                        if info["audio_offset"] else "")
-                + f"; normalization: {e(info['norm'])}; {info['num_maps']} map{'s' * (info['num_maps'] != 1)} of "
+                + f"; normalization: {e(info['norm'])}; {counted(info['num_maps'], 'map')} of "
                 f"{info['frame_size'][1]}x{info['frame_size'][0]}")
         files = info["files"]
         links = "".join(f', <a href="{u}/{files[k]}">{k}</a>' for k in ("similarity", "geometry", "maps", "times", "gif")

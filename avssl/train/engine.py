@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from .. import distributed as dist
 from ..config import ConfigError, InputError, from_saved, to_dict
 from ..data.datasets import AVClipDataset, BatchPreprocess, DataConfig, av_collate
-from ..progress import Progress
+from ..progress import Progress, counted
 from .checkpoint import keep_copy, load_checkpoint, prune_checkpoints, save_atomic
 from .configs import OptimConfig, RunConfig
 from .guard import DivergenceGuard, RunDiverged
@@ -514,8 +514,8 @@ class Trainer:
             hint = (f"set optim.batch_size={fits} (or fewer)" if fits else "use fewer processes") + (
                 f", or data.clips_per_video={more} to draw {more} clips of each video per epoch"
                 if hasattr(data, "clips_per_video") else "")
-            raise ConfigError(f"optim.batch_size: an epoch has {clips} clip{'s' * (clips != 1)}, fewer than one batch "
-                              f"({self.optim.batch_size} x {self.rt.world} process{'es' * (self.rt.world != 1)}): "
+            raise ConfigError(f"optim.batch_size: an epoch has {counted(clips, 'clip')}, fewer than one batch "
+                              f"({self.optim.batch_size} x {counted(self.rt.world, 'process', 'processes')}): "
                               f"{hint}")
         self.total_steps = self.steps_per_epoch * self.optim.epochs
         if self.run.max_steps is not None:

@@ -46,3 +46,17 @@ def test_a_steady_sound_keeps_a_listening_maps_shape_elsewhere_and_silence_tells
     heard = listening(loc, loc.plan(_toned(tmp_path / "v.mp4")))
     assert heard["corr_other"] > 0.99 and heard["corr_silence"] < 0
     assert heard["listens"] and "under silence" in heard["verdict"]
+
+
+def test_maps_held_in_memory_are_written_with_every_file_they_list(tmp_path):
+    """write_video_outputs (for maps a caller already holds, Localizer(...)(path)) writes what info.json names."""
+    from avssl.localize.heatmap import MapConfig
+    from avssl.localize.render import write_video_outputs
+
+    loc = Localizer(_model(), _data(), MapConfig(size=64, fps=4.0))
+    res = loc(_square_video(tmp_path / "v.mp4"))
+    info = write_video_outputs(res, tmp_path / "out", 4.0, gif=True)
+    names = [n for v in info["files"].values() for n in (v if isinstance(v, list) else [v])]
+    assert all((tmp_path / "out" / n).stat().st_size > 0 for n in names)
+    maps = np.load(tmp_path / "out" / "maps.npy")
+    assert maps.dtype == np.uint8 and maps.shape == res.maps.shape and info["num_maps"] == len(res.maps)
