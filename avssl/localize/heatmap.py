@@ -329,14 +329,20 @@ class Localizer:
             sim = self._similarities(self._clips(plan.video, plan.starts[part]), waves)
             maps = normalize_maps(self.project(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy()
             yield MapChunk(plan.times[part], frames, maps, sim.cpu().numpy())
+        if plan.padded_samples:  # every chunk made: say so once
+            plan.notes.append(f"{plan.padded_samples} audio samples outside {plan.source} compared as silence")
+
+    def audio_span(self, plan: MapPlan) -> tuple[float, float]:
+        """(start, seconds) of the compared audio over the mapped span, from the first output time to one map period
+        past the last: what is muxed beside the maps."""
+        period = 1.0 / self.cfg.fps
+        t0 = float(plan.times[0]) if plan.length else 0.0
+        span = (float(plan.times[-1]) - t0 + period) if plan.length else period
+        return t0 + plan.audio_offset, max(span, period)
 
     def waveform(self, plan: MapPlan) -> np.ndarray:
-        """The compared audio over the mapped span (from the first output time to one map period past the last),
-        for muxing beside the maps."""
-        sr = self.data.clip.sample_rate
-        t0 = float(plan.times[0]) if plan.length else 0.0
-        span = (float(plan.times[-1]) - t0 + 1.0 / self.cfg.fps) if plan.length else 1.0 / self.cfg.fps
-        return decode_audio(plan.source, t0 + plan.audio_offset, max(span, 1.0 / self.cfg.fps), sr).waveform
+        """The compared audio over :meth:`audio_span`, whole in memory (clips and stills)."""
+        return decode_audio(plan.source, *self.audio_span(plan), self.data.clip.sample_rate).waveform
 
     def __call__(
         self,
@@ -351,8 +357,6 @@ class Localizer:
         video: :meth:`plan` and :meth:`chunks`). Raises DecodeError."""
         plan = self.plan(video, times, audio, audio_offset)
         parts = list(self.chunks(plan, progress))
-        if plan.padded_samples:
-            plan.notes.append(f"{plan.padded_samples} audio samples outside {plan.source} compared as silence")
         return VideoMaps(
             maps=np.concatenate([c.maps for c in parts]), times=plan.times,
             frames=np.concatenate([c.frames for c in parts]), similarity=np.concatenate([c.similarity for c in parts]),

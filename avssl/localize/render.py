@@ -120,15 +120,14 @@ def _spread(n: int, k: int) -> list[int]:
 def _audio_file(localizer: Localizer, plan: MapPlan, path: Path, window: float = 60.0) -> np.ndarray:
     """The compared audio over the mapped span as a memory-mapped ``(1, samples)`` array, decoded ``window``
     seconds at a time (a film's track is never held whole)."""
-    sr, fps = localizer.data.clip.sample_rate, localizer.cfg.fps
-    t0 = float(plan.times[0]) if plan.length else 0.0
-    span = max((float(plan.times[-1]) - t0 + 1.0 / fps) if plan.length else 0.0, 1.0 / fps)
+    sr = localizer.data.clip.sample_rate
+    start, span = localizer.audio_span(plan)
     total = int(round(span * sr))
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(1, total))
     done = 0
     while done < total:
         n = min(int(window * sr), total - done)
-        out[0, done : done + n] = decode_audio(plan.source, t0 + plan.audio_offset + done / sr, n / sr, sr).waveform[:n]
+        out[0, done : done + n] = decode_audio(plan.source, start + done / sr, n / sr, sr).waveform[:n]
         done += n
     out.flush()
     return out
@@ -214,8 +213,6 @@ def _finish(localizer: Localizer, plan: MapPlan, out: Path, state: dict[str, Any
         del files["similarity"]
     if gif:
         files["gif"] = "overlay.gif"
-    if plan.padded_samples:
-        plan.notes.append(f"{plan.padded_samples} audio samples outside {plan.source} compared as silence")
     info = {"files": files, "num_maps": len(plan.times), "frame_size": state["size"],
             "span": [round(float(plan.times[0]), 3), round(float(plan.times[-1]), 3)],
             "sheet_times": [round(float(plan.times[i]), 3) for i in picks], "audio": plan.source,
