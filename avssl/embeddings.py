@@ -110,8 +110,9 @@ class _Part:
 
 class _Clips(IterableDataset):
     """Decoded clips of the parts, a worker's share of them (part ``k`` goes to worker ``k % workers``): items
-    ``{"part", "video", "first", "batch"}`` (the clips of a video, at most ``max_clips_per_item`` at a time), ``{"part",
-    "failed"}`` for a video that does not decode, and ``{"part", "done"}`` after a part's last video."""
+    ``{"part", "video", "first", "windows", "last", "batch"}`` (the clips of a video, at most ``max_clips_per_item``
+    at a time; ``last``: its last ones), ``{"part", "failed"}`` for a video that does not decode, and ``{"part",
+    "done"}`` after a part's last video."""
 
     def __init__(self, parts: list[_Part], maker: ClipMaker, spec: EmbedSpec, data: DataConfig) -> None:
         self.parts, self.maker, self.spec, self.data = parts, maker, spec, data
@@ -143,7 +144,7 @@ class _Clips(IterableDataset):
                         for it in items:
                             it["failures"] = []
                         yield {"part": part.number, "video": v, "first": lo, "windows": chunk,
-                               "batch": av_collate(items)}
+                               "last": lo + len(chunk) >= len(windows), "batch": av_collate(items)}
                 except DecodeError as e:
                     yield {"part": part.number, "failed": {"path": e.path, "reason": e.reason}}
             yield {"part": part.number, "done": True}
@@ -278,8 +279,7 @@ def _iterate(parts: list[_Part], model: AVModel, data: DataConfig, spec: EmbedSp
                 yield part, rows.pop(part.number)
             else:
                 pending.append(item)
-                if item["first"] + len(item["windows"]) >= len(clip_windows(
-                        float(item["video"].entry.get("duration") or 0.0), spec, data)):
+                if item["last"]:  # the video's last clips
                     bar.update(1)
                 if sum(len(p["windows"]) for p in pending) >= spec.batch_size:
                     flush()
@@ -294,13 +294,21 @@ def _table(rows: dict[str, list[Any]], spec: EmbedSpec) -> Any:
     cols = {"key": pa.array(rows["key"], pa.string()), "path": pa.array(rows["path"], pa.string()),
             "clip": pa.array(rows["clip"], pa.int32()), "start": pa.array(rows["start"], pa.float64()),
             "end": pa.array(rows["end"], pa.float64())}
-    value = pa.float16() if spec.dtype == "float16" else pa.float32()
     for m in spec.modalities:
-        flat = np.stack(rows[m]) if rows[m] else np.zeros((0, 0), np.float32)
-        dim = flat.shape[1] if flat.ndim == 2 and len(flat) else 0
-        cols[m] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), value), dim) if dim else \
-            pa.array([], pa.list_(value))
+        cols[m] = _vectors(rows[m], spec)
     return pa.table(cols)
+
+
+def _vectors(vectors: list[np.ndarray], spec: EmbedSpec) -> Any:
+    """Embeddings as a Parquet column: fixed-size lists of ``spec.dtype``; for a part with none (every video
+    failed), an empty list column, which reads back together with the other parts whatever their size."""
+    import pyarrow as pa
+
+    value = pa.float16() if spec.dtype == "float16" else pa.float32()
+    if not vectors:
+        return pa.array([], pa.list_(value))
+    flat = np.stack(vectors)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), value), flat.shape[1])
 
 
 def _means(rows: dict[str, list[Any]], spec: EmbedSpec) -> dict[str, list[Any]]:
@@ -370,10 +378,8 @@ def _means_table(rows: dict[str, list[Any]], spec: EmbedSpec) -> Any:
     means = _means(rows, spec)
     table = {"key": pa.array(means["key"], pa.string()), "path": pa.array(means["path"], pa.string()),
              "clips": pa.array(means["clips"], pa.int32())}
-    value = pa.float16() if spec.dtype == "float16" else pa.float32()
     for m in spec.modalities:
-        flat = np.stack(means[m]) if means[m] else np.zeros((0, 1), np.float32)
-        table[m] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), value), flat.shape[1])
+        table[m] = _vectors(means[m], spec)
     return pa.table(table)
 
 

@@ -149,3 +149,17 @@ def test_two_processes_write_the_rows_one_process_writes(trained, tmp_path):
         np.testing.assert_allclose(a[k]["video"], b[k]["video"], atol=1e-6)
         np.testing.assert_allclose(a[k]["audio"], b[k]["audio"], atol=1e-6)
     assert json.loads((tmp_path / "two" / "embed.json").read_text())["clips"] == 12
+
+
+def test_a_part_whose_videos_all_fail_reads_back_with_the_others(trained, tmp_path):
+    """Its tables are empty, yet the folder of parts reads as one table (clips and video means alike)."""
+    rows = [json.loads(x) for x in trained["manifest"].read_text().splitlines()]
+    gone = dict(rows[0], path=str(tmp_path / "gone.mp4"))  # listed with its facts, gone before it is embedded
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in [gone, *rows[:2]]))
+    out = tmp_path / "feats"
+    assert main(["embed", str(manifest), "--checkpoint", str(trained["ckpt"]), "--output-dir", str(out), "--quiet",
+                 "--device", "cpu", "--video-means", "--part-size", "1", "--workers", "0"]) == 0
+    assert (out / "clips" / "part-000000.parquet").exists()
+    assert len(pq.read_table(out / "clips")) == 2 and len(pq.read_table(out / "videos")) == 2
+    assert [json.loads(x)["path"] for x in (out / "rejected.jsonl").read_text().splitlines()] == [gone["path"]]

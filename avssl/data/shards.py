@@ -127,6 +127,11 @@ class ShardIndex:
     def samples(self) -> int:
         return sum(int(s["count"]) for s in self.shards)
 
+    @property
+    def non_empty(self) -> int:
+        """How many shards hold a sample (the others are not dealt to any slot)."""
+        return sum(1 for s in self.shards if int(s["count"]) > 0)
+
     def to_dict(self) -> dict[str, Any]:
         return {"version": 1, "indices": self.indices, "samples": self.samples, "slots": self.slots,
                 "shards": self.shards}
@@ -267,7 +272,7 @@ def load_shard_index(spec: str | list[str], index_path: str | os.PathLike | None
 def usable_workers(index: ShardIndex, world: int, workers: int) -> int:
     """Loader workers per process such that every slot (process x worker) has a non-empty shard to read (0 keeps
     the main process reading). Raises ValueError when there are fewer non-empty shards than processes."""
-    full = sum(1 for s in index.shards if int(s["count"]) > 0)
+    full = index.non_empty
     if full < world:
         raise ValueError(f"{full} non-empty shard(s) for {world} processes: each process needs at least one (write "
                          "smaller shards: avssl data shard --samples-per-shard N)")

@@ -196,8 +196,7 @@ def _stream(cfg: PretrainConfig, trainer: Trainer) -> tuple[ShardStream, int, in
     if dist.is_main():
         print(f"shards: {len(index.shards)} with {counted(index.samples, 'sample')} ({index.path})", flush=True)
         if workers < data.num_workers:
-            full = sum(1 for s in index.shards if int(s["count"]) > 0)
-            print(f"data.num_workers: {full} non-empty shards for {trainer.rt.world} process(es) x {data.num_workers} "
+            print(f"data.num_workers: {index.non_empty} non-empty shards for {trainer.rt.world} process(es) x {data.num_workers} "
                   f"loader workers: each process uses {workers} (every worker needs a shard of its own)", flush=True)
     return stream, max(index.slots, index.samples), workers
 
