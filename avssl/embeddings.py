@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from . import distributed as dist
 from .config import InputError
 from .data.clips import ClipSpec, UniformClipSampler
-from .data.collection import build_manifest, read_manifest, rejected_path, resolve_media
+from .data.collection import build_manifest, read_jsonl, read_manifest, rejected_path, resolve_media
 from .data.datasets import BatchPreprocess, ClipMaker, DataConfig, av_collate
 from .data.decode import DecodeError, probe
 from .data.shards import load_shard_index, read_samples, sample_entry
@@ -192,12 +192,13 @@ def _concat(batches: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: torch.cat([b[k] for b in batches]) for k in keys}
 
 
-def _parts(source: str, spec: EmbedSpec, out: Path | None, progress: bool) -> tuple[list[_Part], list[dict]]:
-    """The collection cut into parts, and the files rejected while listing it."""
+def _parts(source: str, spec: EmbedSpec, out: Path, progress: bool) -> tuple[list[_Part], list[dict]]:
+    """The collection cut into parts, and the files rejected while listing it (a folder or list is probed into
+    ``out/manifest.jsonl``)."""
     text = str(source)
     if text.endswith(".tar") or ".tar " in text or "{" in text or text.startswith("pipe:") or "://" in text:
         try:
-            index = load_shard_index(text, fallback_dir=out or Path("."))
+            index = load_shard_index(text, fallback_dir=out)
         except (OSError, ValueError) as e:
             raise InputError(f"{source}: {e}") from None
         return [_Part(k, shard=s["url"]) for k, s in enumerate(index.shards)], []
@@ -208,12 +209,12 @@ def _parts(source: str, spec: EmbedSpec, out: Path | None, progress: bool) -> tu
     if path.suffix == ".jsonl":
         rows = read_manifest(path)
     else:
-        manifest = (out or Path(os.environ.get("TMPDIR", "/tmp"))) / "manifest.jsonl"
+        manifest = out / "manifest.jsonl"
         if dist.is_main():
             build_manifest(resolve_media(path), manifest, progress=progress)
         dist.barrier()
         rows = read_manifest(manifest)
-        rejected = [dict(r, reason=r.get("reason")) for r in _rejected(manifest)]
+        rejected = _rejected(manifest)
     videos = [_Video(_key(r["path"]), r["path"], r) for r in rows]
     if not videos and not rejected:
         raise InputError(f"{source}: no video to embed")
@@ -223,8 +224,7 @@ def _parts(source: str, spec: EmbedSpec, out: Path | None, progress: bool) -> tu
 
 def _rejected(manifest: Path) -> list[dict[str, Any]]:
     p = rejected_path(manifest)
-    return [{"path": r["path"], "reason": r["reason"]} for r in map(json.loads, p.read_text().splitlines())] \
-        if p.exists() else []
+    return [{"path": r["path"], "reason": r["reason"]} for r in read_jsonl(p)] if p.exists() else []
 
 
 def _key(path: str) -> str:
@@ -392,7 +392,7 @@ def _summary(out: Path, parts: list[_Part], listed: list[dict[str, Any]], spec: 
     for p in parts:
         f = out / "rejected" / f"part-{p.number:06d}.jsonl"
         if f.exists():
-            failed += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+            failed += read_jsonl(f)
     with atomic_write(out / "rejected.jsonl") as f:
         for r in failed:
             f.write(json.dumps(r) + "\n")
