@@ -317,11 +317,22 @@ def _import_avid_cma(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_on_device(args: argparse.Namespace, command: str) -> tuple[Any, Any, Any]:
+    """(model, config, device) for a command that runs each torchrun process on its own share: the process group
+    joined, this process's device picked, the checkpoint's model loaded there."""
+    from . import distributed as dist
+    from .train.engine import resolve_device
+
+    _, local_rank, _ = dist.init_from_env("gloo" if (args.device or "") == "cpu" else None)
+    device = resolve_device(args.device or "auto", local_rank)
+    model, cfg = _pretrained(args, command, device=str(device))
+    return model, cfg, device
+
+
 def _embed(args: argparse.Namespace) -> int:
     """`avssl embed`: a collection's clip embeddings as Parquet parts (each process its share under torchrun)."""
     from . import distributed as dist
     from .embeddings import EmbedSpec, embed_collection
-    from .train.engine import resolve_device
 
     spec = EmbedSpec(clips_per_video=args.clips_per_video, window=args.window, stride=args.stride, layer=args.layer,
                      modalities=tuple(m.strip() for m in args.modality.split(",") if m.strip()), dtype=args.dtype,
@@ -329,9 +340,7 @@ def _embed(args: argparse.Namespace) -> int:
                      part_size=args.part_size)
     if args.stride is not None and args.window is None:
         raise InputError("avssl embed: --stride goes with --window (seconds per clip window)")
-    _, local_rank, _ = dist.init_from_env("gloo" if (args.device or "") == "cpu" else None)
-    device = resolve_device(args.device or "auto", local_rank)
-    model, cfg = _pretrained(args, "avssl embed", device=str(device))
+    model, cfg, device = _model_on_device(args, "avssl embed")
     summary = embed_collection(args.source, model, cfg.data, args.output_dir, spec, device, progress=not args.quiet,
                                about={"checkpoint": str(args.checkpoint)})
     if dist.is_main():
@@ -343,11 +352,8 @@ def _score(args: argparse.Namespace) -> int:
     """`avssl score`: does each video's sound belong to its picture? Scores sorted from least to most."""
     from . import distributed as dist
     from .embeddings import score_collection
-    from .train.engine import resolve_device
 
-    _, local_rank, _ = dist.init_from_env("gloo" if (args.device or "") == "cpu" else None)
-    device = resolve_device(args.device or "auto", local_rank)
-    model, cfg = _pretrained(args, "avssl score", device=str(device))
+    model, cfg, device = _model_on_device(args, "avssl score")
     summary = score_collection(args.source, model, cfg.data, args.output_dir, args.clips_per_video, args.below,
                                device, progress=not args.quiet, about={"checkpoint": str(args.checkpoint)},
                                batch_size=args.batch_size, num_workers=args.workers)
@@ -372,6 +378,16 @@ def _models(args: argparse.Namespace) -> int:
         print(f"  {'':18s} {r['source']}")
         print(f"  {'':18s} license {r['license']}; {'on disk: ' + r['on_disk'] if r['on_disk'] else 'not on disk yet'}")
     return 0
+
+
+def _embedding_args(q: argparse.ArgumentParser) -> None:
+    """The options `avssl embed` and `avssl score` share: how the clips are decoded and embedded."""
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--workers", type=int, default=2, help="decoding processes")
+    q.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the checkpoint's data config (data.* keys)")
 
 
 def _add_training(sub: Any) -> None:
@@ -415,13 +431,8 @@ def _add_training(sub: Any) -> None:
     q.add_argument("--modality", default="video,audio", help="video, audio or video,audio")
     q.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     q.add_argument("--video-means", action="store_true", help="also each video's mean embedding (videos/)")
-    q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--workers", type=int, default=2, help="decoding processes")
     q.add_argument("--part-size", type=int, default=64, help="videos per Parquet part (a killed run redoes one part)")
-    q.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
-    q.add_argument("--quiet", action="store_true")
-    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the checkpoint's data config (data.* keys)")
+    _embedding_args(q)
     q.set_defaults(func=_embed)
 
     q = sub.add_parser("score", help="does each video's sound belong to its picture? an audio-visual "
@@ -432,12 +443,7 @@ def _add_training(sub: Any) -> None:
     q.add_argument("--clips-per-video", type=int, default=3, help="clips whose mean embeddings are compared")
     q.add_argument("--below", type=float, default=None, metavar="X",
                    help="leave the videos scoring below X out of kept.jsonl (the manifest of the rest)")
-    q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--workers", type=int, default=2)
-    q.add_argument("--device", default=None)
-    q.add_argument("--quiet", action="store_true")
-    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the checkpoint's data config (data.* keys)")
+    _embedding_args(q)
     q.set_defaults(func=_score)
 
     q = sub.add_parser("models", help="the authors' released models by name (fetched on first use, then offline)")
@@ -460,9 +466,6 @@ def _pretrained(args: argparse.Namespace, command: str, device: str | None = Non
     check_overrides(args.set, ("data.",), command)
     try:
         path = checkpoint_path(args.checkpoint)  # a file, or a released model's name (fetched once)
-    except InputError as e:
-        raise InputError(f"{command}: --checkpoint {e}") from None
-    try:
         model, cfg = pretrained_model(path, device or _device(args.device))
     except InputError as e:
         raise InputError(f"{command}: --checkpoint {e}") from None
