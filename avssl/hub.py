@@ -160,7 +160,7 @@ def _good(p: dict[str, Path], key: str) -> bool:
         record = json.loads(p["record"].read_text())
     except ValueError:
         return False
-    return record.get(f"{key if key == 'converted' else 'file'}_sha256") == _sha256(path)
+    return record.get(f"{key}_sha256") == _sha256(path)
 
 
 def fetch(name: str, progress: bool = True, root: Path | None = None,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["correspondence_scores"]
+__all__ = ["correspondence_scores", "ranked"]
 
 
 def correspondence_scores(video: np.ndarray | torch.Tensor, audio: np.ndarray | torch.Tensor, chunk: int = 4096
