@@ -770,10 +770,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CacheFull as e:  # raised in a loader worker, its message carries the worker's traceback: the last line
-        print(f"avssl: {_last_line(str(e))}", file=sys.stderr)
+        print(_said(_last_line(str(e))), file=sys.stderr)
         return 1
     except InputError as e:
-        print(f"avssl: {_last_line(str(e))}", file=sys.stderr)
+        print(_said(_last_line(str(e))), file=sys.stderr)
         return 2
     except ConfigError as e:
         print(f"avssl: config error: {e}", file=sys.stderr)
@@ -816,6 +816,11 @@ def _new_folder(args: argparse.Namespace) -> Path | None:
     if getattr(args, "group", None) in ("pretrain", "finetune") and out and not Path(out).exists():
         return Path(out)
     return None
+
+
+def _said(message: str) -> str:
+    """``avssl: MESSAGE``, once: a message that already names its command (``avssl localize: ...``) as it is."""
+    return message if message.startswith("avssl ") else f"avssl: {message}"
 
 
 def _last_line(text: str) -> str:

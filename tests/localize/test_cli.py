@@ -242,6 +242,7 @@ def test_command_mistakes_end_with_one_line_and_status_2(run, tmp_path, capsys, 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+    assert err.startswith("avssl") and not err.startswith("avssl: avssl"), err  # the command named once
 
 
 def test_summaries_are_computed_from_unrounded_cious(run, tmp_path, monkeypatch):
