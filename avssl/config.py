@@ -31,6 +31,15 @@ class InputError(ConfigError):
     one line and status 2 (without the "config error" of :class:`ConfigError`)."""
 
 
+class Interrupted(Exception):
+    """A command stopped by Ctrl-C (or SIGTERM); the message says what it kept and how to go on. Commands end with
+    this one line and status 130 (143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_status: int = 130) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 

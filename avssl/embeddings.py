@@ -11,8 +11,11 @@ table holds each video's mean embedding (renormalized for ``head``).
 
 Output (``OUT/``): ``clips/part-NNNNNN.parquet`` (one part per ``part_size`` videos of the listing, or per shard),
 ``videos/part-NNNNNN.parquet`` with ``video_means``, ``rejected.jsonl``, ``embed.json`` (what was done). Under
-torchrun each process embeds the parts ``k % world == rank``; a part is written whole (temporary file, rename), so a
-killed run started again skips the finished parts. ``pyarrow.parquet.read_table("OUT/clips")`` (or pandas'
+torchrun each process embeds the parts ``k % world == rank``. Each file of a part is written whole (temporary file,
+rename) and ``done/part-NNNNNN.json`` last, so a killed run started again skips exactly the finished parts. Before
+the first part, ``plan.json`` records what the parts are of (the model's weights, the options that change them,
+the inputs' listing, kept in ``listing.tsv``: :mod:`avssl.outputs`); a run into a folder holding finished parts of
+other inputs, another model or other options ends with one line saying what differs, and reuses nothing. ``pyarrow.parquet.read_table("OUT/clips")`` (or pandas'
 ``read_parquet``) reads them back, ``np.stack(table["video"].to_numpy(zero_copy_only=False))`` gives the matrix.
 
 Decoding runs in loader workers (each a share of the parts), the per-pixel and spectrogram work per batch on the
@@ -24,9 +27,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import distributed as dist
-from .config import InputError
+from .config import InputError, Interrupted
 from .data.clips import ClipSpec, UniformClipSampler
 from .data.collection import build_manifest, read_jsonl, read_manifest, rejected_path, resolve_media
 from .data.datasets import BatchPreprocess, ClipMaker, DataConfig, av_collate
@@ -43,6 +47,7 @@ from .data.decode import DecodeError, probe
 from .data.shards import load_shard_index, read_samples, sample_entry
 from .fileio import atomic_write, publish, temp_path
 from .models.avmodel import AVModel
+from .outputs import differences, file_listing, listing_sha256, model_sha256, read_record, write_record
 from .progress import Progress, counted
 
 __all__ = ["EmbedSpec", "clip_windows", "embed_arrays", "embed_collection", "score_collection"]
@@ -192,34 +197,112 @@ def _concat(batches: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: torch.cat([b[k] for b in batches]) for k in keys}
 
 
-def _parts(source: str, spec: EmbedSpec, out: Path, progress: bool) -> tuple[list[_Part], list[dict]]:
-    """The collection cut into parts, and the files rejected while listing it (a folder or list is probed into
-    ``out/manifest.jsonl``)."""
+def _is_shards(text: str) -> bool:
+    return text.endswith(".tar") or ".tar " in text or "{" in text or text.startswith("pipe:") or "://" in text
+
+
+@dataclass
+class _Source:
+    """A collection as given: its inputs' listing (what the output folder's record names) before anything is probed,
+    and how it becomes parts."""
+
+    text: str
+    listing: list[tuple[str, int | None]]
+    files: list[str] | None = None  # a folder or list: probed into OUT/manifest.jsonl
+    rows: list[dict[str, Any]] | None = None  # a manifest's rows
+    shards: Any = None  # a shard index
+
+
+def _source(source: str, out: Path) -> _Source:
+    """The collection's inputs (a folder or list listed, a manifest read, shards indexed), nothing probed yet."""
     text = str(source)
-    if text.endswith(".tar") or ".tar " in text or "{" in text or text.startswith("pipe:") or "://" in text:
+    if _is_shards(text):
         try:
             index = load_shard_index(text, fallback_dir=out)
         except (OSError, ValueError) as e:
             raise InputError(f"{source}: {e}") from None
-        return [_Part(k, shard=s["url"]) for k, s in enumerate(index.shards)], []
+        return _Source(text, [(s["url"], s.get("size")) for s in index.shards], shards=index)
     path = Path(source)
     if not path.exists():
         raise InputError(f"{source}: no such folder, file or shard")
-    rejected: list[dict[str, Any]] = []
     if path.suffix == ".jsonl":
         rows = read_manifest(path)
+        return _Source(str(path.resolve()), file_listing([r["path"] for r in rows]), rows=rows)
+    files = resolve_media(path)
+    return _Source(str(path.resolve()), file_listing(files), files=files)
+
+
+def _parts(src: _Source, spec: EmbedSpec, out: Path, progress: bool) -> tuple[list[_Part], list[dict]]:
+    """The collection cut into parts, and the files rejected while listing it (a folder or list is probed into
+    ``out/manifest.jsonl``; shards the index pass found damaged)."""
+    if src.shards is not None:
+        rejected = [{"path": s["url"], "reason": s["damaged"]} for s in src.shards.shards if s.get("damaged")]
+        return [_Part(k, shard=s["url"]) for k, s in enumerate(src.shards.shards) if int(s["count"]) > 0], rejected
+    rejected: list[dict[str, Any]] = []
+    if src.rows is not None:
+        rows = src.rows
     else:
         manifest = out / "manifest.jsonl"
         if dist.is_main():
-            build_manifest(resolve_media(path), manifest, progress=progress)
+            build_manifest(src.files, manifest, progress=progress)
         dist.barrier()
         rows = read_manifest(manifest)
         rejected = _rejected(manifest)
     videos = [_Video(_key(r["path"]), r["path"], r) for r in rows]
     if not videos and not rejected:
-        raise InputError(f"{source}: no video to embed")
+        raise InputError(f"{src.text}: no video to embed")
     return [_Part(k // spec.part_size, videos[k : k + spec.part_size]) for k in range(0, len(videos), spec.part_size)
             ], rejected
+
+
+# the options that change what embed writes, and their names on the command line
+_OPTION_NAMES = {"spec.clips_per_video": "--clips-per-video", "spec.window": "--window", "spec.stride": "--stride",
+                 "spec.layer": "--layer", "spec.modalities": "--modality", "spec.dtype": "--dtype",
+                 "spec.video_means": "--video-means", "spec.part_size": "--part-size"}
+
+
+def _record(src: _Source, model: AVModel, data: DataConfig, spec: EmbedSpec, about: dict[str, Any] | None
+            ) -> dict[str, Any]:
+    """What this run's results are of: the model's weights, the options that change them, the inputs' listing."""
+    from .config import to_dict
+
+    fields = asdict(spec)
+    options = {"spec": {k.split(".", 1)[1]: fields[k.split(".", 1)[1]] for k in _OPTION_NAMES},
+               "data": {k: to_dict(getattr(data, k)) if is_dataclass(getattr(data, k)) else getattr(data, k)
+                        for k in ("clip", "video_aug", "spectrogram", "missing_audio")}}
+    record = {"version": 1, "model_sha256": model_sha256(model), "checkpoint": (about or {}).get("checkpoint"),
+              "source": src.text, "inputs": len(src.listing), "listing_sha256": listing_sha256(src.listing),
+              "options": options}
+    return json.loads(json.dumps(record))  # as it reads back from plan.json (tuples as lists)
+
+
+def _done(out: Path) -> list[Path]:
+    return sorted((out / "done").glob("part-*.json")) if (out / "done").is_dir() else []
+
+
+def _claim(out: Path, src: _Source, record: dict[str, Any]) -> None:
+    """Make sure the folder's parts are of this run's inputs, model and options: finished parts of another run end
+    the command with one line naming what differs; a folder with nothing finished is taken over (its stray files
+    removed) and the record written. Every process checks; rank 0 writes."""
+    old = read_record(out)
+    finished = _done(out)
+    stray = [p for d in ("clips", "videos", "rejected") if (out / d).is_dir() for p in (out / d).glob("part-*")]
+    if finished or (stray and old is None):
+        if old is None:
+            raise InputError(f"{out} holds embeddings written without a record of their inputs (by an older avssl, "
+                             "or not by avssl embed): they cannot be shown to be this run's; give another --output-dir, "
+                             f"or remove {out} to start fresh")
+        diff = differences(old, record, out, src.listing, _OPTION_NAMES)
+        if diff:
+            raise InputError(f"{out} holds embeddings of another run ({'; '.join(diff)}): they are not reused; give "
+                             f"another --output-dir, or remove {out} to start fresh")
+    dist.barrier()  # every process has looked before anything is changed
+    if dist.is_main() and (not finished or old != record):
+        if not finished:
+            for p in stray:
+                p.unlink(missing_ok=True)
+        write_record(out, record, src.listing)
+    dist.barrier()
 
 
 def _rejected(manifest: Path) -> list[dict[str, Any]]:
@@ -349,20 +432,24 @@ def embed_collection(source: str | os.PathLike, model: AVModel, data: DataConfig
     out.mkdir(parents=True, exist_ok=True)
     rank, world = dist.rank(), dist.world_size()
     device = torch.device(device)
-    parts, rejected = _parts(str(source), spec, out, progress and dist.is_main())
+    data = _for_modalities(data, spec)
+    src = _source(str(source), out)
+    _claim(out, src, _record(src, model, data, spec, about))
+    parts, rejected = _parts(src, spec, out, progress and dist.is_main())
     mine = [p for p in parts if p.number % world == rank]
-    todo = [p for p in mine if not (out / "clips" / f"part-{p.number:06d}.parquet").exists()]
+    finished = {p.stem for p in _done(out)}
+    todo = [p for p in mine if _name(p) not in finished]
     if dist.is_main() and len(todo) < len(mine):
         print(f"embed: {counted(len(mine) - len(todo), 'part')} already written, {len(todo)} to go", flush=True)
     t0, clips = time.perf_counter(), 0
-    for part, rows in _iterate(todo, model, data, spec, device, progress and dist.is_main()):
-        _write_parquet(_table(rows, spec), out / "clips" / f"part-{part.number:06d}.parquet")
-        if spec.video_means:
-            _write_parquet(_means_table(rows, spec), out / "videos" / f"part-{part.number:06d}.parquet")
-        with atomic_write(out / "rejected" / f"part-{part.number:06d}.jsonl") as f:
-            for r in part.rejected:
-                f.write(json.dumps(r) + "\n")
-        clips += len(rows["key"])
+    try:
+        for part, rows in _iterate(todo, model, data, spec, device, progress and dist.is_main()):
+            _write_part(out, part, rows, spec)
+            clips += len(rows["key"])
+    except KeyboardInterrupt:
+        kept = len(_done(out))
+        raise Interrupted(f"interrupted: {kept} of {counted(len(parts), 'part')} finished and kept in {out}; the same "
+                          "command goes on from there (finished parts are not embedded again)") from None
     seconds = time.perf_counter() - t0
     dist.barrier()
     summary: dict[str, Any] = {}
@@ -372,10 +459,34 @@ def embed_collection(source: str | os.PathLike, model: AVModel, data: DataConfig
     return summary
 
 
-def _means_table(rows: dict[str, list[Any]], spec: EmbedSpec) -> Any:
+def _for_modalities(data: DataConfig, spec: EmbedSpec) -> DataConfig:
+    """Embedding pictures only, a video without sound is as good as any (its clips are placed as with sound)."""
+    return data if "audio" in spec.modalities else replace(data, missing_audio="silence")
+
+
+def _name(part: _Part) -> str:
+    return f"part-{part.number:06d}"
+
+
+def _write_part(out: Path, part: _Part, rows: dict[str, list[Any]], spec: EmbedSpec) -> None:
+    """A part's files (clips, video means, rejected files), then its marker ``done/part-NNNNNN.json``, written last:
+    a part counts as finished only once every one of its files is in place."""
+    name = _name(part)
+    _write_parquet(_table(rows, spec), out / "clips" / f"{name}.parquet")
+    means = _means(rows, spec) if spec.video_means else None
+    if means is not None:
+        _write_parquet(_means_table(means, spec), out / "videos" / f"{name}.parquet")
+    with atomic_write(out / "rejected" / f"{name}.jsonl") as f:
+        for r in part.rejected:
+            f.write(json.dumps(r) + "\n")
+    with atomic_write(out / "done" / f"{name}.json") as f:
+        json.dump({"clips": len(rows["key"]), "videos": len(means["key"]) if means is not None else None,
+                   "rejected": len(part.rejected)}, f)
+
+
+def _means_table(means: dict[str, list[Any]], spec: EmbedSpec) -> Any:
     import pyarrow as pa
 
-    means = _means(rows, spec)
     table = {"key": pa.array(means["key"], pa.string()), "path": pa.array(means["path"], pa.string()),
              "clips": pa.array(means["clips"], pa.int32())}
     for m in spec.modalities:
@@ -385,20 +496,19 @@ def _means_table(rows: dict[str, list[Any]], spec: EmbedSpec) -> Any:
 
 def _summary(out: Path, parts: list[_Part], listed: list[dict[str, Any]], spec: EmbedSpec,
              about: dict[str, Any] | None, clips: int, seconds: float) -> dict[str, Any]:
-    """``rejected.jsonl`` (the listing's and every part's) and ``embed.json``."""
-    import pyarrow.parquet as pq
-
+    """``rejected.jsonl`` (the listing's and every finished part's) and ``embed.json``."""
     failed = list(listed)
+    finished = {p.stem: json.loads(p.read_text()) for p in _done(out)}
     for p in parts:
-        f = out / "rejected" / f"part-{p.number:06d}.jsonl"
-        if f.exists():
+        f = out / "rejected" / f"{_name(p)}.jsonl"
+        if _name(p) in finished and f.exists():
             failed += read_jsonl(f)
     with atomic_write(out / "rejected.jsonl") as f:
         for r in failed:
             f.write(json.dumps(r) + "\n")
-    written = sorted((out / "clips").glob("part-*.parquet")) if (out / "clips").exists() else []
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in written)
-    summary = {"output_dir": str(out), "parts": len(parts), "parts_written": len(written), "clips": rows,
+    rows = sum(int(finished[_name(p)]["clips"]) for p in parts if _name(p) in finished)
+    written = sum(1 for p in parts if _name(p) in finished)
+    summary = {"output_dir": str(out), "parts": len(parts), "parts_written": written, "clips": rows,
                "rejected": len(failed), "spec": asdict(spec), **(about or {}),
                "this_run": {"clips": clips, "seconds": round(seconds, 3),
                             "clips_per_s": round(clips / seconds, 3) if seconds > 0 and clips else None}}
@@ -422,9 +532,10 @@ def embed_arrays(source: str | os.PathLike, checkpoint: str | os.PathLike | None
         model, cfg = pretrained_model(checkpoint_path(checkpoint))
         data = cfg.data
     spec = EmbedSpec(**{"num_workers": 0, **options})
+    data = _for_modalities(data, spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with tempfile.TemporaryDirectory(prefix="avssl_embed_") as tmp:
-        parts, rejected = _parts(str(source), spec, Path(tmp), progress)
+        parts, rejected = _parts(_source(str(source), Path(tmp)), spec, Path(tmp), progress)
         rows = _rows(spec)
         for part, part_rows in _iterate(parts, model, replace(data, num_workers=0), spec, dev, progress):
             for k in rows:
@@ -458,29 +569,43 @@ def score_collection(source: str | os.PathLike, model: AVModel, data: DataConfig
     if not dist.is_main():
         return {}
     means = pq.read_table(out / "embeddings" / "videos").to_pydict()
-    if not means["key"]:
+    failed = read_jsonl(out / "embeddings" / "rejected.jsonl")
+    silent = [{"key": _key(r["path"]), "path": r["path"], "score": None, "rank": None, "rank_score": None,
+               "note": "no audio track"} for r in failed if r.get("reason") == "no audio stream"]
+    if not means["key"] and not silent:
         raise InputError(f"{source}: no video could be embedded (see {out / 'embeddings' / 'rejected.jsonl'})")
-    scores = correspondence_scores(np.stack(means["video"]), np.stack(means["audio"]))
-    rows = ranked(means["key"], means["path"], scores)
+    rows = []
+    if means["key"]:
+        scores = correspondence_scores(np.stack(means["video"]), np.stack(means["audio"]))
+        rows = [dict(r, note="") for r in ranked(means["key"], means["path"], scores)]
+    rows = silent + rows  # a video with no sound at all matches its pictures least
     with atomic_write(out / "scores.csv") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     (out / "scores.json").write_text(json.dumps(rows, indent=1))
-    summary: dict[str, Any] = {"videos": len(rows), "scores": str(out / "scores.csv"),
-                               "least": rows[0], "most": rows[-1], **(about or {})}
+    unreadable = len(failed) - len(silent)
+    summary: dict[str, Any] = {"videos": len(rows), "scored": len(rows) - len(silent), "no_audio": len(silent),
+                               "unreadable": unreadable, "scores": str(out / "scores.csv"), "least": rows[0],
+                               "most": rows[-1], **(about or {})}
+    if silent and progress:
+        print(f"score: {counted(len(silent), 'video')} without an audio track, listed first in scores.csv"
+              + (f" (e.g. {silent[0]['path']})" if silent else ""), file=sys.stderr, flush=True)
+    if unreadable and progress:
+        print(f"score: {counted(unreadable, 'file')} could not be read, listed with why in "
+              f"{out / 'embeddings' / 'rejected.jsonl'}", file=sys.stderr, flush=True)
     if below is not None:
         manifest = out / "embeddings" / "manifest.jsonl"
         source_rows = read_manifest(source) if str(source).endswith(".jsonl") else (
             read_manifest(manifest) if manifest.exists() else [{"path": r["path"]} for r in rows])
-        keep = {r["path"] for r in rows if r["score"] >= below}
+        keep = {r["path"] for r in rows if r["score"] is not None and r["score"] >= below}
         with atomic_write(out / "kept.jsonl") as f:
             for r in source_rows:
                 if r["path"] in keep:
                     f.write(json.dumps(r) + "\n")
         with atomic_write(out / "dropped.jsonl") as f:
             for r in rows:
-                if r["score"] < below:
+                if r["path"] not in keep:
                     f.write(json.dumps(r) + "\n")
         summary.update(below=below, kept=len(keep), dropped=len(rows) - len(keep), manifest=str(out / "kept.jsonl"))
     return summary

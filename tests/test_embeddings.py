@@ -163,3 +163,121 @@ def test_a_part_whose_videos_all_fail_reads_back_with_the_others(trained, tmp_pa
     assert (out / "clips" / "part-000000.parquet").exists()
     assert len(pq.read_table(out / "clips")) == 2 and len(pq.read_table(out / "videos")) == 2
     assert [json.loads(x)["path"] for x in (out / "rejected.jsonl").read_text().splitlines()] == [gone["path"]]
+
+
+def _other_checkpoint(ckpt: Path, out: Path) -> Path:
+    """The same model with one weight changed (another checkpoint of the same architecture)."""
+    ck = torch.load(ckpt, weights_only=True)
+    name = next(k for k, v in ck["model"].items() if v.is_floating_point() and v.dim() > 1)
+    ck["model"][name] = ck["model"][name] + 0.5
+    torch.save(ck, out)
+    return out
+
+
+def _embed(source: Path, ckpt: Path, out: Path, *extra: str) -> int:
+    return main(["embed", str(source), "--checkpoint", str(ckpt), "--output-dir", str(out), "--quiet", "--device",
+                 "cpu", "--workers", "0", "--part-size", "2", *extra])
+
+
+@pytest.mark.parametrize("change", ["checkpoint", "source", "--clips-per-video", "--modality", "--layer", "--window",
+                                    "--set"])
+def test_a_folder_of_another_runs_embeddings_is_not_reused(trained, tmp_path, capsys, change):
+    """The user's mistake: a second run into the folder of a first one, with something changed."""
+    out = tmp_path / "emb"
+    assert _embed(trained["media"], trained["ckpt"], out) == 0
+    before = _table(out)
+    source, ckpt, extra = trained["media"], trained["ckpt"], []
+    if change == "checkpoint":
+        ckpt = _other_checkpoint(trained["ckpt"], tmp_path / "other.pt")
+    elif change == "source":
+        source = tmp_path / "other_media"
+        source.mkdir()
+        for f in sorted(trained["media"].glob("*.mp4"))[:3]:
+            shutil.copy(f, source / f"x_{f.name}")
+    else:
+        extra = {"--clips-per-video": ["--clips-per-video", "2"], "--modality": ["--modality", "video"],
+                 "--layer": ["--layer", "pooled"], "--window": ["--window", "1"],
+                 "--set": ["--set", "data.clip.fps=4"]}[change]
+    capsys.readouterr()
+    assert _embed(source, ckpt, out, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not reused" in err[0] and "--output-dir" in err[0], err
+    words = {"checkpoint": "another model", "source": "another source", "--set": "data.clip.fps"}.get(change, change)
+    assert words in err[0]
+    after = _table(out)  # nothing of the first run was changed
+    assert after.keys() == before.keys() and all(np.array_equal(after[k]["video"], before[k]["video"]) for k in after)
+
+
+def test_the_same_run_again_reuses_every_part_and_another_path_to_the_same_weights_too(trained, tmp_path, capsys):
+    out = tmp_path / "emb"
+    assert _embed(trained["media"], trained["ckpt"], out) == 0
+    parts = sorted((out / "clips").glob("*.parquet"))
+    kept = [p.stat().st_mtime_ns for p in parts]
+    copy = tmp_path / "copy.pt"
+    shutil.copy(trained["ckpt"], copy)
+    capsys.readouterr()
+    assert _embed(trained["media"], copy, out, "--batch-size", "5") == 0  # batch size changes no result
+    assert "3 parts already written, 0 to go" in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in parts] == kept
+
+
+def test_a_file_added_to_the_folder_between_a_killed_run_and_its_resume_is_refused(trained, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Parts are slices of the listing: a resume over a changed folder would give a video twice and lose another."""
+    from avssl import embeddings
+
+    media = tmp_path / "media"
+    shutil.copytree(trained["media"], media)
+    out = tmp_path / "emb"
+    real = embeddings._write_part
+
+    def dies_after_one(out_, part, rows, spec):
+        if part.number == 1:
+            raise KeyboardInterrupt
+        real(out_, part, rows, spec)
+
+    monkeypatch.setattr(embeddings, "_write_part", dies_after_one)
+    assert _embed(media, trained["ckpt"], out) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: 1 of 3 parts finished and kept" in err and "nothing saved" not in err
+    monkeypatch.setattr(embeddings, "_write_part", real)
+    shutil.copy(media / "clip_00003.mp4", media / "clip_00000b.mp4")  # sorts into the first part
+    assert _embed(media, trained["ckpt"], out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 added (e.g. " in err[0] and "clip_00000b.mp4" in err[0]
+
+
+def test_a_kill_between_a_parts_files_redoes_the_part(trained, tmp_path, monkeypatch):
+    """Killed after a part's clips were written and before its video means: the part is not counted as done."""
+    from avssl import embeddings
+
+    out = tmp_path / "emb"
+    real, seen = embeddings._write_parquet, []
+
+    def dies_before_the_second_means(table, path):
+        if path.parent.name == "videos" and path.name == "part-000001.parquet":
+            raise KeyboardInterrupt
+        real(table, path)
+        seen.append(path)
+
+    monkeypatch.setattr(embeddings, "_write_parquet", dies_before_the_second_means)
+    assert _embed(trained["media"], trained["ckpt"], out, "--video-means") == 130
+    assert (out / "clips" / "part-000001.parquet").exists() and not (out / "done" / "part-000001.json").exists()
+    monkeypatch.setattr(embeddings, "_write_parquet", real)
+    assert _embed(trained["media"], trained["ckpt"], out, "--video-means") == 0
+    assert len(pq.read_table(out / "clips")) == 6 and len(pq.read_table(out / "videos")) == 6
+    assert json.loads((out / "embed.json").read_text())["clips"] == 6
+
+
+def test_video_only_embeddings_take_videos_without_sound(trained, tmp_path):
+    from avssl.data.decode import decode_frames
+    from avssl.data.encode import write_av
+
+    media = tmp_path / "media"
+    shutil.copytree(trained["media"], media)
+    frames = decode_frames(media / "clip_00000.mp4", np.arange(20) / 8)
+    write_av(media / "mute.mp4", list(frames), 8, None, 16000)
+    got = avssl.embed(media, trained["ckpt"], modalities=("video",), device="cpu")
+    assert got["rejected"] == [] and "mute" in {Path(p).stem for p in got["path"]}
+    both = avssl.embed(media, trained["ckpt"], device="cpu")
+    assert [Path(r["path"]).name for r in both["rejected"]] == ["mute.mp4"]
