@@ -1,25 +1,31 @@
 """Labeled videos for fine-tuning and evaluation: the dataset's official split (any format reader, picked by
 name) -> entries with probe facts and labels, and the clip pipeline they are read with.
 
-Files listed but absent, and files that fail to probe, are counted in a report and left out.
+Files listed but absent, and files that fail to probe, are counted in a report and left out. Train and test never
+share a file: a split whose two lists name the same file is refused with one line (:func:`check_disjoint`). Class
+folders (``format: folders``) are tested on ``data.test_root`` (class folders of their own), else on a seeded share
+of each class's videos (``data.test_share``, ``data.test_seed``) kept out of training; both lists are written to the
+run folder (``train_files.txt``, ``test_files.txt``).
 """
 
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from .. import distributed as dist
-from ..config import ConfigError
+from ..config import ConfigError, InputError
 from .clips import ClipConfig
 from .collection import build_manifest, read_manifest
 from .datasets import DataConfig
 from .formats import LabeledSet, read_esc50, read_folders, read_hmdb51, read_kinetics, read_list, read_ucf101
 from .transforms import VideoAugConfig
 
-__all__ = ["LabeledDataConfig", "as_data_config", "labeled_entries", "read_labeled"]
+__all__ = ["LabeledDataConfig", "as_data_config", "check_disjoint", "held_out_folders", "labeled_entries", "read_labeled",
+           "split_files"]
 
 
 def _video_only_clip() -> ClipConfig:
@@ -33,6 +39,11 @@ class LabeledDataConfig:
     annotations: str | None = None  # the official annotation file or folder (train split for Kinetics/lists)
     test_annotations: str | None = None  # Kinetics and lists: the evaluation CSV/list
     split: int = 1  # UCF-101 / HMDB-51: official split 1-3
+    # folders: the test videos' class folders; without it, test_share of each class's videos (seeded by test_seed)
+    # are held out of training
+    test_root: str | None = None
+    test_share: float = 0.2
+    test_seed: int = 0
     clip: ClipConfig = field(default_factory=_video_only_clip)
     video_aug: VideoAugConfig = field(default_factory=VideoAugConfig)
     clips_per_video: int = 5  # training clips per video per epoch
@@ -42,6 +53,10 @@ class LabeledDataConfig:
     num_workers: int = 2
     on_error: Literal["skip", "raise"] = "skip"
     preprocess: Literal["auto", "worker", "device"] = "auto"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.test_share < 1:
+            raise ConfigError(f"data.test_share: a share of each class's videos in (0, 1), got {self.test_share}")
 
 
 def read_labeled(fmt: str, root: str | os.PathLike, annotations: str | os.PathLike | None = None,
@@ -79,17 +94,61 @@ def as_data_config(d: LabeledDataConfig, train: bool) -> DataConfig:
                       preprocess=d.preprocess)
 
 
-def labeled_entries(d: LabeledDataConfig, subset: str, work_dir: Path, progress: bool = False
-                    ) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
-    """(entries with probe facts and ``label``, class names, report) of a split. Files listed but absent, and
-    files that fail to probe, are counted in the report and left out."""
+def held_out_folders(labeled: LabeledSet, share: float, seed: int, subset: str) -> LabeledSet:
+    """Class folders without a test set of their own: ``share`` of each class's videos (at least one where a class
+    has two or more; a seeded draw) are the test subset, the rest the training subset."""
+    rng = random.Random(seed)
+    by_class: dict[int, list[dict[str, Any]]] = {}
+    for e in labeled.entries:
+        by_class.setdefault(e["label"], []).append(e)
+    test: set[str] = set()
+    for label in sorted(by_class):
+        files = sorted(e["path"] for e in by_class[label])
+        rng.shuffle(files)
+        n = max(1, round(share * len(files))) if len(files) > 1 else 0
+        test.update(files[:n])
+    chosen = [e for e in labeled.entries if (e["path"] in test) == (subset == "test")]
+    return LabeledSet(chosen, labeled.classes, labeled.missing)
+
+
+def split_files(d: LabeledDataConfig, subset: str) -> LabeledSet:
+    """The labeled files of the ``subset`` (train or test) of the split ``d`` describes (nothing probed)."""
     if not d.root:
         raise ConfigError("set data.root (the videos)")
     ann = d.test_annotations if subset == "test" and d.format in ("kinetics", "list") else d.annotations
     if subset == "test" and d.format in ("kinetics", "list") and not ann:
         raise ConfigError(f"data.format {d.format}: set data.test_annotations (the evaluation split)")
-    root = str(Path(d.root).resolve())
-    labeled = read_labeled(d.format, root, ann, d.split, subset)
+    if d.format == "folders":
+        if d.test_root:
+            if not Path(d.test_root).is_dir():
+                raise InputError(f"data.test_root: no such folder: {d.test_root}")
+            return read_folders(d.test_root if subset == "test" else d.root)
+        return held_out_folders(read_folders(d.root), d.test_share, d.test_seed, subset)
+    return read_labeled(d.format, str(Path(d.root).resolve()), ann, d.split, subset)
+
+
+def check_disjoint(d: LabeledDataConfig) -> tuple[LabeledSet, LabeledSet]:
+    """(train, test) files of the split; an :class:`~avssl.config.InputError` naming a file both list (a test on
+    training videos would report what was learned by heart)."""
+    train, test = split_files(d, "train"), split_files(d, "test")
+    seen = {os.path.realpath(e["path"]) for e in train.entries}
+    shared = [e["path"] for e in test.entries if os.path.realpath(e["path"]) in seen]
+    if shared:
+        where = {"folders": "data.test_root" if d.test_root else "the held-out share",
+                 "kinetics": "data.test_annotations", "list": "data.test_annotations"}.get(d.format, "the split lists")
+        raise InputError(f"data.format {d.format}: {len(shared)} of the {len(test.entries)} test files are training "
+                         f"files too (e.g. {shared[0]}): train and test must not share a file (check {where})")
+    if d.format == "folders" and train.classes != test.classes:
+        raise InputError(f"data.test_root {d.test_root}: its classes ({', '.join(test.classes[:5])}...) are not the "
+                         f"training folders' ({', '.join(train.classes[:5])}...)")
+    return train, test
+
+
+def labeled_entries(d: LabeledDataConfig, subset: str, work_dir: Path, progress: bool = False
+                    ) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+    """(entries with probe facts and ``label``, class names, report) of a split. Files listed but absent, and
+    files that fail to probe, are counted in the report and left out."""
+    labeled = split_files(d, subset)
     lst = work_dir / f"{subset}_files.txt"
     manifest = work_dir / f"{subset}_manifest.jsonl"
     if dist.is_main():

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from .. import distributed as dist
 from ..data.datasets import AVClipDataset, DataConfig, av_collate
-from ..data.labeled import LabeledDataConfig, as_data_config, labeled_entries
+from ..data.labeled import LabeledDataConfig, as_data_config, check_disjoint, labeled_entries
 
 __all__ = ["evaluate_action", "evaluate_test_split", "mean_over_folds"]
 
@@ -157,7 +157,9 @@ def mean_over_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate_test_split(model: nn.Module, data: LabeledDataConfig, classes: list[str], out: Path,
                         device: torch.device, clips: int | None = None, crops: int = 1) -> dict[str, Any]:
     """:func:`evaluate_action` on the test split of ``data`` (its official files, probed into ``out``), whose
-    classes must be the model's; the result carries the split and the data report."""
+    classes must be the model's (and whose files none of its training split's); the result carries the split and
+    the data report."""
+    check_disjoint(data)
     entries, test_classes, report = labeled_entries(data, "test", out)
     if test_classes != classes:
         raise ValueError("the test split's classes differ from the checkpoint's")

@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import distributed as dist
 from ..config import InputError, to_dict
-from ..data.labeled import as_data_config, labeled_entries
+from ..data.labeled import as_data_config, check_disjoint, labeled_entries
 from ..evaluation.action import evaluate_action
 from ..models.classifier import make_classifier
 from ..models.video import R2Plus1D, VideoEncoderConfig
@@ -103,8 +103,13 @@ class FinetuneJob:
 
 def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train on the training split, then evaluate the test split (``eval.json``); returns a summary."""
+    check_disjoint(cfg.data)  # before anything is trained: a test on training videos is refused
     trainer = Trainer(cfg, output_dir, "finetune")
     out = trainer.out
+    d = cfg.data
+    if d.format == "folders" and not d.test_root and dist.is_main():
+        print(f"data.format folders without data.test_root: {d.test_share:.0%} of each class's videos held out for "
+              f"the test (seed {d.test_seed}), listed in {out / 'test_files.txt'}", flush=True)
     entries, classes, report = labeled_entries(cfg.data, "train", out, cfg.run.progress)
     if dist.is_main():
         (out / "data_report.json").write_text(json.dumps({"train": report}, indent=1))

@@ -205,3 +205,63 @@ def test_clip_level_accuracy_uses_random_times(ucf, tmp_path):
     ds = AVClipDataset(entries[:1], d, train=False, clips_per_video=7, random_times=True, seed=0)
     starts = [ds[i]["start"] for i in range(7)]
     assert len(set(starts)) == 7 and starts == [ds[i]["start"] for i in range(7)]  # random, and repeatable
+
+
+def _folders(root: Path, ucf: Path) -> Path:
+    """The UCF layout's videos as class folders (root/<class>/<file>), no split lists."""
+    import shutil
+
+    shutil.copytree(ucf / "UCF-101", root)
+    return root
+
+
+def test_class_folders_are_tested_on_videos_kept_out_of_training(ucf, tmp_path, capsys):
+    """The user's run of 2026-12-05: class folders, fine-tuned, then 'tested' on its own training videos."""
+    root = _folders(tmp_path / "videos", ucf)
+    out = tmp_path / "ft"
+    cfg = _cfg(ucf, "data.format=folders", f"data.root={root}", "data.annotations=null", "optim.epochs=1",
+               "data.test_clips=1", "data.clip_test_clips=0", "data.test_share=0.34")
+    finetune(cfg, out)
+    train = set((out / "train_files.txt").read_text().split())
+    test = set((out / "test_files.txt").read_text().split())
+    assert train and test and not train & test and len(train | test) == 18
+    assert "held out for the test (seed 0)" in capsys.readouterr().out
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["num_videos"] == len(test) == 6  # a third of each class's three videos
+    again = tmp_path / "ft2"
+    finetune(cfg, again)
+    assert (again / "test_files.txt").read_text() == (out / "test_files.txt").read_text()  # seeded
+
+
+def test_a_test_folder_of_its_own_and_one_that_repeats_training_files(ucf, tmp_path, capsys):
+    root = _folders(tmp_path / "train", ucf)
+    test_root = tmp_path / "test"
+    for c in sorted(p.name for p in root.iterdir()):
+        (test_root / c).mkdir(parents=True)
+        first = sorted((root / c).glob("*.mp4"))[0]
+        first.rename(test_root / c / first.name)
+    base = ["--config", str(FT_SMALL), "--set", "data.format=folders", "--set", f"data.root={root}", "--set",
+            "data.num_workers=0", "--set", "optim.batch_size=4", "--set", "optim.epochs=1", "--set",
+            "run.progress=false", "--set", "run.device=cpu", "--set", "data.test_clips=1", "--set",
+            "data.clip_test_clips=0"]
+    assert main(["finetune", *base, "--set", f"data.test_root={test_root}", "--output-dir", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "eval.json").read_text())["num_videos"] == 6
+    capsys.readouterr()
+    assert main(["finetune", *base, "--set", f"data.test_root={root}", "--output-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training files too" in err[0] and "data.test_root" in err[0]
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+
+
+def test_a_list_split_whose_test_list_repeats_a_training_file_is_refused(ucf, tmp_path, capsys):
+    lines = [ln for ln in (ucf / "ucfTrainTestlist" / "trainlist01.txt").read_text().splitlines() if "gone" not in ln]
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join(f"{p} {int(lbl) - 1}" for p, lbl in (ln.split() for ln in lines)) + "\n")
+    test = tmp_path / "test.txt"
+    test.write_text(train.read_text().splitlines()[3] + "\n")
+    argv = ["finetune", "--config", str(FT_SMALL), "--set", "data.format=list", "--set", f"data.root={ucf / 'UCF-101'}",
+            "--set", f"data.annotations={train}", "--set", f"data.test_annotations={test}", "--output-dir",
+            str(tmp_path / "ft")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 of the 1 test files are training files too" in err[0]
