@@ -85,6 +85,13 @@ def _x(row: dict[str, Any]) -> float:
     return float(row.get("epochs", row.get("epoch", 0)))
 
 
+def _chance_key(key: str) -> str | None:
+    """The row key of what chance gives for a figure (``retrieval_v2a_R@5`` -> ``retrieval_chance_R@5``)."""
+    if key.startswith("retrieval_") and "_R@" in key:
+        return "retrieval_chance_" + key.rsplit("_", 1)[1]
+    return None
+
+
 def _plot(runs: list[dict[str, Any]], kind: str, key: str, label: str, path: Path) -> bool:
     import matplotlib
 
@@ -102,13 +109,18 @@ def _plot(runs: list[dict[str, Any]], kind: str, key: str, label: str, path: Pat
             ax.plot(xs, ys, linestyle=line, marker=marker, markersize=3, markevery=max(1, len(pts) // 12) if many
                     else 1, label=run["name"], alpha=0.85)
             drawn = True
+            chance = _chance_key(key)
+            cpts = sorted((_x(r), r[chance]) for r in run["rows"][kind] if isinstance(r.get(chance), (int, float)))
+            if cpts:  # what a model that learned nothing scores, beside the figure
+                ax.plot(*zip(*cpts), color="grey", linestyle=":", linewidth=1,
+                        label=f"chance ({run['name']})" if len(runs) > 1 else "chance")
     if drawn:
         ax.set_xlabel("epoch")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
         if key == "lr":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-        if len(runs) > 1:
+        if len(runs) > 1 or _chance_key(key):
             ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path)
@@ -201,6 +213,18 @@ def run_names(folders: list[Path]) -> list[str]:
             depth[i] += 1
 
 
+def _inside(folder: Path, name: Any) -> Path | None:
+    """The file a row names, where it is a PNG inside the run's folder (a row naming a file elsewhere, by an absolute
+    path or ``..``, is not copied onto the page)."""
+    if not isinstance(name, str) or not name:
+        return None
+    root = folder.resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or path.suffix.lower() != ".png" or not path.is_file():
+        return None
+    return path
+
+
 def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | None = None) -> Path:
     """``OUTPUT/index.html`` and its PNGs for the run folders ``runs``; returns the page's path."""
     out = Path(output_dir)
@@ -214,7 +238,8 @@ def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | 
         if _plot(loaded, "train", key, label, out / f"train_{key}.png"):
             plots.append(f"train_{key}.png")
     figures = sorted({k for r in loaded for row in r["rows"]["eval"] for k, v in row.items()
-                      if isinstance(v, (int, float)) and k not in _SKIP and not k.endswith("_seconds")})
+                      if isinstance(v, (int, float)) and k not in _SKIP and not k.endswith("_seconds")
+                      and "_chance_" not in k})
     for key in figures:
         name = "eval_" + "".join(ch if ch.isalnum() else "_" for ch in key) + ".png"
         if _plot(loaded, "eval", key, f"held out: {_NAMES.get(key, key.replace('_', ' '))}", out / name):
@@ -227,25 +252,29 @@ def write_report(runs: list[str | Path], output_dir: str | Path, refresh: int | 
         best = (run["summary"] or {}).get("best")
         best_text = f"{best['figure']} {best['value']:.3f} (epoch {best['epoch']})" if best else ""
         share_text = "" if share is None else f"{100 * share:.1f}%"
-        last_text = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k in figures)
+        last_text = ", ".join(f"{k} {v:.3f}" + (f" (chance {last[_chance_key(k)]:.3f})" if _chance_key(k) in last
+                                                  else "") for k, v in last.items() if k in figures)
+        if last.get("retrieval_note"):
+            last_text += f"; {last['retrieval_note']}"
         rows_html.append(f"<tr><td>{e(run['name'])}</td><td>{e(_status(run))}</td><td>{len(evals)}</td>"
                          f"<td>{share_text}</td><td>{e(last_text)}</td><td>{e(best_text)}</td></tr>")
     diffs = _differences(loaded) if len(loaded) > 1 else []
     diff_html = "".join(f"<tr><td>{e(k)}</td>" + "".join(f"<td>{e(str(v))}</td>" for v in vals) + "</tr>"
                         for k, vals in diffs)
-    events = [f"<li>{e(run['name'])}: step {ev['step']} (epoch {ev['epoch']}): {e(ev['event'])}"
+    events = [f"<li>{e(run['name'])}: step {e(str(ev.get('step')))} (epoch {e(str(ev.get('epoch')))}): "
+              f"{e(str(ev.get('event')))}"
               + (f" ({ev['value']:.4g})" if isinstance(ev.get("value"), (int, float)) else "")
-              + f", {e(ev['action'])}</li>" for run in loaded for ev in run["rows"]["event"]]
+              + f", {e(str(ev.get('action')))}</li>" for run in loaded for ev in run["rows"]["event"]]
     maps = []
     for i, run in enumerate(loaded):
         shown = []
         for row in run["rows"]["eval"]:
-            src = run["folder"] / row["maps"] if row.get("maps") else None
-            if src is not None and src.exists():
+            src = _inside(run["folder"], row.get("maps"))
+            if src is not None:
                 dst = out / "maps" / f"run{i}_{src.name}"
                 shutil.copyfile(src, dst)
-                shown.append(f'<figure><img src="maps/{quote(dst.name)}" alt="maps at epoch {row["epoch"]}">'
-                              f"<figcaption>epoch {row['epoch']}</figcaption></figure>")
+                shown.append(f'<figure><img src="maps/{e(quote(dst.name))}" alt="maps at epoch {e(str(row.get("epoch")))}">'
+                              f"<figcaption>epoch {e(str(row.get('epoch')))}</figcaption></figure>")
         if shown:
             maps.append(f"<h3>{e(run['name'])}: held-out clips (top) and maps (bottom) at each evaluation</h3>"
                         f"<div class=maps>{''.join(shown)}</div>")

@@ -123,3 +123,35 @@ def test_rates_per_interval_stopped_runs_eta_and_readable_titles(tmp_path, monke
     monkeypatch.setattr(report, "_plot", lambda runs, kind, key, label, path: captured.append(label) or False)
     write_report([run], tmp_path / "page")
     assert "held out: kNN on audio embeddings, top-5" in captured and "clips / s (each log interval)" in captured
+
+
+def test_chance_is_drawn_and_written_beside_retrieval(tmp_path):
+    run = _run(tmp_path / "r", 0.002, 10, finished=True)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "eval", "epoch": 3, "step": 15, "retrieval_v2a_R@1": 0.4,
+                            "retrieval_chance_R@1": 0.25, "retrieval_note": "R@5 left out: with 4 clips ...",
+                            "seconds": 0.1}) + "\n")
+    page = write_report([run], tmp_path / "report").read_text()
+    assert "retrieval_v2a_R@1 0.400 (chance 0.250)" in page and "R@5 left out" in page
+    assert "eval_retrieval_chance_R_1.png" not in page  # chance is a line on the figure's plot, not a figure
+
+
+def test_a_row_naming_a_file_outside_its_run_or_markup_is_neither_copied_nor_run(tmp_path):
+    secret = tmp_path / "secret.png"
+    write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(secret))
+    run = _run(tmp_path / "r", 0.002, 5, finished=True)
+    with open(run / "metrics.jsonl", "a") as f:
+        for name in (str(secret), "../secret.png"):
+            f.write(json.dumps({"kind": "eval", "epoch": "<script>alert(1)</script>", "step": 5, "maps": name,
+                                "seconds": 0.1}) + "\n")
+        f.write(json.dumps({"kind": "event", "event": "x", "step": "<b>5</b>", "epoch": "<i>", "action": "warn"}) + "\n")
+    page = write_report([run], tmp_path / "report").read_text()
+    assert not list((tmp_path / "report" / "maps").glob("*secret*")) and "<script>alert" not in page
+    assert "<b>5</b>" not in page and "&lt;b&gt;5&lt;/b&gt;" in page
+
+
+def test_report_of_a_missing_folder_is_one_line_without_config_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"avssl report: {tmp_path / 'nowhere'}: no such run folder"]
+    assert not (tmp_path / "r").exists()

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data.collection import build_manifest, read_manifest, resolve_media
+from ..data.collection import build_manifest, read_jsonl, read_manifest, resolve_media
 from ..data.datasets import AVClipDataset, DataConfig
 from ..models.avmodel import AVModel
 from .features import extract
@@ -18,13 +18,25 @@ from .features import extract
 __all__ = ["rank_metrics", "retrieval_benchmark"]
 
 
-def rank_metrics(query: torch.Tensor, keys: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@k and median rank (1 = first) of each query's own key (same row), by cosine similarity."""
+def rank_metrics(query: torch.Tensor, keys: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, Any]:
+    """Recall@k and median rank (1 = first) of each query's own key (same row), by cosine similarity, each beside
+    what chance gives (``chance_R@k`` = k / N, ``chance_median_rank`` = (N + 1) / 2). An R@k with k >= N (every
+    own key is within the first N whatever the model) is left out, and ``left_out`` says why. The own similarity
+    and the others come from one matrix product (a key that ties with the own one does not push it down)."""
     sim = F.normalize(query, dim=1) @ F.normalize(keys, dim=1).T
     rank = (sim > sim.diagonal()[:, None]).sum(dim=1) + 1
-    out = {f"R@{k}": float((rank <= k).float().mean()) for k in ks}
+    n = len(keys)
+    out: dict[str, Any] = {}
+    for k in ks:
+        if k < n:
+            out[f"R@{k}"] = float((rank <= k).float().mean())
+            out[f"chance_R@{k}"] = k / n
     out["median_rank"] = float(rank.float().median())
-    out["chance_R@1"] = 1.0 / len(keys)
+    out["chance_median_rank"] = (n + 1) / 2
+    trivial = [k for k in ks if k >= n]
+    if trivial:
+        out["left_out"] = (f"{', '.join(f'R@{k}' for k in trivial)} left out: with {n} clips every clip's own "
+                           f"pair ranks within the first {n}, so R@k is 1 for any model when k >= {n}")
     return out
 
 
@@ -45,5 +57,11 @@ def retrieval_benchmark(model: AVModel, data_cfg: DataConfig, data: str | os.Pat
     n = len(entries)
     v = F.normalize(feats["video_emb"].view(n, clips_per_video, -1).mean(1), dim=1)
     a = F.normalize(feats["audio_emb"].view(n, clips_per_video, -1).mean(1), dim=1)
-    return {"num_videos": n, "clips_per_video": clips_per_video,
-            "video_to_audio": rank_metrics(v, a), "audio_to_video": rank_metrics(a, v)}
+    result = {"num_videos": n, "clips_per_video": clips_per_video,
+              "video_to_audio": rank_metrics(v, a), "audio_to_video": rank_metrics(a, v)}
+    rejected = Path(work_dir) / "manifest.rejected.jsonl"
+    if Path(data).suffix != ".jsonl" and rejected.exists():
+        left = read_jsonl(rejected)
+        if left:  # videos without sound cannot be retrieved by it: named, not dropped without a word
+            result["left_out_files"] = [{"path": r["path"], "reason": r["reason"]} for r in left]
+    return result

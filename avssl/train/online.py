@@ -4,7 +4,9 @@ Every ``eval.every`` epochs the model, frozen and in eval mode, is scored on hel
 config, :class:`~avssl.train.configs.EvalConfig`):
 
 - **retrieval** on a fixed set of held-out videos (``eval.manifest``, or ``eval.holdout`` of the training videos,
-  the first ``eval.clips`` of them): video->audio and audio->video R@1 and R@5, each video's centre clip;
+  the first ``eval.clips`` of them): video->audio and audio->video R@1 and R@5, each video's centre clip, each
+  with what chance gives (``retrieval_chance_R@k`` = k / clips); R@5 of 5 clips or fewer (1 for any model) is left
+  out (``retrieval_note`` says so), and fewer than 20 clips are said to be too few to mean much;
 - **kNN** on frozen pooled features of a labeled split (``eval.labels_*``): DINO's weighted k-nearest-neighbour
   vote (cosine similarity, ``k`` neighbours weighted by ``exp(similarity / temperature)``), top-1 and top-5, for
   the video encoder and, where every file has sound, the audio encoder;
@@ -46,6 +48,8 @@ from ..localize.heatmap import Localizer, MapConfig
 from ..localize.render import contact_sheet, overlay
 from ..models.avmodel import AVModel
 from .configs import EvalConfig
+
+FEW_CLIPS = 20  # fewer held-out clips than this: retrieval figures too coarse to mean much (said once)
 
 __all__ = ["HeldBatches", "OnlineEval", "knn_accuracy", "left_as_found", "prepare_holdout", "split_holdout"]
 
@@ -113,6 +117,11 @@ class OnlineEval:
         if heldout:
             rows = [r for r in heldout if r.get("audio")][: self.cfg.clips]
             self.retrieval = self._held(AVClipDataset(rows, self.data, train=False)) if len(rows) >= 2 else None
+            if self.retrieval is not None and len(rows) < FEW_CLIPS:
+                print(f"eval: retrieval on only {len(rows)} held-out clips: chance R@1 is {1 / len(rows):.2f} and "
+                      f"R@5 {min(1.0, 5 / len(rows)):.2f}, so its figures say little" + (
+                          " (R@5 is left out: 1 by construction)" if len(rows) <= 5 else "")
+                      + f"; hold out {FEW_CLIPS} or more (eval.holdout, or eval.manifest)", flush=True)
         self.knn = self._labeled() if self.cfg.labels_format else None
         self.localization = None
         if self.cfg.localization:
@@ -156,7 +165,12 @@ class OnlineEval:
                 f = embed_batches(model, self.retrieval, self.device)
                 for name, (q, k) in (("v2a", ("video_emb", "audio_emb")), ("a2v", ("audio_emb", "video_emb"))):
                     m = rank_metrics(f[q], f[k], (1, 5))
-                    row[f"retrieval_{name}_R@1"], row[f"retrieval_{name}_R@5"] = m["R@1"], m["R@5"]
+                    for key in ("R@1", "R@5"):
+                        if key in m:  # R@5 of 5 clips or fewer is 1 whatever the model: left out
+                            row[f"retrieval_{name}_{key}"] = m[key]
+                            row[f"retrieval_chance_{key}"] = m[f"chance_{key}"]
+                    if "left_out" in m:
+                        row["retrieval_note"] = m["left_out"]
                 row["retrieval_clips"], row["retrieval_seconds"] = len(self.retrieval), time.perf_counter() - t0
             if self.knn is not None:
                 row.update(self._knn(model))

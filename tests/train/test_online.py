@@ -53,8 +53,11 @@ def test_evaluation_rows_best_checkpoint_and_tensorboard(collection, tmp_path):
     rows = _rows(out, "eval")
     assert [r["epoch"] for r in rows] == [0, 1, 2]  # before training and after each epoch
     for r in rows:
-        assert {"retrieval_v2a_R@1", "retrieval_a2v_R@5", "knn_top1", "knn_top5", "knn_audio_top1", "seconds"} <= set(r)
+        assert {"retrieval_v2a_R@1", "retrieval_a2v_R@1", "knn_top1", "knn_top5", "knn_audio_top1", "seconds"} <= set(r)
         assert r["retrieval_clips"] == 3 and 0 <= r["knn_top1"] <= 1
+        # 3 held-out clips: R@5 is 1 for any model, so it is left out and said why; chance beside R@1
+        assert "retrieval_v2a_R@5" not in r and "R@5 left out" in r["retrieval_note"]
+        assert r["retrieval_chance_R@1"] == pytest.approx(1 / 3)
     assert len(read_manifest(out / "heldout.jsonl")) == 3 and len(read_manifest(out / "train.jsonl")) == 9
     assert load_checkpoint(out / "last.pt")["loss"]["memory.video"].shape[0] == 9  # held-out videos not trained on
     assert (out / "best.pt").exists() and summary["best"]["figure"] == "retrieval_v2a_R@1"
@@ -370,3 +373,14 @@ def test_training_with_localization_evaluation_trains_the_same_network_as_withou
         got = load_checkpoint(tmp_path / run / "last.pt")["model"]
         for name, t in ref.items():
             torch.testing.assert_close(got[name], t, rtol=0, atol=0, msg=f"{run}: {name}")
+
+
+def test_recall_is_given_beside_chance_and_left_out_where_it_cannot_fail():
+    from avssl.evaluation.retrieval import rank_metrics
+
+    q = torch.eye(5)
+    m = rank_metrics(q, q.flip(0), (1, 5, 10))  # only the middle clip's own pair is its best match
+    assert m["R@1"] == pytest.approx(0.2) and m["chance_R@1"] == 0.2 and "R@5" not in m and "R@10" not in m
+    assert m["left_out"].startswith("R@5, R@10 left out: with 5 clips")
+    big = rank_metrics(torch.eye(12), torch.eye(12), (1, 5, 10))
+    assert big["R@1"] == big["R@5"] == 1.0 and big["chance_R@5"] == 5 / 12 and "left_out" not in big
