@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import InputError
+from .config import InputError, Interrupted
 
 __all__ = ["build_parser", "main"]
 
@@ -704,12 +704,13 @@ def _report(args: argparse.Namespace) -> int:
     """`avssl report`: the page of curves of one or more run folders (again every --watch seconds)."""
     import time
 
-    from .config import ConfigError
     from .report import write_report
 
     for run in args.runs:
+        if not Path(run).is_dir():
+            raise InputError(f"avssl report: {run}: no such run folder")
         if not (Path(run) / "metrics.jsonl").exists() and not (Path(run) / "config.yaml").exists():
-            raise ConfigError(f"avssl report: {run} is not a run folder (no metrics.jsonl or config.yaml)")
+            raise InputError(f"avssl report: {run} is not a run folder (no metrics.jsonl or config.yaml)")
     while True:
         path = write_report(args.runs, args.output_dir, refresh=args.watch)
         print(f"wrote {path}", file=sys.stderr)
@@ -768,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_ffmpeg()
     made = _new_folder(args)
     try:
+        _check_output(args)
         return int(args.func(args) or 0)
     except CacheFull as e:  # raised in a loader worker, its message carries the worker's traceback: the last line
         print(_said(_last_line(str(e))), file=sys.stderr)
@@ -781,21 +783,17 @@ def main(argv: list[str] | None = None) -> int:
     except RunDiverged as e:
         print(f"avssl: the run diverged at {e}", file=sys.stderr)
         return 1
-    except RunInterrupted as e:
+    except (RunInterrupted, Interrupted) as e:
         if _main_process():
-            print(f"avssl: {e}", file=sys.stderr)
+            print(_said(str(e)), file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt:
         if _main_process():
-            print("avssl: interrupted (nothing saved at this point; a run folder resumes from its last.pt)",
-                  file=sys.stderr)
+            print(f"{_command(args)}: interrupted", file=sys.stderr)
         return 130
     finally:
-        if made is not None and made.is_dir() and not any(made.iterdir()):
-            try:  # a run that failed before writing anything leaves no empty folder behind
-                made.rmdir()
-            except OSError:
-                pass
+        if made is not None:  # a command that failed before writing anything leaves no empty folder behind
+            _remove_if_empty(made)
 
 
 def _quiet_ffmpeg() -> None:
@@ -809,13 +807,49 @@ def _quiet_ffmpeg() -> None:
         lib.addHandler(logging.NullHandler())
 
 
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it holds nothing but empty folders."""
+    if not folder.is_dir():
+        return
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _command(args: argparse.Namespace) -> str:
+    """``avssl GROUP [COMMAND]`` as the user typed it."""
+    return " ".join(["avssl", *(x for x in (getattr(args, "group", None), getattr(args, "command", None)) if x)])
+
+
 def _new_folder(args: argparse.Namespace) -> Path | None:
-    """A training command's run folder when this command makes it (removed again if the run fails before writing
-    anything into it)."""
+    """The output folder when this command makes it (removed again if the command fails before writing anything
+    into it)."""
     out = getattr(args, "output_dir", None)
-    if getattr(args, "group", None) in ("pretrain", "finetune") and out and not Path(out).exists():
+    if out and not Path(out).exists():
         return Path(out)
     return None
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """``--output-dir`` must be a folder (or not exist yet), ``-o``/``--output`` a file: one line otherwise."""
+    for option, want_dir in (("output_dir", True), ("output", False)):
+        value = getattr(args, option, None)
+        if not value:
+            continue
+        path, flag = Path(value), "--" + option.replace("_", "-")
+        if want_dir and path.exists() and not path.is_dir():
+            raise InputError(f"{_command(args)}: {flag} {value}: a file, not a folder (name a folder for the outputs)")
+        if not want_dir and path.is_dir():
+            raise InputError(f"{_command(args)}: {flag} {value}: a folder, not a file (name the file to write)")
+        blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise InputError(f"{_command(args)}: {flag} {value}: {blocked} is a file, not a folder")
 
 
 def _said(message: str) -> str:

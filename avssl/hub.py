@@ -21,6 +21,7 @@ import hashlib
 import http.client
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -194,9 +195,17 @@ def fetch(name: str, progress: bool = True, root: Path | None = None,
 
 
 def checkpoint_path(spec: str | os.PathLike, progress: bool = True) -> Path:
-    """A checkpoint a command was given: an existing file as it is, or a released model's name (fetched, converted and
-    cached on first use). Anything else is an InputError naming it."""
+    """A checkpoint a command was given: an existing file as it is, a run folder's ``last.pt`` (said on stderr), or a
+    released model's name (fetched, converted and cached on first use). Anything else is an InputError naming it."""
     path = Path(spec)
+    if path.is_dir():  # a run folder: its last checkpoint
+        last = path / "last.pt"
+        if not last.is_file():
+            raise InputError(f"{spec}: a folder without last.pt (name a checkpoint file, a run folder or a released "
+                             "model)")
+        if progress:
+            print(f"{spec}: a run folder: using its {last}", file=sys.stderr, flush=True)
+        return last
     if path.exists():
         return path
     if str(spec) in MODELS:
