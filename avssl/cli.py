@@ -843,6 +843,8 @@ def _check_output(args: argparse.Namespace) -> None:
         if not value:
             continue
         path, flag = Path(value), "--" + option.replace("_", "-")
+        if option == "output" and getattr(args, "group", None) == "data":
+            flag = "-o/--output"
         if want_dir and path.exists() and not path.is_dir():
             raise InputError(f"{_command(args)}: {flag} {value}: a file, not a folder (name a folder for the outputs)")
         if not want_dir and path.is_dir():

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "publish", "temp_path", "umask"]
+__all__ = ["atomic_write", "file_kind", "publish", "temp_path", "umask"]
 
 
 def umask() -> int:
@@ -70,3 +70,34 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_MAGIC = ((b"PK\x03\x04", 0, "zip"), (b"\x80", 0, "pickle"), (b"ftyp", 4, "an MP4/MOV video"),
+          (b"\x1aE\xdf\xa3", 0, "a Matroska/WebM video"), (b"OggS", 0, "an Ogg file"), (b"RIFF", 0, "a RIFF (WAV/AVI) file"),
+          (b"ID3", 0, "an MP3 file"), (b"fLaC", 0, "a FLAC file"), (b"\xff\xd8\xff", 0, "a JPEG image"),
+          (b"\x89PNG", 0, "a PNG image"), (b"GIF8", 0, "a GIF image"), (b"\x1f\x8b", 0, "a gzip file"),
+          (b"ustar", 257, "a tar file"), (b"%PDF", 0, "a PDF"))
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What a file's first bytes say it is: ``"zip"`` (PyTorch's format since 1.6), ``"pickle"`` (its legacy format),
+    ``"empty"``, ``"an HTML page"`` (a download that returned a web page), ``"text"``, a media or archive type in words
+    (``"an MP4/MOV video"``), or None when they say nothing known."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if not head:
+        return "empty"
+    for magic, at, kind in _MAGIC:
+        if head[at : at + len(magic)] == magic:
+            return kind
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in text[:200]:
+        return "an HTML page"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return None

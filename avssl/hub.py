@@ -24,11 +24,14 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import InputError
+from .fileio import atomic_write
 from .progress import Progress
 
 __all__ = ["MODELS", "Released", "checkpoint_path", "home", "list_models"]
@@ -50,6 +53,9 @@ class Released:
     url: str = ""
     config: str | None = None  # the config the import checks the file against (default: the paper config)
     sha256: str | None = None  # where established; None: recorded on first use
+    # what a user fetching it by hand should expect: the authors publish no size; estimated from the layout (weights,
+    # Adam's two moments, the memory bank of one 128-d row per training video and modality)
+    approx_size: str = ""
     license: str = LICENSE
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -58,15 +64,19 @@ class Released:
         return self.url or _SOURCE + self.file
 
 
+# 21.3M weights x 3 (with Adam's moments) + 232,067 (Kinetics) or 1,784,108 (AudioSet) videos x 128 x 2 float32
+_KINETICS_SIZE = "about 0.5 GB (estimated from the layout; CMA files also hold positive sets)"
+_AUDIOSET_SIZE = "about 2.1 GB (estimated from the layout; CMA files also hold positive sets)"
+
 MODELS: dict[str, Released] = {m.name: m for m in (
     Released("avid-kinetics", "AVID_Kinetics_Cross-N1024_checkpoint.pth.tar", "avid", "kinetics",
-             {"ucf101": 86.9, "hmdb51": 59.9, "kinetics400_linear": 43.0}),
+             {"ucf101": 86.9, "hmdb51": 59.9, "kinetics400_linear": 43.0}, approx_size=_KINETICS_SIZE),
     Released("avid-cma-kinetics", "AVID-CMA_Kinetics_InstX-N1024-PosW-N64-Top32_checkpoint.pth.tar", "avid-cma",
-             "kinetics", {"ucf101": 87.5, "hmdb51": 60.8, "kinetics400_linear": 44.4}),
+             "kinetics", {"ucf101": 87.5, "hmdb51": 60.8, "kinetics400_linear": 44.4}, approx_size=_KINETICS_SIZE),
     Released("avid-audioset", "AVID_Audioset_Cross-N1024_checkpoint.pth.tar", "avid", "audioset",
-             {"ucf101": 91.0, "hmdb51": 64.1, "kinetics400_linear": 46.5}),
+             {"ucf101": 91.0, "hmdb51": 64.1, "kinetics400_linear": 46.5}, approx_size=_AUDIOSET_SIZE),
     Released("avid-cma-audioset", "AVID-CMA_Audioset_InstX-N1024-PosW-N64-Top32_checkpoint.pth.tar", "avid-cma",
-             "audioset", {"ucf101": 91.5, "hmdb51": 64.7, "kinetics400_linear": 48.9}),
+             "audioset", {"ucf101": 91.5, "hmdb51": 64.7, "kinetics400_linear": 48.9}, approx_size=_AUDIOSET_SIZE),
 )}
 
 
@@ -94,8 +104,9 @@ def _sha256(path: Path) -> str:
 
 
 def _offline(m: Released, p: dict[str, Path], why: str) -> InputError:
-    return InputError(f"{m.name}: could not fetch {m.address} ({why}): download that file on a machine with network "
-                      f"and put it at {p['file']} (or set AVSSL_HOME), then run the command again")
+    size = f", {m.approx_size}" if m.approx_size else ""
+    return InputError(f"{m.name}: could not fetch {m.address} ({why}): download that file{size} on a machine with "
+                      f"network and put it at {p['file']} (or set AVSSL_HOME), then run the command again")
 
 
 def _download(m: Released, p: dict[str, Path], progress: bool, timeout: float = 60.0) -> None:
@@ -149,7 +160,8 @@ def _convert(m: Released, p: dict[str, Path]) -> None:
         raise InputError(f"{m.name}: {p['file']} has SHA-256 {source['sha256']}, not the published {m.sha256}")
     record = {"file": p["file"].name, "file_sha256": source["sha256"], "converted_sha256": _sha256(p["converted"]),
               "url": m.address}
-    p["record"].write_text(json.dumps(record, indent=1))
+    with atomic_write(p["record"]) as f:
+        json.dump(record, f, indent=1)
 
 
 def _good(p: dict[str, Path], key: str) -> bool:
@@ -164,13 +176,43 @@ def _good(p: dict[str, Path], key: str) -> bool:
     return record.get(f"{key}_sha256") == _sha256(path)
 
 
+@contextmanager
+def _only_one(folder: Path, name: str, progress: bool) -> Iterator[None]:
+    """Hold the model folder's lock (``.lock``, an advisory ``flock``): one process at a time fetches and converts, the
+    others (every rank of a torchrun job, jobs sharing ``AVSSL_HOME``) wait and then find its result."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this system: one process at a time is up to the user
+        yield
+        return
+    with open(folder / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if progress:
+                print(f"{name}: another process is fetching it; waiting", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def fetch(name: str, progress: bool = True, root: Path | None = None,
           models: dict[str, Released] | None = None) -> Path:
-    """The converted checkpoint of the released model ``name`` (fetched and converted on first use); raises
-    InputError (one line) when it cannot be had."""
+    """The converted checkpoint of the released model ``name`` (fetched and converted on first use, by one process at
+    a time); raises InputError (one line) when it cannot be had."""
     m = (models or MODELS)[name]
     p = _paths(m, root or home())
     if _good(p, "converted"):
+        return p["converted"]
+    with _only_one(p["file"].parent, m.name, progress):
+        return _fetch_locked(m, p, progress)
+
+
+def _fetch_locked(m: Released, p: dict[str, Path], progress: bool) -> Path:
+    if _good(p, "converted"):  # another process made it while this one waited
         return p["converted"]
     if p["file"].is_file() and (not p["record"].is_file() or _good(p, "file")):
         try:  # the file is here (fetched by hand, or the conversion was lost): convert it

@@ -31,6 +31,7 @@ class _Files(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     cut: dict[str, int] = {}
     ranges: list[str | None] = []
+    delay: float = 0.0  # seconds between blocks of 4 KiB (a slow connection)
 
     def do_GET(self) -> None:  # noqa: N802 - the handler's name
         data = self.files.get(self.path)
@@ -50,7 +51,15 @@ class _Files(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         limit = self.cut.pop(self.path, None)
-        self.wfile.write(body if limit is None else body[:limit])
+        body = body if limit is None else body[:limit]
+        if self.delay:
+            import time
+
+            for k in range(0, len(body), 4096):
+                self.wfile.write(body[k : k + 4096])
+                time.sleep(self.delay)
+        else:
+            self.wfile.write(body)
         if limit is not None:
             self.wfile.flush()
             self.close_connection = True
@@ -61,7 +70,7 @@ class _Files(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    _Files.files, _Files.cut, _Files.ranges = {}, {}, []
+    _Files.files, _Files.cut, _Files.ranges, _Files.delay = {}, {}, [], 0.0
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv
@@ -185,3 +194,42 @@ def test_the_released_layout_fetched_by_name_is_the_authors_model(tmp_path, serv
     with torch.no_grad():
         v = model.embed_video(ref["video"])
     assert _rel_err(v, F.normalize(ref["video_emb"], dim=1)) < 1e-5
+
+
+_FETCH = """
+import json, sys
+from avssl import hub
+e = json.loads(sys.argv[1])
+hub.MODELS = {e["name"]: hub.Released(e["name"], e["file"], "avid-cma", "kinetics", {}, url=e["url"], config=e["config"])}
+print(hub.checkpoint_path(e["name"], progress=True))
+"""
+
+
+def test_two_processes_fetching_one_model_at_once_both_get_it_and_it_is_fetched_once(tiny, server, tmp_path):
+    """Every rank of a torchrun job names the model at the same moment (or jobs share AVSSL_HOME): one fetches and
+    converts, the others wait for it; none writes into another's partial file."""
+    import os
+    import subprocess
+    import sys
+
+    _Files.delay = 0.002  # the download takes long enough for both to start it
+    entry = hub.MODELS["tiny-cma"]
+    arg = json.dumps({"name": "tiny-cma", "file": entry.file, "url": entry.url, "config": entry.config})
+    env = dict(os.environ, AVSSL_HOME=str(tiny["home"].parent))
+    procs = [subprocess.Popen([sys.executable, "-c", _FETCH, arg], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT, env=env) for _ in range(2)]
+    results = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [r[1][-2000:] for r in results]
+    assert {r[0].strip() for r in results} == {str(tiny["home"] / "tiny-cma.pt")}
+    assert len(_Files.ranges) == 1  # fetched once
+    assert any("another process is fetching it; waiting" in r[1] for r in results)
+    _same(avssl.load_pretrained("tiny-cma"), tiny["model"])
+
+
+def test_the_offline_line_of_a_released_model_says_how_large_its_file_is(monkeypatch, tmp_path):
+    monkeypatch.setenv("AVSSL_HOME", str(tmp_path))
+    m = hub.MODELS["avid-cma-audioset"]
+    monkeypatch.setattr(hub, "MODELS", {m.name: hub.Released(m.name, m.file, m.method, m.dataset, m.quoted,
+                                                             url="http://127.0.0.1:9/none", approx_size=m.approx_size)})
+    with pytest.raises(InputError, match="download that file, about 2.1 GB"):
+        hub.checkpoint_path(m.name, progress=False)

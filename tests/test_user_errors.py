@@ -46,6 +46,7 @@ def test_a_broken_manifest_line_is_named_by_its_line(manifest, tmp_path, capsys)
     line = _one_line(capsys, 2, main(_pretrain(tmp_path / "run", f"data.manifest={broken}", "eval.holdout=0.3",
                                                "eval.every=1")))
     assert line.startswith(f"avssl: {broken}, line 3: not valid JSON") and "config error" not in line
+    assert '(Expecting value at the end of the line: cut short?): {"path": "x.mp4", "duration":' in line
     assert not (tmp_path / "run").exists()  # no empty run folder left behind
     line = _one_line(capsys, 2, main(_pretrain(tmp_path / "run", f"data.manifest={broken}")))
     assert f"{broken}, line 3: not valid JSON" in line
@@ -88,7 +89,7 @@ def test_a_file_that_is_no_checkpoint_is_said_so_without_unsafe_advice(manifest,
                   str(tmp_path / "o")],
                  _pretrain(tmp_path / "run", f"data.manifest={manifest}", f"run.init_from={bad}")):
         line = _one_line(capsys, 2, main(argv))
-        assert "not a readable PyTorch checkpoint" in line and "weights_only" not in line, line
+        assert "PyTorch checkpoint" in line and "weights_only" not in line and "Python objects" not in line, line
 
 
 def test_a_corrupt_last_pt_says_how_to_go_on(manifest, tmp_path, capsys):
@@ -129,3 +130,48 @@ def test_the_cache_is_built_before_training_with_a_line_saying_so(manifest, tmp_
     assert "cache: decoding 5 videos (0.1 min) once, before training" in captured.out
     before = captured.out.index("cache: decoding")
     assert before < captured.out.index("pretraining (AVID")
+
+
+def test_an_output_folder_that_is_a_file_is_one_line_for_every_command(manifest, tmp_path, capsys):
+    """The user's mistake: --output-dir naming an existing file (a traceback in six commands before)."""
+    taken = tmp_path / "taken.txt"
+    taken.write_text("the user's notes\n")
+    video = read_manifest(manifest)[0]["path"]
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(b"")
+    for argv in (["embed", str(manifest), "--checkpoint", str(ck), "--output-dir", str(taken)],
+                 ["score", str(manifest), "--checkpoint", str(ck), "--output-dir", str(taken)],
+                 ["localize", "--checkpoint", str(ck), "--video", video, "--output-dir", str(taken)],
+                 ["report", str(tmp_path), "--output-dir", str(taken)],
+                 _pretrain(taken, f"data.manifest={manifest}"),
+                 ["embed", str(manifest), "--checkpoint", str(ck), "--output-dir", str(taken / "sub")]):
+        line = _one_line(capsys, 2, main(argv))
+        assert str(taken) in line and "a file, not a folder" in line, line
+    for argv in (["data", "manifest", str(manifest.parent / "media"), "-o", str(tmp_path)],
+                 ["data", "manifest", str(manifest.parent / "media"), "-o", str(taken / "m.jsonl")]):
+        line = _one_line(capsys, 2, main(argv))
+        assert line.startswith("avssl data manifest: -o/--output") and ("a folder, not a file" in line
+                                                               or "is a file, not a folder" in line), line
+    assert taken.read_text() == "the user's notes\n"
+
+
+@pytest.mark.parametrize("what,kind", [("video", "an MP4/MOV video"), ("page", "an HTML page"), ("empty", "an empty file")])
+def test_a_checkpoint_that_is_a_video_or_a_web_page_is_named_for_what_it_is(manifest, tmp_path, capsys, what, kind):
+    video = read_manifest(manifest)[0]["path"]
+    bad = tmp_path / "model.pt"
+    if what == "video":
+        shutil.copy(video, bad)
+    else:
+        bad.write_bytes(b"<!DOCTYPE html><html><body>Sign in</body></html>" if what == "page" else b"")
+    line = _one_line(capsys, 2, main(["localize", "--checkpoint", str(bad), "--video", video, "--output-dir",
+                                      str(tmp_path / "o")]))
+    assert f"not a PyTorch checkpoint: it is {kind}" in line and "Python objects" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_failed_embed_and_score_leave_no_folder(manifest, tmp_path, capsys):
+    for cmd in ("embed", "score"):
+        out = tmp_path / cmd
+        _one_line(capsys, 2, main([cmd, str(manifest), "--checkpoint", str(tmp_path / "none.pt"), "--output-dir",
+                                   str(out)]))
+        assert not out.exists()

@@ -224,6 +224,12 @@ def _parse(manifest: Path) -> pa.Table:
     return pa.table({_RAW: pa.array(rows, pa.large_string())})
 
 
+def _snippet(line: str, width: int = 60) -> str:
+    """A line as it can be shown: stripped, and its middle elided past ``width`` characters."""
+    line = line.strip()
+    return line if len(line) <= width else f"{line[: width // 2]} ... {line[-width // 2 :]}"
+
+
 def json_lines(path: str | os.PathLike) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """(line number, text, object) for each non-blank line of a JSON-lines file. A line that is not a JSON object,
     a missing file, or one that is not text is an :class:`~avssl.config.InputError` naming the file (and line)."""
@@ -235,7 +241,12 @@ def json_lines(path: str | os.PathLike) -> Iterator[tuple[int, str, dict[str, An
                 try:
                     row = json.loads(line)
                 except ValueError as e:
-                    raise InputError(f"{path}, line {n}: not valid JSON ({getattr(e, 'msg', e)})") from None
+                    at = ""
+                    if isinstance(e, json.JSONDecodeError):
+                        at = (f" at column {e.pos + 1}" if e.pos < len(line.rstrip()) else
+                              " at the end of the line: cut short?")
+                    raise InputError(f"{path}, line {n}: not valid JSON ({getattr(e, 'msg', e)}{at}): "
+                                     f"{_snippet(line)}") from None
                 if not isinstance(row, dict):
                     raise InputError(f"{path}, line {n}: a {type(row).__name__}, not a JSON object")
                 yield n, line, row

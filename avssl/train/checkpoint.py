@@ -4,7 +4,6 @@ atomically; and the one place a checkpoint becomes a model with its config."""
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, InputError, from_dict, from_saved
-from ..fileio import atomic_write
+from ..fileio import atomic_write, file_kind
 from ..models.avmodel import AVModel
 from ..models.classifier import make_classifier
 from ..models.video import R2Plus1D, VideoEncoderConfig
@@ -43,8 +42,12 @@ def keep_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 def unreadable(path: str | os.PathLike, e: BaseException) -> str:
     """The one line that says why ``path`` is not a checkpoint avssl reads (never advising to load it with
-    ``weights_only=False``, which runs whatever code a file of unknown origin holds)."""
-    if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e) or "Weights only load failed" in str(e):
+    ``weights_only=False``, which runs whatever code a file of unknown origin holds): what the file is where its first
+    bytes say (a video, a web page, an empty or truncated file), else the reader's own reason."""
+    kind = file_kind(path)
+    if kind not in ("zip", "pickle", None):
+        return f"{path}: not a PyTorch checkpoint: it is {kind if kind != 'empty' else 'an empty file'}"
+    if "Weights only load failed" in str(e) and "truncated" not in str(e).lower() and kind is not None:
         why = "it holds Python objects besides tensors and plain values (not loaded: loading them could run code)"
     else:
         first = next((x.strip() for x in str(e).splitlines() if x.strip()), "")
