@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import InputError, Interrupted
+from .fileio import to_json
 
 __all__ = ["build_parser", "main"]
 
@@ -284,7 +285,7 @@ def _print_summary(summary: dict[str, Any]) -> int:
     from . import distributed
 
     if distributed.is_main():  # under torchrun, once
-        print(json.dumps(summary))
+        print(to_json(summary))
     return 0
 
 
@@ -344,7 +345,7 @@ def _embed(args: argparse.Namespace) -> int:
     summary = embed_collection(args.source, model, cfg.data, args.output_dir, spec, device, progress=not args.quiet,
                                about={"checkpoint": str(args.checkpoint)})
     if dist.is_main():
-        print(json.dumps({k: v for k, v in summary.items() if k != "spec"}))
+        print(to_json({k: v for k, v in summary.items() if k != "spec"}))
     return 0
 
 
@@ -358,7 +359,7 @@ def _score(args: argparse.Namespace) -> int:
                                device, progress=not args.quiet, about={"checkpoint": str(args.checkpoint)},
                                batch_size=args.batch_size, num_workers=args.workers)
     if dist.is_main():
-        print(json.dumps(summary))
+        print(to_json(summary))
     return 0
 
 
@@ -476,8 +477,10 @@ def _pretrained(args: argparse.Namespace, command: str, device: str | None = Non
 
 
 def _write_result(out: Path, name: str, result: dict[str, Any]) -> int:
-    (out / name).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result))
+    from .fileio import write_json
+
+    write_json(out / name, result)
+    print(to_json(result))
     return 0
 
 
@@ -569,7 +572,7 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
     print(data.summary(), file=sys.stderr)
     result = evaluate_localization(localizer, data, args.binarize, args.output_dir, progress=not args.quiet,
                                    checkpoint=str(args.checkpoint), annotations=str(args.annotations))
-    print(json.dumps(result))
+    print(to_json(result))
     return 0
 
 
@@ -591,7 +594,7 @@ def _localize(args: argparse.Namespace) -> int:
     summary = localize_videos(localizer, resolve_media(args.video), args.output_dir, audio=args.audio,
                               audio_offset=args.audio_offset, gif=args.gif, model_name=f"checkpoint {args.checkpoint}",
                               progress=not args.quiet, start=args.start, duration=args.duration, maps=args.maps)
-    print(json.dumps(summary))
+    print(to_json(summary))
     if summary["failed"] and not summary["videos"]:
         print(f"avssl localize: none of the {len(summary['failed'])} input(s) could be mapped (each is listed with its "
               f"reason above and in {summary['index']})", file=sys.stderr)

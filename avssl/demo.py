@@ -27,6 +27,7 @@ from .evaluation.features import extract, linear_probe
 from .evaluation.retrieval import rank_metrics
 from .train.configs import PretrainConfig
 from .train.pretrain import load_pretrained, pretrain
+from .fileio import write_json
 
 __all__ = ["run_demo"]
 
@@ -141,7 +142,7 @@ def run_demo(output_dir: str | Path, num_clips: int = 240, held_out: int = 48, s
         "seconds": round(time.perf_counter() - t0, 1),
         "report": str(write_report([out / "run", out / "localize_run"], out / "report")),
     }
-    (out / "demo_results.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "demo_results.json", results)
     text = _summary_text(results)
     (out / "summary.txt").write_text(text)
     print(text, flush=True)

@@ -45,7 +45,7 @@ from .data.collection import build_manifest, read_jsonl, read_manifest, rejected
 from .data.datasets import BatchPreprocess, ClipMaker, DataConfig, av_collate
 from .data.decode import DecodeError, probe
 from .data.shards import load_shard_index, read_samples, sample_entry
-from .fileio import atomic_write, publish, temp_path
+from .fileio import atomic_write, publish, temp_path, write_json
 from .models.avmodel import AVModel
 from .outputs import differences, file_listing, listing_sha256, model_sha256, read_record, write_record
 from .progress import Progress, counted
@@ -512,7 +512,7 @@ def _summary(out: Path, parts: list[_Part], listed: list[dict[str, Any]], spec: 
                "rejected": len(failed), "spec": asdict(spec), **(about or {}),
                "this_run": {"clips": clips, "seconds": round(seconds, 3),
                             "clips_per_s": round(clips / seconds, 3) if seconds > 0 and clips else None}}
-    (out / "embed.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "embed.json", summary)
     return summary
 
 
@@ -583,7 +583,7 @@ def score_collection(source: str | os.PathLike, model: AVModel, data: DataConfig
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (out / "scores.json").write_text(json.dumps(rows, indent=1))
+    write_json(out / "scores.json", rows)
     unreadable = len(failed) - len(silent)
     summary: dict[str, Any] = {"videos": len(rows), "scored": len(rows) - len(silent), "no_audio": len(silent),
                                "unreadable": unreadable, "scores": str(out / "scores.csv"), "least": rows[0],

@@ -8,14 +8,16 @@ to the other accounts and jobs of a shared cluster).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["atomic_write", "file_kind", "publish", "temp_path", "umask"]
+__all__ = ["atomic_write", "file_kind", "json_safe", "publish", "temp_path", "to_json", "umask", "write_json"]
 
 
 def umask() -> int:
@@ -101,3 +103,25 @@ def file_kind(path: str | os.PathLike) -> str | None:
         return "text"
     except UnicodeDecodeError:
         return None
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every float that JSON cannot hold (NaN, infinities) as None, in dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of :func:`json_safe` ``(obj)``: always valid JSON (no ``NaN``)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
+    """``obj`` as valid JSON (:func:`to_json`), written atomically."""
+    with atomic_write(path) as f:
+        f.write(to_json(obj, indent=indent))

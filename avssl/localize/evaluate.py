@@ -4,7 +4,6 @@ centred prior and the oracle under the same binarization; one row per sample in 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fileio import write_json
 from ..data.decode import DecodeError, probe
 from ..data.formats.localization import LocalizationSample, LocalizationSet
 from ..progress import track
@@ -183,5 +183,5 @@ def evaluate_localization(localizer: Localizer, data: LocalizationSet, modes: li
               "norm": c.norm, "size": localizer.size,
               "last_stride": c.last_stride, "pad": c.pad, "missing_media": len(data.missing),
               "skipped": scores["skipped"], **about}
-    (out / "localization.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "localization.json", result)
     return result

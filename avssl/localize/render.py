@@ -31,6 +31,7 @@ import torchvision.io as tvio
 
 from ..data.decode import DecodeError, decode_audio, probe
 from ..data.encode import write_av
+from ..fileio import write_json
 from ..progress import counted
 from .heatmap import Localizer, MapPlan, VideoMaps
 
@@ -201,7 +202,7 @@ def _finish(localizer: Localizer, plan: MapPlan, out: Path, state: dict[str, Any
                 "norm": localizer.cfg.norm, "about": "avssl.localize.heatmap.grid_to_frame(similarity, Geometry(stride, "
                 "pad, height, width), *frame) projects the grid onto the frame; normalize_maps(..., norm) gives the "
                 "shown maps"}
-    (out / "geometry.json").write_text(json.dumps(geometry, indent=1))
+    write_json(out / "geometry.json", geometry)
     (out / "times.json").write_text(json.dumps([round(float(t), 6) for t in plan.times]))
     files = {"similarity": "similarity.npy", "geometry": "geometry.json", "times": "times.json",
              "overlays": state["pngs"], "contact_sheet": "contact_sheet.png", "poster": "poster.png",
@@ -218,7 +219,7 @@ def _finish(localizer: Localizer, plan: MapPlan, out: Path, state: dict[str, Any
             "sheet_times": [round(float(plan.times[i]), 3) for i in picks], "audio": plan.source,
             "audio_offset": plan.audio_offset, "norm": localizer.cfg.norm, "notes": plan.notes,
             "listening": listening(localizer, plan, other)}
-    (out / "info.json").write_text(json.dumps(info, indent=1))
+    write_json(out / "info.json", info)
     return info
 
 
@@ -309,7 +310,7 @@ def write_video_outputs(result: VideoMaps, out_dir: str | os.PathLike, fps: floa
     info = {"files": files, "num_maps": len(result.maps), "frame_size": list(result.maps.shape[1:]),
             "sheet_times": [round(float(result.times[i]), 3) for i in picks], "audio": result.audio_source,
             "audio_offset": result.audio_offset, "norm": result.norm, "notes": result.notes}
-    (out / "info.json").write_text(json.dumps(info, indent=1))
+    write_json(out / "info.json", info)
     return info
 
 

@@ -38,6 +38,7 @@ from .prefetch import Prefetcher
 from .resume import RunShape, changed_values, config_hash, gather_rng_states, resume_position, set_rng_state
 from .signals import RunInterrupted, StopRequests, ignore_in_worker
 from .timing import PhaseTimer
+from ..fileio import to_json, write_json
 
 __all__ = ["Checkpointer", "EpochBatches", "Job", "RunLog", "Runtime", "StepStats", "Trainer", "UpdateUndo", "compile_model",
            "epoch_indices", "lr_at", "make_optimizer", "optimizer_step", "resolve_device", "setup", "to_channels_last",
@@ -303,14 +304,14 @@ class RunLog:
         failures = dist.gather_lists(local)
         if failures and self.skipped is not None:
             for f in failures:
-                self.skipped.write(json.dumps(f) + "\n")
+                self.skipped.write(to_json(f) + "\n")
             self.skipped.flush()
         return len(failures)
 
     def row(self, step: int, row: dict[str, Any]) -> None:
         if not self.main:
             return
-        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.write(to_json(row) + "\n")
         self.metrics.flush()
         if self.writer is not None:
             for k, val in row.items():
@@ -666,6 +667,8 @@ class Trainer:
         self.setup_job(job)
         self.samples_seen, self.best = 0, {}
         step, self.skipped = self._start(job)
+        if step >= self.total_steps > 0:
+            return self._already_finished(step)
         self.wrap(job)
         loop = self._loop(job, step)
         if dist.is_main():
@@ -711,6 +714,18 @@ class Trainer:
         loop.ckpt.save_last(step, force=True)
         loop.close()
         return self._summary(loop)
+
+    def _already_finished(self, step: int) -> dict[str, Any]:
+        """A run started again in the folder of a finished one: nothing to train, and its summary left as it is
+        (returned with ``already_finished``)."""
+        if dist.is_main():
+            print(f"{self.tag}: already finished at step {step} (nothing to do; {self.out / 'summary.json'} is kept)",
+                  flush=True)
+        try:
+            summary = json.loads((self.out / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {"steps": step, "output_dir": str(self.out)}
+        return {**summary, "already_finished": True}
 
     def _loop(self, job: Job, step: int) -> _Loop:
         """What the loop keeps while it runs: logs, the guard (and the undo of ``skip_batch``), checkpoints, the
@@ -812,7 +827,7 @@ class Trainer:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if dist.is_main():
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+            write_json(self.out / "summary.json", summary)
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:

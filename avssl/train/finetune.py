@@ -9,7 +9,6 @@ groups, the classifier's warm-up on its own optimizer, and the final evaluation 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from ..progress import counted
 from .checkpoint import classifier_model, pretrained_video_encoder
 from .configs import FinetuneConfig
 from .engine import Runtime, Trainer, lr_at, make_optimizer
+from ..fileio import write_json
 
 __all__ = ["FinetuneConfig", "FinetuneJob", "build_classifier", "finetune", "load_classifier"]
 
@@ -112,13 +112,15 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
               f"the test (seed {d.test_seed}), listed in {out / 'test_files.txt'}", flush=True)
     entries, classes, report = labeled_entries(cfg.data, "train", out, cfg.run.progress)
     if dist.is_main():
-        (out / "data_report.json").write_text(json.dumps({"train": report}, indent=1))
+        write_json(out / "data_report.json", {"train": report})
         if report["missing"] or report["unreadable"]:
             print(f"train split: {report['missing']} listed files missing, {report['unreadable']} unreadable "
                   f"(see {out / 'train_manifest.rejected.jsonl'}); training on {report['used']}", flush=True)
     trainer.set_data(entries, as_data_config(cfg.data, train=True))
     job = FinetuneJob(cfg, trainer.rt, classes, trainer.steps_per_epoch)
     summary = trainer.fit(job)
+    if summary.get("already_finished") and (out / "eval.json").exists():
+        return summary  # trained and evaluated before: nothing is redone or rewritten
 
     test_entries, test_classes, test_report = labeled_entries(cfg.data, "test", out, cfg.run.progress)
     if test_classes != classes:
@@ -128,7 +130,7 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
     result["data"] = {"train": report, "test": test_report}
     summary.update(top1=result.get("top1"), clip_top1=result.get("clip_top1"))
     if dist.is_main():
-        (out / "eval.json").write_text(json.dumps(result, indent=1))
+        write_json(out / "eval.json", result)
     trainer.write_summary(summary)
     return summary
 

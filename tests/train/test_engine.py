@@ -140,3 +140,34 @@ def test_a_failed_compilation_says_so_in_one_line_and_the_run_goes_on_eagerly(co
     out = capsys.readouterr().out
     assert out.count("run.compile: compilation failed") == 1 and "going on eagerly" in out
     assert compiled["final_loss"] == eager["final_loss"]
+
+
+def test_a_finished_run_started_again_does_nothing_and_keeps_its_summary(collection, tmp_path, capsys):
+    """The user's re-run of a finished pretraining: it overwrote summary.json with "final_loss": NaN (not JSON)."""
+    from avssl.cli import main
+
+    out = tmp_path / "run"
+    argv = ["pretrain", "--config", str(CONFIGS / "avid_small_cpu.yaml"), "--output-dir", str(out)]
+    for o in (f"data.manifest={collection / 'manifest.jsonl'}", "data.num_workers=0", "optim.batch_size=4",
+              "optim.epochs=1", "run.progress=false", "loss.num_negatives=8", "run.device=cpu", "eval.every=0"):
+        argv += ["--set", o]
+    assert main(argv) == 0
+    before = (out / "summary.json").read_text()
+    capsys.readouterr()
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "already finished at step 3 (nothing to do" in captured.out
+    assert (out / "summary.json").read_text() == before
+    assert json.loads(captured.out.strip().splitlines()[-1])["final_loss"] == json.loads(before)["final_loss"]
+
+
+def test_no_json_file_avssl_writes_holds_nan(tmp_path):
+    from avssl.fileio import to_json, write_json
+
+    write_json(tmp_path / "x.json", {"loss": float("nan"), "rows": [float("inf"), 1.5, (float("-inf"),)]})
+    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == {
+        "loss": None, "rows": [None, 1.5, [None]]}
+    assert to_json({"a": float("nan")}) == '{"a": null}'
+    stats = StepStats()
+    row = {"kind": "train", "loss": stats.final_loss()}  # no step taken: NaN
+    assert to_json(row) == '{"kind": "train", "loss": null}'
