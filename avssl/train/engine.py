@@ -140,17 +140,15 @@ def epoch_indices(n: int, epoch: int, seed: int, batch: int, rank: int, world: i
 
 
 def train_batches(dataset: Dataset, run: RunConfig, batch_size: int, num_workers: int, rt: Runtime, step: int,
-                  steps_per_epoch: int, total_steps: int, on_epoch: Callable[[int, int], None] | None = None,
-                  ) -> Iterator[tuple[int, dict[str, Any]]]:
+                  steps_per_epoch: int, total_steps: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(epoch, batch)`` for each step from ``step`` to ``total_steps``: every epoch's seeded batches of this
-    process (from inside the epoch when resuming), loaded by a fresh DataLoader. Before an epoch's first
-    batch the dataset learns its epoch and ``on_epoch(epoch, step)`` runs. A stream (an IterableDataset:
-    shards) makes its own batches of the epoch and is told how many steps of it were already taken."""
+    process (from inside the epoch when resuming), loaded by a fresh DataLoader. Before an epoch's batches are
+    made the dataset learns its epoch. A stream (an IterableDataset: shards) makes its own batches of the epoch
+    and is told how many steps of it were already taken. The job's epoch hook is not run here: the
+    :class:`~avssl.train.prefetch.Prefetcher` runs it when its caller reaches the epoch's first batch."""
     while step < total_steps:
         epoch = step // steps_per_epoch
         dataset.set_epoch(epoch)
-        if on_epoch is not None:
-            on_epoch(epoch, step)
         # the loader's own generator: otherwise it draws its workers' base seed from the global RNG at every
         # (re)start, and a run resumed inside an epoch would draw dropout masks from a different stream
         common = dict(num_workers=num_workers, collate_fn=av_collate, pin_memory=rt.device.type == "cuda",
@@ -679,8 +677,8 @@ class Trainer:
         loop.t_start = loop.t_row = time.perf_counter()
         vote = dist.FlagVote()
         batches = Prefetcher(train_batches(self.dataset, run, self.optim.batch_size, self.num_workers, self.rt, step,
-                                           self.steps_per_epoch, self.total_steps, job.on_epoch),
-                             self._prepare, self.device, loop.timer)
+                                           self.steps_per_epoch, self.total_steps),
+                             self._prepare, self.device, loop.timer, on_epoch=job.on_epoch, step=step)
         stream = iter(batches)
         try:
             with StopRequests(announce=dist.is_main()) as stop:

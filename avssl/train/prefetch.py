@@ -8,6 +8,11 @@ stream (a wait between streams on the device, not of the host), and the tensors 
 recorded as used on the caller's stream so that the allocator does not reuse their memory too early. Elsewhere
 (CPU) ``prepare`` runs inline: the same order, nothing to overlap.
 
+``on_epoch(epoch, step)`` (optional) runs when the caller asks for an epoch's first batch, after it is done with
+the previous epoch's last step, on every device alike: on CUDA the loader is read one batch ahead, so a hook run
+where the batches are made (CMA's positive sets, drawn from the memory bank) would run before the last step of the
+previous epoch had updated it. ``step`` is the step of the first pair (a resumed run's).
+
 ``timer`` (optional, :class:`~avssl.train.timing.PhaseTimer`) learns how long the host waited for the loader and
 how long ``prepare`` took.
 """
@@ -31,8 +36,10 @@ class Prefetcher:
     (a dict of tensors on the device), ready on the caller's current stream."""
 
     def __init__(self, pairs: Iterable[tuple[int, dict[str, Any]]], prepare: Callable[[dict[str, Any]], dict[str, Any]],
-                 device: torch.device, timer: Any = None) -> None:
+                 device: torch.device, timer: Any = None, on_epoch: Callable[[int, int], None] | None = None,
+                 step: int = 0) -> None:
         self.pairs, self.prepare, self.device, self.timer = pairs, prepare, device, timer
+        self.on_epoch, self.step = on_epoch, step
 
     def _span(self, name: str, stream: torch.cuda.Stream | None = None) -> contextlib.AbstractContextManager:
         return self.timer.span(name, stream) if self.timer is not None else contextlib.nullcontext()
@@ -47,7 +54,13 @@ class Prefetcher:
     def __iter__(self) -> Iterator[Prepared]:
         it = iter(self.pairs)
         try:
-            yield from self._prefetched(it)
+            epoch, step = None, self.step
+            for item in self._prefetched(it):
+                if item[0] != epoch and self.on_epoch is not None:  # the caller has finished the previous epoch
+                    self.on_epoch(item[0], step)
+                epoch = item[0]
+                yield item
+                step += 1
         finally:  # closed early (an error, a stop): the loader below is closed too, its workers stopped
             close = getattr(it, "close", None)
             if close is not None:
