@@ -236,7 +236,9 @@ def _parts(src: _Source, spec: EmbedSpec, out: Path, progress: bool) -> tuple[li
     """The collection cut into parts, and the files rejected while listing it (a folder or list is probed into
     ``out/manifest.jsonl``; shards the index pass found damaged)."""
     if src.shards is not None:
-        rejected = [{"path": s["url"], "reason": s["damaged"]} for s in src.shards.shards if s.get("damaged")]
+        # a shard with no readable sample has no part (one damaged part-way is read, and its reader records it)
+        rejected = [{"path": s["url"], "reason": s["damaged"]} for s in src.shards.shards
+                    if s.get("damaged") and int(s["count"]) == 0]
         return [_Part(k, shard=s["url"]) for k, s in enumerate(src.shards.shards) if int(s["count"]) > 0], rejected
     rejected: list[dict[str, Any]] = []
     if src.rows is not None:

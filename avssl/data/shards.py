@@ -38,9 +38,12 @@ Reading (:class:`ShardStream`), one epoch:
   in ``[0, slots)``; a ``KEY.json`` that is not a JSON object, or an index outside the bank, is a failed sample
   (skipped and recorded), not a silently overwritten slot.
 
-An index pass records each shard's size and modification time (a remote shard's size and ETag where its store
-gives one); a shard rewritten since is indexed again (``avssl-index.json``), or refused with one line naming it
-(``shards.json``, which ``avssl data shard`` writes). Local paths in an index are kept relative to the index's
+An index pass records each shard's size, modification time and a hash of its first and last 64 KiB (a remote
+shard's size and ETag where its store gives one); a shard rewritten since is indexed again (``avssl-index.json``),
+or refused with one line naming it (``shards.json``, which ``avssl data shard`` writes). A copy that did not keep
+the times (``cp -r``, staging to a local disk) has the same size and ends: it is the same shard. A shard the index
+pass cannot read to its end (zero bytes, truncated) is counted up to its damage and marked ``damaged`` in the
+index: training records it in ``skipped.jsonl`` and ``avssl embed`` in ``rejected.jsonl``, and both go on. Local paths in an index are kept relative to the index's
 own folder, so a collection named by a relative path, or moved, reads the same from any working directory.
 
 URLs: local paths, ``pipe:COMMAND`` (webdataset's opener) and anything fsspec opens (``s3://``, ``gs://``,
@@ -137,50 +140,104 @@ class ShardIndex:
                 "shards": self.shards}
 
 
-def _count(url: str) -> int:
-    """A shard's samples: for a local file from its tar headers alone (each member's data is seeked past, not
-    read), grouped into samples as webdataset groups them; for a stream (``pipe:``, fsspec), by reading it."""
+def _count(url: str) -> tuple[int, str | None]:
+    """A shard's samples, and why it is damaged where it is (None where it reads to its end): for a local file from
+    its tar headers alone (each member's data is seeked past, not read), grouped into samples as webdataset groups
+    them; for a stream (``pipe:``, fsspec), by reading it. A zero-byte, truncated or unreadable shard counts the
+    samples read before the damage (a sample cut short is counted: its reader fails on it and records it)."""
     if not _is_local(url):
-        return sum(1 for _ in read_samples(url))
+        count = 0
+        try:
+            for _ in read_samples(url):
+                count += 1
+        except Exception as e:  # noqa: BLE001 - a broken stream or connection: what was read counts
+            return count, f"unreadable shard (after {count} samples): {type(e).__name__}: {e}".strip()
+        return count, None
     import re
     import tarfile
 
     from webdataset.tariterators import base_plus_ext
 
     count, key = 0, None
-    with tarfile.open(_local_path(url), mode="r:") as tar:
-        for info in tar:  # as webdataset's tar_file_iterator and group_by_keys take members
-            name = info.name
-            if not info.isreg() or name is None:
-                continue
-            if ("/" not in name and name.startswith("__") and name.endswith("__")) or re.match(r"__[^/]*__($|/)", name):
-                continue
-            prefix, _ = base_plus_ext(name)
-            if prefix is None:
-                continue
-            if prefix != key:
-                count, key = count + 1, prefix
-    return count
+    path = _local_path(url)
+    try:
+        if os.path.getsize(path) == 0:
+            return 0, "unreadable shard: an empty file (0 bytes)"
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:  # as webdataset's tar_file_iterator and group_by_keys take members
+                name = info.name
+                if not info.isreg() or name is None:
+                    continue
+                if ("/" not in name and name.startswith("__") and name.endswith("__")) or re.match(r"__[^/]*__($|/)",
+                                                                                                   name):
+                    continue
+                prefix, _ = base_plus_ext(name)
+                if prefix is None:
+                    continue
+                if prefix != key:
+                    count, key = count + 1, prefix
+    except (tarfile.TarError, OSError, EOFError) as e:
+        return count, f"unreadable shard (after {count} samples): {type(e).__name__}: {e}".strip()
+    return count, None
 
 
 def _local_path(url: str) -> str:
     return url[len("file://"):] if url.startswith("file://") else url
 
 
+_ENDS = 1 << 16  # bytes hashed at each end of a local shard
+
+
+def _ends_sha256(path: str) -> str:
+    """A cheap look at a file's content: the SHA-256 of its first and last 64 KiB (and its size)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(_ENDS))
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(_ENDS, size - _ENDS))
+        h.update(f.read(_ENDS))
+    h.update(str(size).encode())
+    return h.hexdigest()
+
+
 def shard_stamp(url: str) -> dict[str, Any]:
-    """What says a shard has not changed since it was indexed: a local file's size and modification time (ns); a
-    remote one's size and ETag as fsspec's ``info`` gives them (nothing for ``pipe:`` commands)."""
+    """What says a shard has not changed since it was indexed: a local file's size, modification time (ns) and the
+    hash of its two ends (so that a copy that did not keep the times, ``cp -r`` or staging to a local disk, is known
+    for the same file); a remote one's size and ETag as fsspec's ``info`` gives them (nothing for ``pipe:``)."""
     if url.startswith("pipe:"):
         return {}
     if _is_local(url):
-        st = os.stat(_local_path(url))
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        path = _local_path(url)
+        st = os.stat(path)
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ends_sha256": _ends_sha256(path)}
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url)
     info = fs.info(path)
     etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
     return {k: v for k, v in (("size", info.get("size")), ("etag", etag)) if v is not None}
+
+
+def _unchanged(recorded: dict[str, Any]) -> bool:
+    """Whether a shard is what its index recorded: its size first; for a local file the same modification time, or
+    where the time differs (a copy), the same two ends; for a remote one its ETag."""
+    url = recorded["url"]
+    if url.startswith("pipe:"):
+        return True
+    if not _is_local(url):
+        now = shard_stamp(url)
+        return all(recorded[k] == now.get(k) for k in ("size", "etag") if k in recorded)
+    try:
+        st = os.stat(_local_path(url))
+    except OSError:
+        return False
+    if "size" in recorded and recorded["size"] != st.st_size:
+        return False
+    if "mtime_ns" not in recorded or recorded["mtime_ns"] == st.st_mtime_ns:
+        return True
+    return "ends_sha256" in recorded and recorded["ends_sha256"] == _ends_sha256(_local_path(url))
 
 
 def _stamps(urls: list[str]) -> list[dict[str, Any]]:
@@ -205,9 +262,12 @@ def index_shards(urls: list[str], output: str | os.PathLike | None, progress: Ca
     base = Path(output).parent if output is not None else Path(".")
     with ThreadPoolExecutor(min(16, max(1, len(urls)))) as ex:  # remote shards are read in parallel
         counts = ex.map(_count, urls)
-        for url, stamp, n in zip(urls, stamps, progress(counts) if progress else counts):
-            shards.append({"url": url, "count": n, "first_index": first, **stamp})
+        for url, stamp, (n, damage) in zip(urls, stamps, progress(counts) if progress else counts):
+            shards.append({"url": url, "count": n, "first_index": first, **stamp,
+                           **({"damaged": damage} if damage else {})})
             first += n
+            if damage:
+                log.warning("%s: %s", url, damage)
     index = ShardIndex(shards, "position", first)
     if output is not None:
         from ..fileio import atomic_write
@@ -224,11 +284,12 @@ def _resolve(url: str, base: Path) -> str:
 
 
 def _changed(chosen: list[dict[str, Any]]) -> list[str]:
-    """The shards whose stamp (as indexed) differs from what they are now (shards indexed without one: none)."""
+    """The shards that are not what the index recorded (:func:`_unchanged`; shards indexed without a stamp: none)."""
     keys = ("size", "mtime_ns", "etag")
     recorded = [s for s in chosen if any(k in s for k in keys)]
-    now = _stamps([s["url"] for s in recorded])
-    return [s["url"] for s, n in zip(recorded, now) if any(k in s and s[k] != n.get(k) for k in keys)]
+    with ThreadPoolExecutor(min(16, max(1, len(recorded)))) as ex:  # remote stores answer in parallel
+        same = list(ex.map(_unchanged, recorded))
+    return [s["url"] for s, ok in zip(recorded, same) if not ok]
 
 
 def load_shard_index(spec: str | list[str], index_path: str | os.PathLike | None = None,

@@ -20,7 +20,8 @@ from .. import distributed as dist
 from ..config import ConfigError, InputError
 from ..data.cache import build as build_cache
 from ..data.cache import default_cache_dir, entry_sizes, plan_cache
-from ..data.collection import build_manifest, merge_manifests, read_manifest
+from ..data.collection import build_manifest, merge_manifests, read_jsonl, read_manifest
+from ..fileio import to_json
 from ..hub import checkpoint_path
 from ..progress import counted
 from ..data.datasets import ClipMaker, DataConfig, check_durations
@@ -195,10 +196,28 @@ def _stream(cfg: PretrainConfig, trainer: Trainer) -> tuple[ShardStream, int, in
         raise ConfigError(f"data.shards: {e}") from None
     if dist.is_main():
         print(f"shards: {len(index.shards)} with {counted(index.samples, 'sample')} ({index.path})", flush=True)
+        _record_unreadable(index, trainer.out)
         if workers < data.num_workers:
             print(f"data.num_workers: {index.non_empty} non-empty shards for {trainer.rt.world} process(es) x {data.num_workers} "
                   f"loader workers: each process uses {workers} (every worker needs a shard of its own)", flush=True)
     return stream, max(index.slots, index.samples), workers
+
+
+def _record_unreadable(index: Any, out: Path) -> None:
+    """Shards the index pass could not read a sample of (zero bytes, damaged from the start): never dealt to a slot,
+    so no reader meets them; recorded in ``skipped.jsonl`` once and said in a line. (A shard damaged part-way is
+    read up to its damage, and its reader records it.)"""
+    dead = [s for s in index.shards if s.get("damaged") and int(s["count"]) == 0]
+    if not dead:
+        return
+    log = out / "skipped.jsonl"
+    known = {r.get("path") for r in read_jsonl(log)} if log.exists() else set()
+    with open(log, "a") as f:
+        for s in dead:
+            if s["url"] not in known:
+                f.write(to_json({"step": 0, "path": s["url"], "reason": s["damaged"]}) + "\n")
+    print(f"shards: {counted(len(dead), 'shard')} with no readable sample left out (e.g. {dead[0]['url']}: "
+          f"{dead[0]['damaged']}); listed in {log}", flush=True)
 
 
 def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:

@@ -529,4 +529,103 @@ def test_the_index_pass_counts_local_shards_from_their_headers_as_the_reader_gro
                                 ("c.txt", b"t"), ("a.wav", b"again")])
     s = _write(media, tmp_path / "s", per=5)
     for url in [str(tmp_path / "odd.tar"), str(s / "000000.tar"), str(s / "000002.tar")]:
-        assert shards_mod._count(url) == sum(1 for _ in read_samples(url)), url
+        assert shards_mod._count(url) == (sum(1 for _ in read_samples(url)), None), url
+
+
+def _v2d(media: Path, folder: Path, damage: bool = True) -> str:
+    """Four shards as video2dataset writes them (no shards.json, no avssl index): 00001 cut inside a sample's data
+    (a download cut short) and 00003 of zero bytes."""
+    folder.mkdir()
+    files = sorted(media.glob("*.mp4"))
+    for k in range(4):
+        _tar(folder / f"{k:05d}.tar", [(f"{k:05d}{i:04d}{ext}", data) for i, f in enumerate(files[3 * k : 3 * k + 3])
+                                       for ext, data in ((".mp4", f.read_bytes()), (".json", b'{"status": "ok"}'))])
+    if damage:
+        whole = (folder / "00001.tar").read_bytes()
+        (folder / "00001.tar").write_bytes(whole[: len(whole) // 2])
+        (folder / "00003.tar").write_bytes(b"")
+    return str(folder / "{00000..00003}.tar")
+
+
+def test_the_index_pass_counts_a_damaged_shard_up_to_its_damage_and_goes_on(media, tmp_path):
+    spec = _v2d(media, tmp_path / "v2d")
+    index = load_shard_index(spec)
+    counts = {Path(s["url"]).name: (s["count"], s.get("damaged")) for s in index.shards}
+    assert counts["00000.tar"] == (3, None) and counts["00002.tar"] == (3, None)
+    assert counts["00003.tar"] == (0, "unreadable shard: an empty file (0 bytes)")
+    n, why = counts["00001.tar"]
+    assert 1 <= n <= 2 and why.startswith(f"unreadable shard (after {n} samples)")
+    assert json.loads((tmp_path / "v2d" / "avssl-index.json").read_text())["samples"] == 6 + n
+
+
+def test_pretraining_and_embedding_over_damaged_v2d_shards_without_an_index_record_them_and_go_on(media, tmp_path,
+                                                                                                  capsys):
+    """The user's run: video2dataset shards (never a shards.json), two of them damaged."""
+    spec = _v2d(media, tmp_path / "v2d")
+    small = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "avid_small_cpu.yaml"
+    argv = ["pretrain", "--config", str(small), "--output-dir", str(tmp_path / "run")]
+    for o in (f"data.shards={spec}", "data.num_workers=0", "optim.batch_size=4", "optim.epochs=1",
+              "run.progress=false", "loss.num_negatives=4", "run.device=cpu", "eval.every=0"):
+        argv += ["--set", o]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 shard with no readable sample left out (e.g. " in out and "00003.tar" in out
+    skipped = [json.loads(x) for x in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert any(x["path"].endswith("00003.tar") and "empty file" in x["reason"] for x in skipped)
+    assert any(x["path"].endswith("00001.tar") and "unreadable shard" in x["reason"] for x in skipped)
+    assert main(argv) == 0 and len((tmp_path / "run" / "skipped.jsonl").read_text().splitlines()) == len(skipped)
+    ckpt = tmp_path / "run" / "last.pt"
+    assert main(["embed", spec, "--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "emb"), "--quiet",
+                 "--device", "cpu", "--workers", "0"]) == 0
+    rejected = [json.loads(x) for x in (tmp_path / "emb" / "rejected.jsonl").read_text().splitlines()]
+    assert {Path(r["path"].split(":")[0]).name for r in rejected} >= {"00001.tar", "00003.tar"}
+    summary = json.loads((tmp_path / "emb" / "embed.json").read_text())
+    assert summary["clips"] >= 6 and summary["rejected"] >= 2  # the undamaged shards whole, the rest named
+
+
+def test_a_shard_folder_copied_without_its_times_is_the_same_collection(media, tmp_path):
+    """cp -r (or staging to a local disk) gives every shard a new modification time: not a changed shard."""
+    import os
+    import shutil
+
+    s = _write(media, tmp_path / "s")
+    copy = tmp_path / "copy"
+    shutil.copytree(s, copy, copy_function=shutil.copyfile)  # contents only, as cp -r without -p
+    for f in copy.glob("*.tar"):
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    index = load_shard_index(str(copy / "{000000..000003}.tar"))
+    assert index.samples == 12
+    v2d = _v2d(media, tmp_path / "v2d", damage=False)
+    load_shard_index(v2d)
+    for f in (tmp_path / "v2d").glob("*.tar"):
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    assert load_shard_index(v2d).samples == 12
+    one = copy / "000002.tar"
+    data = bytearray(one.read_bytes())
+    data[-2000] ^= 0xFF  # same size, another content at its end: changed
+    one.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="000002.tar changed since"):
+        load_shard_index(str(copy / "{000000..000003}.tar"))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_over_damaged_v2d_shards_without_an_index_train_and_record_them(media, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    spec = _v2d(media, tmp_path / "v2d")
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29577", "-m", "avssl",
+           "pretrain", "--config", str(root / "configs" / "pretrain" / "avid_small_cpu.yaml"), "--output-dir",
+           str(tmp_path / "run")]
+    for o in (f"data.shards={spec}", "data.num_workers=1", "optim.batch_size=2", "optim.epochs=2",
+              "run.progress=false", "loss.num_negatives=2", "run.device=cpu", "eval.every=0"):
+        cmd += ["--set", o]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=root,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    skipped = [json.loads(x) for x in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert {Path(x["path"]).name for x in skipped} >= {"00001.tar", "00003.tar"}
