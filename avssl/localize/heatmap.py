@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from ..data.clips import clip_span
 from ..data.datasets import DataConfig
 from ..data.decode import DecodeError, decode_audio, decode_frames, probe
 from ..models.avmodel import AVModel
-from ..progress import track
+from ..progress import counted, track
 
 __all__ = ["Geometry", "Localizer", "MapChunk", "MapConfig", "MapPlan", "VideoMaps", "grid_to_frame",
            "normalize_maps"]
@@ -115,6 +115,14 @@ class MapPlan:
     notes: list[str] = field(default_factory=list)
     padded_samples: int = 0  # audio samples outside the source, compared as silence (counted as chunks go)
     pixels: int = 0  # of a displayed frame (0: unknown)
+    heard: np.ndarray | None = None  # per output time, the share of its audio window inside the track (1: all)
+    extent_known: bool = False  # whether the track's start and end were known when the plan was made
+
+    @property
+    def no_sound(self) -> np.ndarray:
+        """Per output time: whether its window holds more silence (outside the track) than sound. Such a map is
+        compared with silence: it is marked on the pictures, not shown as where a sound comes from."""
+        return np.zeros(len(self.times), bool) if self.heard is None else self.heard < NO_SOUND_BELOW
 
 
 @dataclass
@@ -126,6 +134,40 @@ class MapChunk:
     frames: np.ndarray
     maps: np.ndarray
     similarity: np.ndarray
+
+
+NO_SOUND_BELOW = 0.5  # a map whose audio window is less than half inside the track has no sound to show
+
+
+def audio_extent(info: Any) -> tuple[float, float] | None:
+    """(start, end) of a file's audio track on its container's clock (the times avssl decodes at); None when its
+    length is not known."""
+    a = info.audio
+    if a is None:
+        return None
+    length = a.duration if a.duration else (info.duration - a.start_time if info.duration else None)
+    return (a.start_time, a.start_time + length) if length and length > 0 else None
+
+
+def _silence_notes(times: np.ndarray, heard: np.ndarray, extent: tuple[float, float], audio_offset: float,
+                   length: float, source: str) -> list[str]:
+    """What the reader needs to know of the sound's extent, in seconds of the video: where it has none, and which maps
+    were compared with more silence than sound."""
+    notes = []
+    first, last = extent[0] - audio_offset, extent[1] - audio_offset  # the track on the video's clock
+    if length and last < length - 0.01:
+        notes.append(f"the last {length - last:.2f} s have no sound (the audio of {source} ends at {last:.2f} s of "
+                     f"{length:.2f} s)")
+    if length and first > 0.01:
+        notes.append(f"the first {first:.2f} s have no sound (the audio of {source} starts at {first:.2f} s)")
+    silent = heard < NO_SOUND_BELOW
+    if silent.any():
+        at = times[silent]
+        where = f"at {at[0]:.2f} s" if len(at) == 1 else f"between {at.min():.2f} and {at.max():.2f} s"
+        its = "its frames" if len(at) == 1 else "their frames"
+        notes.append(f"{counted(len(at), 'map')} of {len(times)} ({where}) would compare {its} with more silence than "
+                     "sound: marked 'no sound' on the pictures, not shown as maps")
+    return notes
 
 
 def grid_to_frame(sim: torch.Tensor | np.ndarray, geometry: Geometry, height: int, width: int) -> torch.Tensor:
@@ -300,13 +342,21 @@ class Localizer:
         if audio is not None and probe(source).audio is None:
             raise DecodeError(source, "no audio stream")
         notes: list[str] = []
+        source_info = info if audio is None else probe(source)
         if info.is_still:  # one map, the sound's window taken from the middle of its file
-            audio_offset += (probe(source).duration or 0.0) / 2
+            audio_offset += (source_info.duration or 0.0) / 2
             notes.append(f"a still image: compared with the middle of {source}")
         starts = self.starts(times, length)
         a_starts = starts + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset + audio_offset
         pixels = info.video.width * info.video.height if info.video is not None else 0
-        return MapPlan(os.fspath(video), source, audio_offset, times, starts, a_starts, length, notes, pixels=pixels)
+        extent = audio_extent(source_info)
+        heard = np.ones(len(times))
+        if extent is not None:  # the share of each window's audio inside the track (the rest is compared as silence)
+            ends = np.minimum(a_starts + clip.audio_duration, extent[1]) - np.maximum(a_starts, extent[0])
+            heard = np.clip(ends / clip.audio_duration, 0.0, 1.0)
+            notes += _silence_notes(times, heard, extent, audio_offset, length, source)
+        return MapPlan(os.fspath(video), source, audio_offset, times, starts, a_starts, length, notes, pixels=pixels,
+                       heard=heard, extent_known=extent is not None)
 
     def chunks(self, plan: MapPlan, progress: bool = False) -> Iterator[MapChunk]:
         """The plan's maps ``cfg.chunk`` output times at a time: memory holds one chunk (its frames, its audio
@@ -329,8 +379,9 @@ class Localizer:
             sim = self._similarities(self._clips(plan.video, plan.starts[part]), waves)
             maps = normalize_maps(self.project(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy()
             yield MapChunk(plan.times[part], frames, maps, sim.cpu().numpy())
-        if plan.padded_samples:  # every chunk made: say so once
-            plan.notes.append(f"{plan.padded_samples} audio samples outside {plan.source} compared as silence")
+        if plan.padded_samples and not plan.extent_known:  # every chunk made: said once, where the plan could not
+            plan.notes.append(f"{plan.padded_samples / sr:.2f} s of the compared audio lie outside {plan.source} "
+                              "(compared as silence)")
 
     def audio_span(self, plan: MapPlan) -> tuple[float, float]:
         """(start, seconds) of the compared audio over the mapped span, from the first output time to one map period

@@ -7,9 +7,12 @@ the grid onto any frame size, :func:`~avssl.localize.heatmap.normalize_maps` giv
 overlay PNGs of a few frames (JET colormap blended over the frame), ``contact_sheet.png`` (those frames plain
 above, overlaid below), ``poster.png``, ``overlay.mp4`` (H.264, with the audio that was compared muxed in as AAC),
 optionally ``overlay.gif``, and ``info.json`` (what was written; whether the maps listen: how much they change
-when the sound is replaced by another file's and by silence). Everything is written as the maps are made, a chunk
-at a time, so memory does not grow with the video's length. ``OUT/index.html`` shows every video with its plain
-frames, says whether its maps listen, and lists the files that were skipped and why.
+when the sound is replaced by another file's and by silence; the notes, where the video has no sound, in seconds;
+what made the maps). Everything is written as the maps are made, a chunk at a time, so memory does not grow with
+the video's length. A time whose audio window holds more silence than sound (past the end of the track) shows its
+frame greyed and labelled "no sound" instead of a map (``no_sound_times`` in ``info.json``). ``OUT/index.html``
+shows every video of the folder with its plain frames, says whether its maps listen (and that listening is not
+pointing at the right place), gives its notes, and lists the files that were skipped and why.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
 import sys
 import unicodedata
 from pathlib import Path
@@ -29,14 +33,15 @@ import torch
 import torch.nn.functional as F
 import torchvision.io as tvio
 
+from ..config import Interrupted
 from ..data.decode import DecodeError, decode_audio, probe
 from ..data.encode import write_av
 from ..fileio import write_json
 from ..progress import counted
 from .heatmap import Localizer, MapPlan, VideoMaps
 
-__all__ = ["MAPS", "contact_sheet", "jet", "listening", "localize_video", "localize_videos", "overlay", "write_index",
-           "write_video_outputs"]
+__all__ = ["MAPS", "contact_sheet", "jet", "listening", "localize_video", "localize_videos", "no_sound", "overlay",
+           "write_index", "write_video_outputs"]
 
 MAPS = ("grid", "full", "none")  # what `avssl localize --maps` keeps besides the pictures
 
@@ -62,6 +67,21 @@ def _fit_height(img: np.ndarray, height: int) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
     y = F.interpolate(x, size=(height, w), mode="bilinear", antialias=True, align_corners=False)
     return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def no_sound(frame: np.ndarray) -> np.ndarray:
+    """A frame whose sound was compared as silence: grey and dimmed, labelled "no sound", with no map on it (a map
+    there would show where the video encoder looks, not where a sound comes from)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    grey = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    img = Image.fromarray((0.5 * grey + 40).clip(0, 255).astype(np.uint8)).convert("RGB")
+    h, w = frame.shape[:2]
+    size = max(8, min(h, w) // 8)
+    draw = ImageDraw.Draw(img)
+    draw.text((size // 2, size // 2), "no sound", fill=(255, 255, 255), font=ImageFont.load_default(size=size),
+              stroke_width=max(1, size // 10), stroke_fill=(0, 0, 0))
+    return np.array(img)
 
 
 def contact_sheet(frames: list[np.ndarray], overlays: list[np.ndarray], height: int = 160, gap: int = 4) -> np.ndarray:
@@ -137,17 +157,19 @@ def _audio_file(localizer: Localizer, plan: MapPlan, path: Path, window: float =
 def localize_video(localizer: Localizer, video: str | os.PathLike, out_dir: str | os.PathLike, *,
                    audio: str | os.PathLike | None = None, audio_offset: float = 0.0, start: float | None = None,
                    duration: float | None = None, maps: str = "grid", gif: bool = False, other: str | None = None,
-                   progress: bool = False, sheet_frames: int = 6) -> dict[str, Any]:
+                   progress: bool = False, sheet_frames: int = 6, made_by: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """One video's maps and files in ``out_dir`` (see the module's description), made and written a chunk at a
     time; ``start``/``duration`` (s) map a segment; ``other``: a file whose sound the listening check compares
-    with (default: the video's own sound half its length away, and silence). Returns what ``info.json`` holds.
-    Raises DecodeError."""
+    with (default: the video's own sound half its length away, and silence); ``made_by``: what ``info.json``
+    records of the model and options that made the maps. Returns what ``info.json`` holds. Raises DecodeError."""
     if maps not in MAPS:
         raise ValueError(f"maps must be one of {MAPS}, got {maps!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = localizer.plan(video, audio=audio, audio_offset=audio_offset, start=start, duration=duration)
     fps, n = localizer.cfg.fps, len(plan.times)
+    silent = plan.no_sound
     picks = _spread(n, sheet_frames)
     state: dict[str, Any] = {"k": 0, "sim": None, "full": None, "plain": [], "over": [], "pngs": [], "size": None}
     gif_writer = _Gif(out / "overlay.gif", fps) if gif else None
@@ -166,7 +188,7 @@ def localize_video(localizer: Localizer, video: str | os.PathLike, out_dir: str 
             if state["full"] is not None:
                 state["full"][k : k + len(chunk.times)] = (chunk.maps * 255 + 0.5).astype(np.uint8)
             for j, (frame, heat) in enumerate(zip(chunk.frames, chunk.maps)):
-                over = overlay(frame, heat)
+                over = no_sound(frame) if silent[k + j] else overlay(frame, heat)
                 if k + j in picks:
                     name = f"overlay_{k + j:04d}.png"
                     _png(out / name, over)
@@ -186,11 +208,11 @@ def localize_video(localizer: Localizer, video: str | os.PathLike, out_dir: str 
         (out / ".audio.npy").unlink(missing_ok=True)
         if gif_writer is not None:
             gif_writer.close()
-    return _finish(localizer, plan, out, state, maps, gif, picks, other)
+    return _finish(localizer, plan, out, state, maps, gif, picks, other, made_by)
 
 
 def _finish(localizer: Localizer, plan: MapPlan, out: Path, state: dict[str, Any], maps: str, gif: bool,
-            picks: list[int], other: str | None) -> dict[str, Any]:
+            picks: list[int], other: str | None, made_by: dict[str, Any] | None) -> dict[str, Any]:
     """After the last chunk: the contact sheet, the poster, geometry.json, times.json and info.json."""
     state["sim"].flush()
     if state["full"] is not None:
@@ -218,7 +240,8 @@ def _finish(localizer: Localizer, plan: MapPlan, out: Path, state: dict[str, Any
             "span": [round(float(plan.times[0]), 3), round(float(plan.times[-1]), 3)],
             "sheet_times": [round(float(plan.times[i]), 3) for i in picks], "audio": plan.source,
             "audio_offset": plan.audio_offset, "norm": localizer.cfg.norm, "notes": plan.notes,
-            "listening": listening(localizer, plan, other)}
+            "no_sound_times": [round(float(t), 3) for t in plan.times[plan.no_sound]],
+            "listening": listening(localizer, plan, other), "made_by": made_by}
     write_json(out / "info.json", info)
     return info
 
@@ -361,11 +384,16 @@ _SECTION = """<section id="{url}">
 </section>"""
 
 
+_NOT_WHERE = ("Listening is not pointing at the right place: maps that change with the sound may still light up "
+              "another object; only annotated boxes tell (avssl evaluate localization).")
+
+
 def write_index(out_dir: str | os.PathLike, videos: dict[str, dict[str, Any]], title: str, about: str,
-                skipped: list[dict[str, str]] | None = None) -> Path:
+                skipped: list[dict[str, str]] | None = None, current: str | None = None) -> Path:
     """``OUT/index.html`` over the videos written by :func:`localize_video` (``stem -> info``): each with its poster,
-    its contact sheet and whether its maps listen; then the files that were ``skipped`` and why. The folder is
-    made if it does not exist yet (every input may have been skipped)."""
+    its contact sheet, whether its maps listen (and that listening is not pointing at the right place), its notes
+    (where it has no sound); then the files that were ``skipped`` and why. A video made by another checkpoint than
+    ``current`` says which. The folder is made if it does not exist yet (every input may have been skipped)."""
     e = html.escape
     sections = []
     for stem, info in videos.items():
@@ -382,6 +410,14 @@ def write_index(out_dir: str | os.PathLike, videos: dict[str, dict[str, Any]], t
         if heard:
             style = "" if heard["listens"] else ' style="color:#a00"'
             listening = f'<p class="meta"{style}><b>Does the map listen?</b> {e(heard["verdict"]).capitalize()}.</p>'
+            if heard["listens"]:
+                listening += f'<p class="meta">{e(_NOT_WHERE)}</p>'
+        notes = info.get("notes") or []
+        if notes:
+            listening += '<ul class="meta notes">' + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>"
+        made = (info.get("made_by") or {}).get("checkpoint")
+        if made and made != current:
+            meta += f"; made earlier by {e(str(made))}"
         sections.append(_SECTION.format(stem=e(stem), url=u, meta=meta, listening=listening,
                                         times=", ".join(map(str, info["sheet_times"])), links=links + "."))
     if skipped:
@@ -406,42 +442,115 @@ def safe_stem(name: str) -> str:
     return stem if stem.strip("_") else "video"
 
 
+def _made_by(localizer: Localizer, model_name: str) -> dict[str, Any]:
+    """What makes a localizer's maps what they are: the model's weights (a hash of its state), the map settings and
+    the clip spec (JSON as it reads back)."""
+    from dataclasses import asdict
+
+    from ..outputs import model_sha256
+
+    cfg = {k: v for k, v in asdict(localizer.cfg).items() if k not in ("batch_size", "chunk")}
+    made = {"checkpoint": model_name, "model_sha256": model_sha256(localizer.model), "map": cfg,
+            "size": localizer.size, "clip": asdict(localizer.data.clip)}
+    return json.loads(json.dumps(made))
+
+
+def _info(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "info.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _earlier(out: Path, videos: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The videos of this run, then those mapped into the folder before (each a folder with its info.json)."""
+    found = dict(videos)
+    if out.is_dir():
+        for d in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            info = _info(d) if d.name not in found else None
+            if info is not None and "files" in info:
+                found[d.name] = info
+    return found
+
+
 def localize_videos(localizer: Localizer, paths: list[str], out_dir: str | os.PathLike, *, audio: str | None = None,
                     audio_offset: float = 0.0, gif: bool = False, model_name: str = "", progress: bool = False,
                     start: float | None = None, duration: float | None = None, maps: str = "grid") -> dict[str, Any]:
     """Maps and their files for each video (``OUT/<stem>/``, :func:`localize_video`; a stem seen twice gets ``_``
-    appended), and ``OUT/index.html`` (saying how the maps were made, and from ``model_name``). A file that fails
-    to decode is skipped and listed with its reason, on the page too. Each video's listening check compares its
-    sound with the next video's (with several), else with its own sound elsewhere and silence."""
+    appended), and ``OUT/index.html`` (saying how the maps were made, and from ``model_name``), which also lists the
+    videos mapped into the folder before. A file that fails to decode is skipped and listed with its reason, on the
+    page too. Each video's listening check compares its sound with the next video's (with several), else with its
+    own sound elsewhere and silence.
+
+    A video is made in ``OUT/.<stem>.partial/`` and put in place when whole: a run stopped part-way (Ctrl-C, an
+    error) leaves no half-written folder. Its ``info.json`` records what made it (``made_by``: the model's weights,
+    the map settings, the video and the options); a video whose folder holds maps made the same way is not mapped
+    again, so a stopped run goes on where it stopped."""
     out = Path(out_dir)
+    made = _made_by(localizer, model_name)
     videos: dict[str, dict[str, Any]] = {}
-    failed = []
-    for i, path in enumerate(paths, 1):
-        stem = safe_stem(Path(path).stem)
-        while stem in videos:  # same name in two folders
-            stem += "_"
-        other = paths[i % len(paths)] if len(paths) > 1 and audio is None else None
-        if other is not None and probe_audio(other) is None:
-            other = None
-        try:
-            videos[stem] = localize_video(localizer, path, out / stem, audio=audio, audio_offset=audio_offset,
-                                          start=start, duration=duration, maps=maps, gif=gif, other=other,
-                                          progress=progress)
-        except DecodeError as e:
-            failed.append({"path": e.path, "reason": e.reason})
-            print(f"avssl localize: skipped {e.path}: {e.reason}", file=sys.stderr)
-            continue
-        heard = videos[stem]["listening"]
-        print(f"[{i}/{len(paths)}] {path} -> {out / stem}" + ("" if heard["listens"] else f" ({heard['verdict']})"),
-              file=sys.stderr)
+    failed, reused = [], 0
     c = localizer.cfg
     about = (f"{model_name}; frames given whole to the video encoder at short side {localizer.size} (reflect-padded "
              f"by {c.pad:g} of it), last stage stride {c.last_stride}; {c.fps:g} maps per second; maps normalized by "
              f"{c.norm}")
-    index = write_index(out, videos, "avssl localize: where the sound comes from", about, failed)
+    title = "avssl localize: where the sound comes from"
+    path = ""
+    try:
+        for i, path in enumerate(paths, 1):
+            stem = safe_stem(Path(path).stem)
+            while stem in videos:  # same name in two folders
+                stem += "_"
+            other = paths[i % len(paths)] if len(paths) > 1 and audio is None else None
+            if other is not None and probe_audio(other) is None:
+                other = None
+            record = {**made, "video": str(path), "video_size": _size(path), "audio": audio,
+                      "audio_offset": audio_offset, "start": start, "duration": duration, "maps": maps, "gif": gif,
+                      "other": other}
+            record = json.loads(json.dumps(record))
+            earlier = _info(out / stem)
+            if earlier is not None and earlier.get("made_by") == record:
+                videos[stem], reused = earlier, reused + 1
+                print(f"[{i}/{len(paths)}] {path}: already mapped in {out / stem} (the same model, video and "
+                      "options)", file=sys.stderr)
+                continue
+            partial = out / f".{stem}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                info = localize_video(localizer, path, partial, audio=audio, audio_offset=audio_offset, start=start,
+                                      duration=duration, maps=maps, gif=gif, other=other, progress=progress,
+                                      made_by=record)
+            except DecodeError as e:
+                shutil.rmtree(partial, ignore_errors=True)
+                failed.append({"path": e.path, "reason": e.reason})
+                print(f"avssl localize: skipped {e.path}: {e.reason}", file=sys.stderr)
+                continue
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            shutil.rmtree(out / stem, ignore_errors=True)
+            partial.rename(out / stem)
+            videos[stem] = info
+            heard = info["listening"]
+            print(f"[{i}/{len(paths)}] {path} -> {out / stem}" + ("" if heard["listens"] else f" ({heard['verdict']})"),
+                  file=sys.stderr)
+    except KeyboardInterrupt:
+        write_index(out, _earlier(out, videos), title, about, failed, current=model_name)
+        raise Interrupted(f"avssl localize: interrupted while mapping {path}: {len(videos)} of "
+                          f"{counted(len(paths), 'video')} done and kept in {out} (index.html lists them; the unfinished "
+                          "one was removed); the same command goes on from there (videos already mapped with the same "
+                          "model and options are not mapped again)") from None
+    index = write_index(out, _earlier(out, videos), title, about, failed, current=model_name)
     listens = {stem: info["listening"] for stem, info in videos.items()}
-    return {"videos": len(videos), "failed": failed, "index": str(index), "output_dir": str(out),
+    return {"videos": len(videos), "reused": reused, "failed": failed, "index": str(index), "output_dir": str(out),
             "listening": listens}
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def probe_audio(path: str) -> Any:

@@ -262,3 +262,83 @@ def test_summaries_are_computed_from_unrounded_cious(run, tmp_path, monkeypatch)
     assert {"ciou_drop_mismatched", "own_sound_more_mass_on_object", "true_beats_mismatched_cosine",
             "slavc_extended"} <= set(listen)
     assert listen["slavc_extended"]["positives"] == 2 and listen["slavc_extended"]["negatives"] == 1
+
+
+def _short_sound(src: Path, out: Path, keep: float) -> Path:
+    """``src`` with its audio track cut after ``keep`` seconds (the frames go on): a real video whose last seconds
+    have no sound."""
+    from avssl.data.decode import decode_audio, decode_frames, probe
+    from avssl.data.encode import write_av
+
+    info = probe(src)
+    frames = decode_frames(src, np.arange(int(round(info.duration * 8))) / 8)
+    wave = decode_audio(src, 0.0, keep, 16000).waveform
+    write_av(out, list(frames), 8, wave[None], 16000)
+    return out
+
+
+def test_maps_of_times_without_sound_are_marked_and_the_notes_are_on_the_page(run, tmp_path, capsys):
+    """A video whose sound ends early: the page says in seconds where it has none, the maps there are not shown
+    as maps, and beside a 'listens' verdict it says that listening is not pointing at the right place."""
+    from avssl.localize.render import no_sound
+
+    src = tmp_path / "in"
+    src.mkdir()
+    video = _short_sound(run["test"] / "clip_00000.mp4", src / "short.mp4", 0.4)
+    out = tmp_path / "out"
+    assert main(["localize", "--checkpoint", str(run["ckpt"]), "--video", str(video), "--fps", "4", "--size", "64",
+                 "--output-dir", str(out), "--quiet"]) == 0
+    info = json.loads((out / "short" / "info.json").read_text())
+    ends = [n for n in info["notes"] if n.startswith("the last ")]
+    assert ends and re.match(r"the last 1\.\d\d s have no sound \(the audio of .* ends at 0\.\d\d s of 1\.50 s\)",
+                             ends[0]) and "samples" not in " ".join(info["notes"])
+    assert info["no_sound_times"] and info["no_sound_times"][-1] == 1.25
+    page = (out / "index.html").read_text()
+    assert "have no sound" in page and "marked &#x27;no sound&#x27;" in page
+    frames = []
+    with av.open(str(out / "short" / "overlay.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    last = frames[-1].astype(np.float32)
+    assert np.abs(last[..., 0] - last[..., 2]).mean() < 8  # grey: no JET colours on a time without sound
+    assert no_sound(np.zeros((40, 60, 3), np.uint8)).shape == (40, 60, 3)
+    listens = '<p class="meta"><b>Does the map listen?</b> The maps change'
+    if listens in page:
+        assert "Listening is not pointing at the right place" in page
+
+
+def test_a_stopped_localize_keeps_whole_videos_only_and_goes_on(run, tmp_path, capsys, monkeypatch):
+    from avssl.localize import render
+
+    out = tmp_path / "out"
+    argv = ["localize", "--checkpoint", str(run["ckpt"]), "--video", str(run["test"]), "--fps", "4", "--size", "64",
+            "--output-dir", str(out), "--quiet"]
+    real, calls = render.listening, []
+
+    def stopped_on_the_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second video's files are being written
+        return real(*a, **k)
+
+    monkeypatch.setattr(render, "listening", stopped_on_the_second)
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "interrupted while mapping" in err[-1] and "1 of 3 videos done and kept" in err[-1]
+    assert "Traceback" not in "".join(err) and "nothing saved" not in err[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["clip_00000", "index.html"]  # no half-written folder
+    monkeypatch.setattr(render, "listening", real)
+    kept = (out / "clip_00000" / "overlay.mp4").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert "already mapped in" in capsys.readouterr().err
+    assert (out / "clip_00000" / "overlay.mp4").stat().st_mtime_ns == kept  # not mapped again
+    assert json.loads((out / "clip_00000" / "info.json").read_text())["made_by"]["model_sha256"]
+
+
+def test_maps_made_earlier_in_the_folder_stay_on_its_page(run, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["localize", "--checkpoint", str(run["ckpt"]), "--fps", "4", "--size", "64", "--output-dir", str(out),
+            "--quiet"]
+    assert main([*base, "--video", str(run["test"] / "clip_00000.mp4")]) == 0
+    assert main([*base, "--video", str(run["test"] / "clip_00001.mp4"), "--fps", "2"]) == 0
+    page = (out / "index.html").read_text()
+    assert 'id="clip_00000"' in page and 'id="clip_00001"' in page

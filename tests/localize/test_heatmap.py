@@ -136,7 +136,8 @@ def test_surround_audio_and_audio_shorter_than_the_video(tmp_path):
     write_av(tmp_path / "short51.mp4", frames, 16, np.tile(0.3 * np.sin(2 * np.pi * 440 * t), (6, 1)), SR)
     res = Localizer(_model(), _data(), MapConfig(size=48, fps=4.0))(tmp_path / "short51.mp4")
     assert res.maps.shape == (4, 48, 64) and np.isfinite(res.maps).all()
-    assert any("compared as silence" in n for n in res.notes)  # the audio past its end is silence, said so
+    assert "the last 0.50 s have no sound" in res.notes[0]  # the audio past its end is silence, said so in seconds
+    assert res.notes[1].startswith("1 map of 4 (at 0.75 s) would compare its frames with more silence")
     assert np.abs(res.waveform[: SR // 4]).max() > 0.1 and np.abs(res.waveform[-SR // 4 :]).max() == 0
 
 
