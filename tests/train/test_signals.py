@@ -97,7 +97,8 @@ def test_under_torchrun_every_rank_stops_at_the_same_step_and_the_run_resumes(co
                         timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
     res = _run_until(_command(collection, out, 2, 29565), out, 5, signum)
-    assert res.returncode != 0
+    # torchrun's own exit, as docs/usage.md tells a scheduler: its agent re-raises the signal as an exception
+    assert res.returncode == 1 and "SignalException" in res.stderr.split("avssl: interrupted")[-1]
     lines = [x for x in res.stderr.splitlines() if x.startswith("avssl: interrupted at step")]
     step = load_checkpoint(out / "last.pt")["step"]
     assert lines == [f"avssl: interrupted at step {step} ({signal.Signals(signum).name}); the same command resumes "
