@@ -66,7 +66,8 @@ _HOST = socket.gethostname().replace(".", "_")
 
 def default_cache_dir(manifest: str | os.PathLike) -> str:
     """Where a manifest's videos are kept decoded unless a config says otherwise: ``<manifest>.cache/`` beside
-    it, so later runs on the same manifest reuse it."""
+    it, so later runs on the same manifest (or on a subset of its rows: a held-out split) reuse it. Entries are
+    keyed by each file's path and the clip spec, so runs of other specs share the folder without clashing."""
     return str(Path(manifest).with_suffix("")) + ".cache"
 
 
@@ -203,7 +204,7 @@ def build(folder: str | os.PathLike, clip: ClipConfig, missing_audio: str, entri
     jobs = [(str(folder), clip, missing_audio, e) for e in todo]
     minutes = sum(float(e.get("duration") or 0.0) for e in todo) / 60
     if progress:
-        print(f"cache: decoding {counted_(len(todo), 'video')} ({minutes:.1f} min) once, before "
+        print(f"cache: decoding {counted_(len(todo), 'video')} ({minutes:.1f} min of video) once, before "
               "training", flush=True)
     if workers <= 1 or len(todo) == 1:
         for job in track(jobs, desc="cache", unit="video", enabled=progress):

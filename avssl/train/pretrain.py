@@ -152,14 +152,15 @@ class PretrainJob:
         self.loss_fn.load_state_dict(ck["loss"])
 
 
-def _plan_cache(cfg: PretrainConfig, manifest: str, entries: Entries) -> tuple[DataConfig, np.ndarray | None]:
-    """The data section with the cache's folder (beside the manifest unless set), and which videos the cache
-    serves (None: no cache); says so once."""
+def _plan_cache(cfg: PretrainConfig, source: str, entries: Entries) -> tuple[DataConfig, np.ndarray | None]:
+    """The data section with the cache's folder (beside the source manifest unless set: the collection's, not the
+    run's held-out split of it, so that runs on one collection share it), and which videos the cache serves (None:
+    no cache); says so once."""
     data = cfg.data
     if not data.cache:
         return data, None
-    if not data.cache_dir:  # decoded videos beside the manifest, for this run and the next ones
-        data = replace(data, cache_dir=default_cache_dir(manifest))
+    if not data.cache_dir:  # decoded videos beside the collection's manifest, for this run and the next ones
+        data = replace(data, cache_dir=default_cache_dir(source))
     plan = plan_cache(entries.durations, entry_sizes(entries, data.clip), data.clip, data.cache, data.cache_dir,
                       data.cache_max_gb, cfg.optim.epochs, data.clips_per_video, entries.paths())
     if dist.is_main():
@@ -229,7 +230,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
         job = PretrainJob(cfg, trainer.rt, slots, trainer.steps_per_epoch)
         trainer.set_evaluator(*_evaluator(cfg, trainer, None))
         return trainer.fit(job)
-    manifest = _prepare_manifest(cfg, trainer.out)
+    manifest = source = _prepare_manifest(cfg, trainer.out)
     heldout = None
     if cfg.eval.every and cfg.eval.holdout:  # a seeded share of the videos kept out of training, for evaluation
         if dist.is_main():
@@ -245,7 +246,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
         raise ConfigError(f"data.manifest {manifest} lists no usable videos (`avssl data manifest` writes the "
                           "rejected files and why beside it)")
     check_durations(entries, entries.durations, f"data.manifest {manifest}")
-    data, cached = _plan_cache(cfg, manifest, entries)
+    data, cached = _plan_cache(cfg, source, entries)
     dataset = trainer.set_data(entries, data, cached)
     job = PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch)
     trainer.set_evaluator(*_evaluator(cfg, trainer, heldout))
