@@ -63,9 +63,11 @@ def _data_manifest(args: argparse.Namespace) -> int:
     from .data.collection import VIDEO_EXTENSIONS, build_manifest
     from .progress import counted
 
+    if args.segment is not None and not args.segment > 0:
+        raise InputError(f"avssl data manifest: --segment {args.segment}: seconds > 0")
     res = build_manifest(args.source, args.output, workers=args.workers, require_audio=args.require_audio,
                          min_duration=args.min_duration, verify=args.verify, progress=not args.quiet,
-                         part=_part(args.part))
+                         part=_part(args.part), segment=args.segment)
     print(f"{res.manifest}: {counted(res.total, 'usable file')} ({res.added} new, {res.kept} unchanged); "
           f"{len(res.rejected)} newly rejected, listed in {res.rejected_file}", file=sys.stderr)
     if res.total == 0 and not res.rejected and not (res.kept or res.added):
@@ -117,8 +119,10 @@ def _data_shard(args: argparse.Namespace) -> int:
     if args.reencode:
         reencode = _spec(ReencodeConfig, args, short_side="short_side", keyframe_interval="keyframe_interval",
                          crf="crf")
+    if args.segment is not None and not args.segment > 0:
+        raise InputError(f"avssl data shard: --segment {args.segment}: seconds > 0")
     cfg = ShardConfig(samples_per_shard=args.samples_per_shard, shard_mb=args.shard_mb, reencode=reencode,
-                      require_audio=args.require_audio, min_duration=args.min_duration)
+                      require_audio=args.require_audio, min_duration=args.min_duration, segment=args.segment)
     try:
         res = write_shards(args.source, args.output_dir, cfg, workers=args.workers, part=_part(args.part),
                            progress=not args.quiet)
@@ -189,6 +193,9 @@ def _add_sharding(dsub: Any) -> None:
     q.add_argument("--crf", type=int, default=None, help=f"with --reencode; default {ReencodeConfig.crf}")
     q.add_argument("--require-audio", action="store_true", help="reject files without an audio stream")
     q.add_argument("--min-duration", type=float, default=0.0, help="reject files shorter than this (s)")
+    q.add_argument("--segment", type=float, default=None, metavar="SEC",
+                   help="each file's segments of about SEC seconds are training instances of their own (listed in its "
+                        "KEY.json; the file is stored once); a manifest of segment rows keeps its segments")
     q.add_argument("--workers", type=int, default=2, help="processes writing shards")
     q.add_argument("--part", default=None, metavar="I/N", help="one job of an array: the shards "
                    "[I*K/N, (I+1)*K/N) of the K planned (I from 0); `avssl data merge OUTPUT_DIR` after the last")
@@ -222,6 +229,9 @@ def _add_data(sub: Any) -> None:
     q.add_argument("--part", default=None, metavar="I/N",
                    help="one job of an array: the files [I*N_files/N, (I+1)*N_files/N) of the listing (I from 0); "
                         "`avssl data merge` joins the parts")
+    q.add_argument("--segment", type=float, default=None, metavar="SEC",
+                   help="a row per segment of about SEC seconds of each file (start, end): a long video becomes many "
+                        "training instances, each clip drawn inside its segment")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=_data_manifest)
 

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import distributed as dist
 from .config import InputError, Interrupted
-from .data.clips import ClipSpec, UniformClipSampler
+from .data.clips import ClipSpec, UniformClipSampler, segment_of
 from .data.collection import build_manifest, read_jsonl, read_manifest, rejected_path, resolve_media
 from .data.datasets import BatchPreprocess, ClipMaker, DataConfig, av_collate
 from .data.decode import DecodeError, probe
@@ -142,7 +142,9 @@ class _Clips(IterableDataset):
                     continue
                 try:
                     duration = float(v.entry.get("duration") or probe(v.entry["path"]).duration)
-                    windows = clip_windows(duration, self.spec, self.data)
+                    lo, hi = segment_of(v.entry, duration)  # a segment row: its windows inside the segment
+                    windows = [(ClipSpec(c.start + lo, c.audio_offset), a + lo, b + lo)
+                               for c, a, b in clip_windows(hi - lo, self.spec, self.data)]
                     for lo in range(0, len(windows), self.spec.max_clips_per_item):
                         chunk = windows[lo : lo + self.spec.max_clips_per_item]
                         items = [self.maker.item(v.entry, 0, lo + j, spec=w[0]) for j, w in enumerate(chunk)]
@@ -250,7 +252,7 @@ def _parts(src: _Source, spec: EmbedSpec, out: Path, progress: bool) -> tuple[li
         dist.barrier()
         rows = read_manifest(manifest)
         rejected = _rejected(manifest)
-    videos = [_Video(_key(r["path"]), r["path"], r) for r in rows]
+    videos = [_Video(_row_key(r), r["path"], r) for r in rows]
     if not videos and not rejected:
         raise InputError(f"{src.text}: no video to embed")
     return [_Part(k // spec.part_size, videos[k : k + spec.part_size]) for k in range(0, len(videos), spec.part_size)
@@ -314,6 +316,14 @@ def _rejected(manifest: Path) -> list[dict[str, Any]]:
 
 def _key(path: str) -> str:
     return Path(path).stem
+
+
+def _row_key(row: dict[str, Any]) -> str:
+    """A row's key: its file's stem, with its segment for a segment row (``film@120-130``)."""
+    key = _key(row["path"])
+    if "start" in row and "end" in row:
+        key += f"@{float(row['start']):g}-{float(row['end']):g}"
+    return key
 
 
 def _rows(spec: EmbedSpec) -> dict[str, list[Any]]:
@@ -399,11 +409,11 @@ def _vectors(vectors: list[np.ndarray], spec: EmbedSpec) -> Any:
 def _means(rows: dict[str, list[Any]], spec: EmbedSpec) -> dict[str, list[Any]]:
     """Each video's mean embedding per modality (renormalized for the joint embedding)."""
     out: dict[str, list[Any]] = {"key": [], "path": [], "clips": [], **{m: [] for m in spec.modalities}}
-    order: dict[str, list[int]] = {}
-    for i, p in enumerate(rows["path"]):
-        order.setdefault(p, []).append(i)
-    for p, idx in order.items():
-        out["key"].append(rows["key"][idx[0]])
+    order: dict[tuple[str, str], list[int]] = {}
+    for i, pk in enumerate(zip(rows["path"], rows["key"])):  # a file's segments are videos of their own
+        order.setdefault(pk, []).append(i)
+    for (p, key), idx in order.items():
+        out["key"].append(key)
         out["path"].append(p)
         out["clips"].append(len(idx))
         for m in spec.modalities:

@@ -155,7 +155,13 @@ def plan_cache(durations: np.ndarray, sizes: np.ndarray, clip: ClipConfig, mode:
         return CachePlan(np.zeros(n, bool), 0, 0, "cache: off (data.cache: false)")
     lo, hi = clip_span(clip)
     per_run = max(epochs, 1.0) * clips_per_video * (SECONDS_DECODED_PER_CLIP + (hi - lo))
-    cached = durations <= per_run if mode == "auto" else np.ones(n, bool)
+    rows = np.ones(n)
+    if paths is not None:  # a file listed by several rows (its segments) gives the clips of all of them
+        from collections import Counter
+
+        per_file = Counter(paths)
+        rows = np.array([per_file[p] for p in paths], np.float64)
+    cached = durations <= per_run * rows if mode == "auto" else np.ones(n, bool)
     counted = cached & _first_of_each(paths) if paths is not None else cached
     total = int(sizes[counted].sum())
     keys = {cache_key(p, clip) for p, c in zip(paths, counted) if c} if paths is not None else None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ClipConfig", "ClipSpec", "RandomClipSampler", "UniformClipSampler", "clip_span"]
+__all__ = ["ClipConfig", "ClipSpec", "RandomClipSampler", "UniformClipSampler", "clip_span", "segment_of"]
 
 
 @dataclass
@@ -41,6 +41,16 @@ def clip_span(cfg: ClipConfig, audio_offset: float = 0.0) -> tuple[float, float]
         a0 = cfg.video_duration / 2 - cfg.audio_duration / 2 + audio_offset
         lo, hi = min(lo, a0), max(hi, a0 + cfg.audio_duration)
     return lo, hi
+
+
+def segment_of(entry: dict, duration: float) -> tuple[float, float]:
+    """``(start, end)`` of the part of a file a manifest row stands for: its ``start`` and ``end`` (a segment row of
+    ``avssl data manifest --segment``), else the whole file ``(0, duration)``."""
+    lo = entry.get("start")
+    hi = entry.get("end")
+    lo = float(lo) if isinstance(lo, (int, float)) and not isinstance(lo, bool) else 0.0
+    hi = float(hi) if isinstance(hi, (int, float)) and not isinstance(hi, bool) else duration
+    return (lo, hi) if hi > lo else (0.0, duration)
 
 
 def _fit(lo: float, hi: float, duration: float, u: float) -> float:

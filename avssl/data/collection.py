@@ -30,6 +30,8 @@ __all__ = [
     "read_manifest",
     "rejected_path",
     "resolve_media",
+    "segment_rows",
+    "segments",
     "write_jsonl",
 ]
 
@@ -72,7 +74,7 @@ def resolve_media(source: str | os.PathLike) -> list[str]:
     single media file."""
     src = Path(source)
     if src.is_file() and src.suffix == ".jsonl":
-        return [r["path"] for r in read_manifest(src)]
+        return list(dict.fromkeys(r["path"] for r in read_manifest(src)))  # a file once, however many segment rows
     if src.is_file() and src.suffix.lower() not in _LIST_SUFFIXES:
         return [str(src.resolve())]
     return list_media(src)
@@ -149,6 +151,34 @@ def _check(path: str, require_audio: bool, min_duration: float, verify: bool) ->
     return row
 
 
+def segments(duration: float, seconds: float) -> list[tuple[float, float]]:
+    """A video cut into ``round(duration / seconds)`` (at least 1) equal segments, each close to ``seconds`` long:
+    ``(start, end)`` pairs covering ``[0, duration]``."""
+    if not seconds > 0:
+        raise ValueError(f"--segment: seconds > 0, got {seconds}")
+    n = max(1, int(round(duration / seconds)))
+    edges = [round(duration * k / n, 6) for k in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def segment_rows(rows: list[dict[str, Any]], seconds: float | None) -> list[dict[str, Any]]:
+    """Each probed row as one row per segment (:func:`segments`): the file's facts with ``start`` and ``end`` (s).
+    Training takes each row as an instance (a memory-bank slot), so a film gives many; every reader samples a row's
+    clips inside its segment. ``None``: the rows as they are."""
+    if seconds is None:
+        return rows
+    return [{**r, "start": a, "end": b} for r in rows for a, b in segments(float(r["duration"]), seconds)]
+
+
+def _whole(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A manifest's rows by path, one per file, without their segment (segment rows share their file's facts)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["path"] not in out:
+            out[r["path"]] = {k: v for k, v in r.items() if k not in ("start", "end")}
+    return out
+
+
 def build_manifest(
     source: str | os.PathLike | list[str],
     output: str | os.PathLike,
@@ -159,12 +189,14 @@ def build_manifest(
     verify: bool = False,
     progress: bool = True,
     part: tuple[int, int] = (0, 1),
+    segment: float | None = None,
 ) -> ManifestResult:
     """Probe every media file of ``source`` into ``output`` (JSONL) and ``<output>.rejected.jsonl``.
 
     Files already in either list with the same size and modification time are not probed again. ``part``
     ``(i, n)``: only the files ``[i N / n, (i + 1) N / n)`` of the listing (one job of an array), with
-    ``<output>.part.json`` saying which; :func:`merge_manifests` joins the parts.
+    ``<output>.part.json`` saying which; :func:`merge_manifests` joins the parts. ``segment`` (seconds): a row per
+    segment of each file (:func:`segment_rows`), so that a long video is many training instances.
     """
     paths = list(source) if isinstance(source, list) else resolve_media(source)  # a single file: a collection of one
     output = Path(output)
@@ -173,7 +205,7 @@ def build_manifest(
     mine = part_range(total, i, n)
     paths = paths[mine.start : mine.stop]
     rej_file = rejected_path(output)
-    old_ok = {r["path"]: r for r in read_jsonl(output)} if output.exists() else {}
+    old_ok = _whole(read_jsonl(output)) if output.exists() else {}
     old_bad = {r["path"]: r for r in read_jsonl(rej_file)} if rej_file.exists() else {}
 
     def unchanged(row: dict[str, Any] | None, path: str) -> bool:
@@ -203,7 +235,7 @@ def build_manifest(
     order = {p: i for i, p in enumerate(paths)}
     ok.sort(key=lambda r: order.get(r["path"], len(order)))
     bad.sort(key=lambda r: order.get(r["path"], len(order)))
-    write_jsonl(output, ok)
+    write_jsonl(output, segment_rows(ok, segment))
     write_jsonl(rej_file, bad)
     if n > 1:
         with atomic_write(_part_file(output)) as f:

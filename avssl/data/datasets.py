@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, default_collate
 from ..config import ConfigError, InputError
 from .audio import Spectrogram, SpectrogramConfig
 from .cache import ClipCache
-from .clips import ClipConfig, ClipSpec, RandomClipSampler, UniformClipSampler
+from .clips import ClipConfig, ClipSpec, RandomClipSampler, UniformClipSampler, segment_of
 from .entries import Entries, load_entries
 from .decode import Clip, DecodeError, decode_audio, decode_clip
 from .transforms import AudioAugConfig, AudioTransform, VideoAugConfig, VideoTransform
@@ -102,10 +102,16 @@ class ClipMaker:
         self.audio_tf = AudioTransform(train, cfg.audio_aug)
         self.spec = Spectrogram(cfg.spectrogram) if cfg.clip.audio_duration else None
 
-    def clip_spec(self, duration: float, clip: int, g: torch.Generator | None) -> ClipSpec:
+    def clip_spec(self, duration: float, clip: int, g: torch.Generator | None,
+                  segment: tuple[float, float] | None = None) -> ClipSpec:
+        """Where clip ``clip`` of a video of ``duration`` seconds starts; inside ``segment`` (start, end) when the row
+        stands for a part of its file (the clip kept inside it where it fits, centred on it where it does not)."""
+        lo, hi = segment if segment is not None else (0.0, duration)
         if self.train or self.random_times:
-            return self.random_sampler(duration, g)
-        return self.uniform_sampler(duration)[clip]
+            spec = self.random_sampler(hi - lo, g)
+        else:
+            spec = self.uniform_sampler(hi - lo)[clip]
+        return ClipSpec(spec.start + lo, spec.audio_offset) if lo else spec
 
     def decode(self, entry: dict[str, Any], spec: ClipSpec, cached: bool = False) -> Clip:
         """The clip's frames and audio: cut from the cache, or decoded from the file (or the shard's bytes)."""
@@ -128,7 +134,8 @@ class ClipMaker:
         """Decode and transform one clip of ``entry`` (memory-bank ``index``; ``spec``: where, instead of the
         sampler's choice); raises DecodeError."""
         g = generator
-        spec = spec or self.clip_spec(float(entry["duration"]), clip, g)
+        duration = float(entry["duration"])
+        spec = spec or self.clip_spec(duration, clip, g, segment_of(entry, duration))
         decoded = self.decode(entry, spec, cached)
         frames, video_params = self.video_tf.geometry(torch.from_numpy(decoded.frames), g)
         item: dict[str, Any] = {

@@ -10,6 +10,11 @@ rejected files) as the mark of a finished shard: a rerun skips finished shards. 
 finished, ``shards.json`` (the index readers use) and ``rejected.jsonl`` are written; after a job array,
 ``avssl data merge OUTPUT_DIR`` writes them. Tar members carry a fixed time and owner, so one run and a job
 array write the same bytes.
+
+Segments (``segment``: seconds, or a manifest of segment rows from ``avssl data manifest --segment``): a file is
+written once, and its ``KEY.json`` lists its ``segments`` (``[start, end]`` pairs) with ``index`` the memory-bank
+slot of the first; every segment is a training instance of its own (slots numbered over the segments of the
+listing), its clips drawn inside it (:class:`~avssl.data.shards.ShardStream`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 from ..fileio import atomic_write, publish, temp_path
 from ..progress import track
-from .collection import part_range, read_manifest, resolve_media
+from .collection import part_range, read_manifest, resolve_media, segments
 from .decode import DecodeError, probe
 from .reencode import ReencodeConfig, reencode_file
 from .shards import SHARDS_JSON, ShardIndex, shard_stamp
@@ -40,6 +45,7 @@ class ShardConfig:
     reencode: ReencodeConfig | None = None  # None: the files' own bytes
     require_audio: bool = False
     min_duration: float = 0.0
+    segment: float | None = None  # seconds: each file's segments are instances of their own (KEY.json "segments")
 
 
 @dataclass
@@ -71,13 +77,41 @@ def plan_shards(sizes: list[int], samples_per_shard: int | None, shard_bytes: fl
     return [s for s in shards if s]
 
 
-def _sources(source: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]] | None]:
-    """The files in listing order, and their probe facts when the source is a manifest."""
+def _sources(source: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]] | None,
+                                                list[list[tuple[float, float]]] | None]:
+    """The files in listing order, their probe facts when the source is a manifest, and their segments where its
+    rows are segment rows (each file once, with the segments its rows list)."""
     src = Path(source)
     if src.is_file() and src.suffix == ".jsonl":
         rows = read_manifest(src)
-        return [r["path"] for r in rows], rows
-    return resolve_media(src), None
+        if not any("start" in r and "end" in r for r in rows):
+            return [r["path"] for r in rows], rows, None
+        files: dict[str, dict[str, Any]] = {}
+        segs: dict[str, list[tuple[float, float]]] = {}
+        for r in rows:
+            files.setdefault(r["path"], {k: v for k, v in r.items() if k not in ("start", "end")})
+            d = float(r.get("duration") or 0.0)
+            segs.setdefault(r["path"], []).append((float(r.get("start", 0.0)), float(r.get("end", d))))
+        return list(files), list(files.values()), [segs[p] for p in files]
+    return resolve_media(src), None, None
+
+
+def _segments_of(paths: list[str], rows: list[dict[str, Any]] | None, seconds: float) -> list[list[tuple[float, float]]]:
+    """Each file's segments of about ``seconds`` (its duration from the manifest row, else probed; a file that does
+    not probe keeps one slot, and is rejected when its shard is written)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(k: int) -> list[tuple[float, float]]:
+        d = rows[k].get("duration") if rows is not None else None
+        if not isinstance(d, (int, float)) or not d > 0:
+            try:
+                d = probe(paths[k]).duration
+            except DecodeError:
+                return [(0.0, 0.0)]
+        return segments(float(d), seconds)
+
+    with ThreadPoolExecutor(8) as ex:
+        return list(ex.map(one, range(len(paths))))
 
 
 def _facts(path: str, row: dict[str, Any] | None, cfg: ShardConfig) -> dict[str, Any]:
@@ -106,9 +140,12 @@ def _media_bytes(path: str, cfg: ShardConfig, near: Path) -> tuple[bytes, str]:
         tmp.unlink(missing_ok=True)
 
 
-def _write_one(job: tuple[int, list[tuple[int, str, dict[str, Any] | None]], ShardConfig, str]) -> dict[str, Any]:
-    """Write shard ``k`` (its files: position, path, manifest row or None); returns its record (also kept as
-    ``NNNNNN.json``)."""
+_File = tuple[int, str, "dict[str, Any] | None", int, "list[tuple[float, float]] | None"]
+
+
+def _write_one(job: tuple[int, list[_File], ShardConfig, str]) -> dict[str, Any]:
+    """Write shard ``k`` (its files: position, path, manifest row or None, first memory-bank slot, segments or None);
+    returns its record (also kept as ``NNNNNN.json``)."""
     import webdataset as wds
 
     k, files, cfg, out = job
@@ -119,18 +156,20 @@ def _write_one(job: tuple[int, list[tuple[int, str, dict[str, Any] | None]], Sha
     rejected: list[dict[str, Any]] = []
     try:
         with wds.TarWriter(str(tmp), mtime=0.0, user="avssl", group="avssl") as sink:
-            for pos, path, row in files:
+            for pos, path, row, first, segs in files:
                 try:
                     facts = _facts(path, row, cfg)
                     data, ext = _media_bytes(path, cfg, out_dir / f"{k:06d}.reencoded.mp4")
                 except (DecodeError, OSError) as e:
-                    rejected.append({"path": path, "reason": getattr(e, "reason", str(e)), "index": pos})
+                    rejected.append({"path": path, "reason": getattr(e, "reason", str(e)), "index": first})
                     continue
                 key = f"{pos:09d}"
-                meta = {"index": pos, "key": key, "source": path, "duration": facts.get("duration"),
+                meta = {"index": first, "key": key, "source": path, "duration": facts.get("duration"),
                         "audio": bool(facts.get("audio")), "facts": facts}
+                if segs is not None:
+                    meta["segments"] = [[a, b] for a, b in segs]
                 sink.write({"__key__": key, ext: data, "json": json.dumps(meta, sort_keys=True).encode()})
-                indices.append(pos)
+                indices.extend(range(first, first + (len(segs) if segs is not None else 1)))
         publish(tmp, out_dir / name)
     finally:
         tmp.unlink(missing_ok=True)
@@ -155,14 +194,22 @@ def write_shards(source: str | os.PathLike, output_dir: str | os.PathLike, cfg: 
     """Write the planned shards of ``part`` (see the module's description); returns what was done."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths, rows = _sources(source)
+    paths, rows, segs = _sources(source)
     if not paths:
         raise ValueError(f"{source}: no media files")
+    if cfg.segment is not None:
+        segs = _segments_of(paths, rows, cfg.segment)
+    firsts, at = [], 0  # each file's first memory-bank slot: a slot per file, or per segment
+    for i in range(len(paths)):
+        firsts.append(at)
+        at += len(segs[i]) if segs is not None else 1
     sizes = [int(r.get("size_bytes") or 0) for r in rows] if rows is not None else [os.path.getsize(p) for p in paths]
     plan = plan_shards(sizes, cfg.samples_per_shard, cfg.shard_mb * 1e6)
     recorded = {"source": str(Path(source).resolve()), "files": len(paths), "shards": plan,
                 "reencode": asdict(cfg.reencode) if cfg.reencode else None,
                 "require_audio": cfg.require_audio, "min_duration": cfg.min_duration}
+    if segs is not None:
+        recorded.update(segment=cfg.segment, instances=at)
     plan_file = out / _PLAN
     if plan_file.exists():
         old = {"require_audio": False, "min_duration": 0.0, **json.loads(plan_file.read_text())}  # older plans
@@ -178,8 +225,8 @@ def write_shards(source: str | os.PathLike, output_dir: str | os.PathLike, cfg: 
             json.dump(recorded, f)
     mine = part_range(len(plan), *part)
     done = {k: r for k in mine if (r := _finished(out, k)) is not None}
-    todo = [(k, [(i, paths[i], rows[i] if rows is not None else None) for i in plan[k]], cfg, str(out))
-            for k in mine if k not in done]
+    todo = [(k, [(i, paths[i], rows[i] if rows is not None else None, firsts[i], segs[i] if segs is not None else None)
+                 for i in plan[k]], cfg, str(out)) for k in mine if k not in done]
     result = ShardResult(out, len(plan), len(todo), len(done), sum(r["count"] for r in done.values()))
     with ProcessPoolExecutor(max(1, workers)) as ex:
         for record in track(ex.map(_write_one, todo), total=len(todo), desc="shard", unit="shard", enabled=progress):
@@ -205,7 +252,7 @@ def merge_shards(output_dir: str | os.PathLike) -> ShardIndex:
                          f"(e.g. {', '.join(missing[:3])}): run the missing --part jobs")
     shards = [{"url": r["url"], "count": r["count"], "first_index": r["indices"][0] if r["indices"] else 0,
                "indices": r["indices"], **shard_stamp(str(out / r["url"]))} for r in records]
-    index = ShardIndex(shards, "json", int(plan["files"]), out / SHARDS_JSON)
+    index = ShardIndex(shards, "json", int(plan.get("instances", plan["files"])), out / SHARDS_JSON)
     with atomic_write(out / SHARDS_JSON) as f:
         json.dump(index.to_dict(), f)
     with atomic_write(out / "rejected.jsonl") as f:

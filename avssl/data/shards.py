@@ -2,7 +2,9 @@
 
 A shard is a tar file whose samples are consecutive members sharing a key: ``KEY.mp4`` (the video with its
 audio track, or another video extension), optionally the audio beside it (``KEY.m4a``, ``.flac``, ``.wav``,
-...: what ``video2dataset`` writes when it extracts audio), and ``KEY.json``. ``avssl data shard`` writes
+...: what ``video2dataset`` writes when it extracts audio), and ``KEY.json``. A ``KEY.json`` that lists
+``segments`` (``avssl data shard --segment``) makes the sample that many instances, each with its own memory-bank
+slot (``index`` + its number) and its clips drawn inside its segment. ``avssl data shard`` writes
 ``KEY.json`` with the sample's memory-bank ``index``, its ``duration`` and probe facts, and ``shards.json``
 beside the shards: each shard's sample count and memory-bank indices. Shards made elsewhere
 (``video2dataset``'s layout) are indexed once by reading their member lists (:func:`index_shards`): a sample's
@@ -362,9 +364,22 @@ def _quota(total: int, parts: int, k: int) -> int:
 @dataclass
 class _Raw:
     shard: int
-    position: int
+    position: int  # the instance's place in its shard (a sample, or a segment of one)
     cycle: int  # the pass over the slot's shards (clips per video, or a slot short of samples)
     sample: dict[str, Any] = field(repr=False)
+    segment: int = -1  # which of the sample's segments (KEY.json "segments"); -1: the whole video
+
+
+def _segment_count(sample: dict[str, Any]) -> int:
+    """How many instances a sample is: the segments its ``KEY.json`` lists (``avssl data shard --segment``), else 1.
+    A JSON that does not parse counts as one (its reader fails on it and records it)."""
+    if "json" not in sample:
+        return 0
+    try:
+        segs = json.loads(sample["json"]).get("segments")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return 0
+    return len(segs) if isinstance(segs, list) and segs else 0
 
 
 class ShardStream(IterableDataset):
@@ -406,8 +421,10 @@ class ShardStream(IterableDataset):
             position = 0
             try:
                 for sample in read_samples(url):
-                    yield _Raw(s, position, cycle, sample)
-                    position += 1
+                    n = _segment_count(sample)
+                    for j in range(n) if n else [-1]:  # a segmented video: an instance per segment
+                        yield _Raw(s, position, cycle, sample, j)
+                        position += 1
             except Exception as e:  # a truncated tar, an unreadable file, a broken pipe or connection
                 if self.on_error == "raise":
                     raise
@@ -508,8 +525,14 @@ class ShardStream(IterableDataset):
             index = meta["index"]
             if not isinstance(index, int) or isinstance(index, bool):
                 raise DecodeError(f"{name}.json", f"memory-bank index {index!r} is not an integer")
+            index += max(raw.segment, 0)
         else:
             index = int(shard["first_index"]) + raw.position
+        if raw.segment >= 0:  # clips drawn inside the segment (datasets.ClipMaker reads start and end)
+            try:
+                entry["start"], entry["end"] = (float(x) for x in meta["segments"][raw.segment])
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise DecodeError(f"{name}.json", f"segment {raw.segment} is not a [start, end] pair") from None
         slots = self.index.slots or self.index.samples
         if not 0 <= index < slots:
             raise DecodeError(f"{name}.json" if "index" in meta else name,

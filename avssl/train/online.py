@@ -55,11 +55,14 @@ __all__ = ["HeldBatches", "OnlineEval", "knn_accuracy", "left_as_found", "prepar
 
 
 def split_holdout(rows: list[dict[str, Any]], share: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(training rows, held-out rows): a seeded ``share`` of the videos held out, both in manifest order."""
-    order = list(range(len(rows)))
+    """(training rows, held-out rows): a seeded ``share`` of the videos held out, both in manifest order. Segment
+    rows of one file (``avssl data manifest --segment``) go to the same side: a film is never trained on and held
+    out at once."""
+    files = list(dict.fromkeys(r["path"] for r in rows))
+    order = list(range(len(files)))
     random.Random(seed).shuffle(order)
-    held = set(order[: max(1, round(share * len(rows)))]) if share > 0 else set()
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+    held = {files[i] for i in order[: max(1, round(share * len(files)))]} if share > 0 else set()
+    return [r for r in rows if r["path"] not in held], [r for r in rows if r["path"] in held]
 
 
 def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, labels: torch.Tensor,
