@@ -39,16 +39,27 @@ def test_rank_metrics_by_hand():
 
 
 def test_evaluate_retrieval_command(checkpoint, tmp_path, capsys):
+    import shutil
+
+    from avssl.data.decode import decode_frames
+    from avssl.data.encode import write_av
+
     ckpt, media = checkpoint
-    rc = main(["evaluate", "retrieval", "--checkpoint", str(ckpt), "--data", str(media), "--clips", "2",
-               "--output-dir", str(tmp_path), "--device", "cpu", "--set", "data.num_workers=0"])
+    videos = tmp_path / "videos"
+    shutil.copytree(media, videos)
+    write_av(videos / "mute.mp4", list(decode_frames(videos / "clip_00000.mp4", np.arange(12) / 8)), 8, None, 16000)
+    out = tmp_path / "out"
+    rc = main(["evaluate", "retrieval", "--checkpoint", str(ckpt), "--data", str(videos), "--clips", "2",
+               "--output-dir", str(out), "--device", "cpu", "--set", "data.num_workers=0"])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    saved = json.loads((tmp_path / "retrieval.json").read_text())
+    saved = json.loads((out / "retrieval.json").read_text())
     assert printed == saved and saved["num_videos"] == 8
+    assert [Path(f["path"]).name for f in saved["left_out_files"]] == ["mute.mp4"]  # named, not dropped silently
     for d in ("video_to_audio", "audio_to_video"):
         m = saved[d]
-        assert 0 <= m["R@1"] <= m["R@5"] <= m["R@10"] == 1.0 and 1 <= m["median_rank"] <= 8
+        assert 0 <= m["R@1"] <= m["R@5"] <= 1 and 1 <= m["median_rank"] <= 8
+        assert m["chance_R@5"] == 5 / 8 and "R@10" not in m and m["left_out"].startswith("R@10 left out")
 
 
 def test_evaluate_audio_esc50_five_folds(checkpoint, tmp_path, capsys):
