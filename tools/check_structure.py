@@ -4,7 +4,7 @@
     python tools/check_structure.py --longest 10
 
 Layers, lowest first (a module may import its own layer and lower ones): the utilities (``config``,
-``fileio``, ``distributed``, ``progress``), ``data``, ``models``, ``losses``, then ``evaluation`` and
+``fileio``, ``distributed``, ``progress``, ``outputs``), ``data``, ``models``, ``losses``, then ``evaluation`` and
 ``localize``, then ``train``, ``report``, ``hub`` and ``embeddings``, then the entry points (``cli``, ``demo``, ``__main__``, the package's
 ``__init__``). Every ``import`` counts, also those inside functions. ``tests/test_structure.py`` runs it.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "avssl"
 LAYERS = [
-    {"config", "fileio", "distributed", "progress"},
+    {"config", "fileio", "distributed", "progress", "outputs"},
     {"data"},
     {"models"},
     {"losses"},

@@ -431,7 +431,7 @@ def test_two_writers_of_one_shard_do_not_share_a_temporary(media, tmp_path, monk
 
     out = tmp_path / "s"
     out.mkdir()
-    files = [(i, str(p), None) for i, p in enumerate(sorted(media.glob("*.mp4"))[:2])]
+    files = [(i, str(p), None, i, None) for i, p in enumerate(sorted(media.glob("*.mp4"))[:2])]
     meet = threading.Barrier(2, timeout=30)
     real = shard_writer._facts
 
