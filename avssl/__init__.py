@@ -7,13 +7,14 @@ __all__ = ["embed", "load_pretrained"]
 
 
 def load_pretrained(path, device="cpu"):
-    """The :class:`~avssl.models.avmodel.AVModel` of a pretraining checkpoint (``avssl pretrain``'s ``last.pt``,
-    a file written by ``avssl import avid-cma``, or a released model's name: ``avid-cma-audioset``, fetched once;
+    """The :class:`~avssl.models.avmodel.AVModel` of a pretraining checkpoint (``avssl pretrain``'s ``last.pt`` or its
+    run folder, a file written by ``avssl import``, or a released model's name: ``avid-cma-audioset``, fetched once;
     ``avssl models`` lists them), in eval mode: ``embed_video``, ``spectrogram`` and ``embed_audio`` as the
     checkpoint was trained."""
+    from .hub import checkpoint_path
     from .train.pretrain import load_pretrained as _load
 
-    return _load(path, device)
+    return _load(checkpoint_path(path), device)
 
 
 def embed(source, checkpoint, **options):

@@ -304,7 +304,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     from .train.configs import PretrainConfig
     from .train.pretrain import pretrain
 
-    return _print_summary(pretrain(load_config(PretrainConfig, args.config, args.set), args.output_dir))
+    from .hub import checkpoint_path
+
+    return _print_summary(pretrain(load_config(PretrainConfig, args.config, args.set), args.output_dir,
+                                   resolve=checkpoint_path))
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -312,17 +315,33 @@ def _finetune(args: argparse.Namespace) -> int:
     from .train.configs import FinetuneConfig
     from .train.finetune import finetune
 
-    return _print_summary(finetune(load_config(FinetuneConfig, args.config, args.set), args.output_dir))
+    from .hub import checkpoint_path
+
+    return _print_summary(finetune(load_config(FinetuneConfig, args.config, args.set), args.output_dir,
+                                   resolve=checkpoint_path))
 
 
 def _import_avid_cma(args: argparse.Namespace) -> int:
     """`avssl import avid-cma`: a released checkpoint -> an avssl pretraining checkpoint; one line on error."""
-    from .train.import_released import ImportFailed, import_avid_cma
+    from .importers import ImportFailed, import_avid_cma
 
     try:
         source = import_avid_cma(args.source, args.output, args.config, args.with_memory, args.method, args.dataset)
     except ImportFailed as e:
         print(f"avssl import: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"output": str(args.output), **source}))
+    return 0
+
+
+def _import_peer(args: argparse.Namespace) -> int:
+    """`avssl import ezvsl` / `avssl import slavc`: the authors' best.pth -> an avssl pretraining checkpoint."""
+    from .importers import ImportFailed, import_peer
+
+    try:
+        source = import_peer(args.command, args.source, args.output, args.config, getattr(args, "momentum", False))
+    except ImportFailed as e:
+        print(f"avssl import {args.command}: {e}", file=sys.stderr)
         return 1
     print(json.dumps({"output": str(args.output), **source}))
     return 0
@@ -377,17 +396,21 @@ def _models(args: argparse.Namespace) -> int:
     """`avssl models`: the authors' released models by name."""
     from .hub import home, list_models
 
+    from .hub import QUOTED
+
     rows = list_models()
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"released models (kept in {home()}; a name works wherever a checkpoint does):")
     for r in rows:
-        q = r["quoted_top1"]
-        print(f"  {r['name']:18s} {r['method']} on {r['pretrained_on']}; the authors quote top-1 UCF-101 {q['ucf101']}, "
-              f"HMDB-51 {q['hmdb51']}, Kinetics-400 linear {q['kinetics400_linear']}")
-        print(f"  {'':18s} {r['source']}")
-        print(f"  {'':18s} license {r['license']}; {'on disk: ' + r['on_disk'] if r['on_disk'] else 'not on disk yet'}")
+        quoted = ", ".join(f"{QUOTED.get(k, k)} {v}" for k, v in r["quoted"].items())
+        print(f"  {r['name']:19s} {r['method']} on {r['pretrained_on']}; the authors quote {quoted}")
+        how = "fetched on first use from" if r["fetched"] else "a page to download it from:"
+        print(f"  {'':19s} {how} {r['source']}")
+        state = ("on disk: " + r["on_disk"]) if r["on_disk"] else (
+            "not on disk yet" if r["fetched"] else f"not on disk yet: put the downloaded file at {r['put_at']}")
+        print(f"  {'':19s} license {r['license']}; {state}")
     return 0
 
 
@@ -428,6 +451,18 @@ def _add_training(sub: Any) -> None:
     q.add_argument("--method", choices=["avid", "avid-cma"], default=None, help="default: from the file name")
     q.add_argument("--dataset", choices=["kinetics", "audioset"], default=None, help="default: from the file name")
     q.set_defaults(func=_import_avid_cma)
+    for peer, paper in (("ezvsl", "EZ-VSL (Mo and Morgado, ECCV 2022; stoneMo/EZ-VSL)"),
+                        ("slavc", "SLAVC (Mo and Morgado, NeurIPS 2022; stoneMo/SLAVC)")):
+        q = isub.add_parser(peer, help=f"a released {paper} checkpoint (best.pth) -> an avssl checkpoint that "
+                                       "localize, evaluate localization, embed, score and run.init_from take")
+        q.add_argument("source", help="their checkpoint: {'model': {'module.' + name: tensor}, 'epoch', ...}")
+        q.add_argument("--output", required=True, help="the avssl checkpoint to write (.pt)")
+        q.add_argument("--config", default=None, help=f"the config it records (default: configs/pretrain/{peer}_"
+                                                      "resnet18_224_vggsound.yaml, their protocol)")
+        if peer == "slavc":
+            q.add_argument("--momentum", action="store_true", help="embed and localize with the momentum encoders "
+                           "(their released test script uses the base ones: the default)")
+        q.set_defaults(func=_import_peer)
 
     q = sub.add_parser("embed", help="clip embeddings of a collection as Parquet parts (per clip, or per window)")
     q.add_argument("source", help="a folder of videos, a list file, a manifest, or WebDataset shards (shards/{0..9}.tar)")
@@ -554,8 +589,12 @@ _MAP_OPTIONS = ("size", "last_stride", "pad", "fps", "norm", "smooth", "batch_si
 
 
 def _map_config(args: argparse.Namespace, defaults: Any) -> Any:
-    """The checkpoint's map settings (its config's ``localize`` section), with the options given."""
+    """The checkpoint's map settings (its config's ``localize`` section), with the options given (``--ogl`` without
+    a value: the model's own alpha)."""
     given = {k: getattr(args, k) for k in _MAP_OPTIONS if getattr(args, k, None) is not None}
+    ogl = getattr(args, "ogl", None)
+    if ogl is not None:
+        given["ogl"] = defaults.ogl_alpha if ogl < 0 else ogl
     return dataclasses.replace(defaults, **given)
 
 
@@ -634,6 +673,10 @@ def _map_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--smooth", type=int, default=None,
                    help=f"box-average the similarity over this many cells of the encoder's map (1: off; default: "
                         f"{d.smooth} unless the checkpoint's config says otherwise)")
+    q.add_argument("--ogl", type=float, nargs="?", const=-1.0, default=None, metavar="ALPHA",
+                   help="object-guided localization (EZ-VSL's OGL): mix the map with an ImageNet ResNet-18's object map, "
+                        "ALPHA x audio-visual + (1 - ALPHA) x objects, as the model's authors do (EZ-VSL: 0.4, "
+                        "SLAVC: 0.9, the default for the model; its weights are fetched once into torch's hub cache)")
     q.add_argument("--batch-size", type=int, default=None, help=f"default: {d.batch_size}")
     q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,18 +1,23 @@
-"""The authors' released models by name: fetched once into torch's hub folder, converted once, then used offline.
+"""Released models by name: fetched once into torch's hub folder, converted once, then used offline.
 
-``avssl models`` lists them. Wherever a checkpoint is accepted (``--checkpoint`` of every command,
+``avssl models`` lists them: the AVID-CMA authors' four, and the EZ-VSL and SLAVC localizers. Wherever a checkpoint is accepted (``--checkpoint`` of every command,
 ``run.init_from`` and a fine-tuning config's ``model.checkpoint``, :func:`avssl.load_pretrained`), one of these
 names works too (:func:`checkpoint_path`). The first use downloads the file from the address the authors publish
 (facebookresearch/AVID-CMA's README) into ``$AVSSL_HOME`` (default ``torch.hub.get_dir()/avssl``, which follows
 ``$TORCH_HOME``), with a progress bar, resuming a partial file (``.part``) and checking its size against the
-server's; converts it with :func:`avssl.train.import_released.import_avid_cma` (the strict import: every tensor
-by name and shape, so a truncated or foreign file is refused, deleted and fetched once more); records the
-SHA-256 of the file and of its conversion beside them. Later uses read the conversion, offline, after checking
-its hash (a file corrupted since is converted or fetched again). Without network, one line says which file to
-fetch and where to put it.
+server's; converts it with :mod:`avssl.importers` (the strict import: every tensor by name and shape, so a
+truncated or foreign file is refused, deleted and fetched once more); records the SHA-256 of the file and of its
+conversion beside them. Later uses read the conversion, offline, after checking its hash (a file corrupted since
+is converted or fetched again). Without network, one line says which file to fetch and where to put it. One
+process fetches and converts at a time (a lock in the model's folder); the others wait for its result.
 
-The authors' files are under their license (CC BY-NC 4.0, non-commercial); their SHA-256 is not published, so
-the strict import is the check on first use and the hash recorded then the check after.
+The EZ-VSL and SLAVC files sit behind shared-folder pages (Google Drive), not stable file addresses: their names
+work once the file has been put where ``avssl models`` says (``$AVSSL_HOME/NAME/NAME.pth``), and are converted on
+first use as above; a saved web page or a partial download is refused with one line, never taken for a checkpoint.
+
+The AVID-CMA files are under their license (CC BY-NC 4.0, non-commercial); EZ-VSL's and SLAVC's repositories are
+Apache-2.0. No SHA-256 is published, so the strict import is the check on first use and the hash recorded then the
+check after.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ LICENSE = "CC BY-NC 4.0 (facebookresearch/AVID-CMA: non-commercial use)"
 
 @dataclass(frozen=True)
 class Released:
-    """A released model: its file, where the authors publish it, what it is, and the results they quote
-    (top-1 %, UCF-101 / HMDB-51 full fine-tuning, Kinetics-400 linear)."""
+    """A released model: its file, where the authors publish it, what it is, and the results they quote (AVID-CMA:
+    top-1 %, UCF-101 / HMDB-51 full fine-tuning, Kinetics-400 linear; the localizers: their benchmarks' figures).
+    ``direct``: ``url`` is the file's own address (fetched); else a page a person downloads it from."""
 
     name: str
     file: str
@@ -51,6 +57,7 @@ class Released:
     dataset: str
     quoted: dict[str, float]
     url: str = ""
+    direct: bool = True
     config: str | None = None  # the config the import checks the file against (default: the paper config)
     sha256: str | None = None  # where established; None: recorded on first use
     # what a user fetching it by hand should expect: the authors publish no size; estimated from the layout (weights,
@@ -67,6 +74,12 @@ class Released:
 # 21.3M weights x 3 (with Adam's moments) + 232,067 (Kinetics) or 1,784,108 (AudioSet) videos x 128 x 2 float32
 _KINETICS_SIZE = "about 0.5 GB (estimated from the layout; CMA files also hold positive sets)"
 _AUDIOSET_SIZE = "about 2.1 GB (estimated from the layout; CMA files also hold positive sets)"
+# the localizers: their authors' shared folders (README "Model Zoo"), no stable file addresses
+_EZVSL_PAGE = "https://drive.google.com/drive/folders/1I9nyn8VGU4HFEBDpEUpqFz1ywWcqzC6C"
+_SLAVC_PAGE = "https://drive.google.com/file/d/1wHufeLWZBv97IaE0cv0GrFk4pLX5NMUj/view"
+_EZVSL_LICENSE = "Apache-2.0 (stoneMo/EZ-VSL's license; the weights' page states none of its own)"
+_SLAVC_LICENSE = "Apache-2.0 (stoneMo/SLAVC's license; the weights' page states none of its own)"
+_PEER_SIZE = "about 0.1 GB (two ResNet-18)"
 
 MODELS: dict[str, Released] = {m.name: m for m in (
     Released("avid-kinetics", "AVID_Kinetics_Cross-N1024_checkpoint.pth.tar", "avid", "kinetics",
@@ -77,7 +90,25 @@ MODELS: dict[str, Released] = {m.name: m for m in (
              {"ucf101": 91.0, "hmdb51": 64.1, "kinetics400_linear": 46.5}, approx_size=_AUDIOSET_SIZE),
     Released("avid-cma-audioset", "AVID-CMA_Audioset_InstX-N1024-PosW-N64-Top32_checkpoint.pth.tar", "avid-cma",
              "audioset", {"ucf101": 91.5, "hmdb51": 64.7, "kinetics400_linear": 48.9}, approx_size=_AUDIOSET_SIZE),
+    Released("ezvsl-vggsound144k", "ezvsl-vggsound144k.pth", "ezvsl", "vggsound-144k",
+             {"vggss_ciou": 38.85, "vggss_auc": 39.54, "flickr_ciou": 83.94, "flickr_auc": 63.60},
+             url=_EZVSL_PAGE, direct=False, approx_size=_PEER_SIZE, license=_EZVSL_LICENSE),
+    Released("ezvsl-vggsound-full", "ezvsl-vggsound-full.pth", "ezvsl", "vggsound",
+             {"vggss_ciou": 39.34, "vggss_auc": 39.78}, url=_EZVSL_PAGE, direct=False, approx_size=_PEER_SIZE,
+             license=_EZVSL_LICENSE),
+    Released("slavc-vggsound144k", "slavc-vggsound144k.pth", "slavc", "vggsound-144k",
+             {"ext_vggss_ap": 32.95, "ext_vggss_max_f1": 40.00, "ext_vggss_loc_acc": 37.79, "ext_flickr_ap": 51.63,
+              "ext_flickr_max_f1": 59.10, "ext_flickr_loc_acc": 83.60}, url=_SLAVC_PAGE, direct=False,
+             approx_size="about 0.2 GB (two ResNet-18 and their momentum copies)", license=_SLAVC_LICENSE),
 )}
+
+# what each quoted figure is, in words (`avssl models`)
+QUOTED = {"ucf101": "UCF-101 top-1 (full fine-tuning)", "hmdb51": "HMDB-51 top-1 (full fine-tuning)",
+          "kinetics400_linear": "Kinetics-400 top-1 (linear)", "vggss_ciou": "VGG-SS cIoU@0.5",
+          "vggss_auc": "VGG-SS AUC", "flickr_ciou": "Flickr-SoundNet cIoU@0.5", "flickr_auc": "Flickr-SoundNet AUC",
+          "ext_vggss_ap": "extended VGG-SS AP", "ext_vggss_max_f1": "extended VGG-SS max-F1",
+          "ext_vggss_loc_acc": "extended VGG-SS LocAcc", "ext_flickr_ap": "extended Flickr-SoundNet AP",
+          "ext_flickr_max_f1": "extended Flickr-SoundNet max-F1", "ext_flickr_loc_acc": "extended Flickr-SoundNet LocAcc"}
 
 
 def home() -> Path:
@@ -149,10 +180,13 @@ def _download(m: Released, p: dict[str, Path], progress: bool, timeout: float = 
 
 
 def _convert(m: Released, p: dict[str, Path]) -> None:
-    from .train.import_released import ImportFailed, import_avid_cma
+    from .importers import ImportFailed, import_avid_cma, import_peer
 
     try:
-        source = import_avid_cma(p["file"], p["converted"], m.config, False, m.method, m.dataset)
+        if m.method in ("ezvsl", "slavc"):
+            source = import_peer(m.method, p["file"], p["converted"], m.config)
+        else:
+            source = import_avid_cma(p["file"], p["converted"], m.config, False, m.method, m.dataset)
     except ImportFailed as e:
         raise InputError(f"{m.name}: {e}") from None
     if m.sha256 and source["sha256"] != m.sha256:
@@ -211,9 +245,29 @@ def fetch(name: str, progress: bool = True, root: Path | None = None,
         return _fetch_locked(m, p, progress)
 
 
+def _by_hand(m: Released, p: dict[str, Path]) -> Path:
+    """A model whose file a person downloads from a page: converted once it is where ``avssl models`` says; one line
+    saying what to do while it is not, or when what is there is not the released file (a saved page, a partial
+    download: left in place for the user to replace, never taken for a checkpoint)."""
+    where = (f"download it from {m.url} ({m.approx_size}) and put it at {p['file']} (or convert a file you have with "
+             f"`avssl import {m.method} FILE --output OUT.pt`)")
+    if not p["file"].is_file():
+        raise InputError(f"{m.name}: its file is shared on a page, not at a stable address: {where}")
+    if p["record"].is_file() and not _good(p, "file"):
+        p["record"].unlink()  # replaced since it was converted: converted again
+    try:
+        _convert(m, p)
+    except InputError as e:
+        p["converted"].unlink(missing_ok=True)
+        raise InputError(f"{e}; {where}") from None
+    return p["converted"]
+
+
 def _fetch_locked(m: Released, p: dict[str, Path], progress: bool) -> Path:
     if _good(p, "converted"):  # another process made it while this one waited
         return p["converted"]
+    if not m.direct:
+        return _by_hand(m, p)
     if p["file"].is_file() and (not p["record"].is_file() or _good(p, "file")):
         try:  # the file is here (fetched by hand, or the conversion was lost): convert it
             _convert(m, p)
@@ -265,6 +319,10 @@ def list_models(root: Path | None = None) -> list[dict[str, Any]]:
         p = _paths(m, root)
         on_disk = str(p["converted"]) if p["converted"].is_file() else (
             f"{p['file']} (not converted yet)" if p["file"].is_file() else None)
-        rows.append({"name": m.name, "method": m.method, "pretrained_on": m.dataset, "source": m.address,
-                     "license": m.license, "quoted_top1": m.quoted, "on_disk": on_disk})
+        row = {"name": m.name, "method": m.method, "pretrained_on": m.dataset, "source": m.address,
+               "license": m.license, "quoted": m.quoted, "on_disk": on_disk, "fetched": m.direct,
+               "put_at": None if m.direct else str(p["file"])}
+        if m.method in ("avid", "avid-cma"):
+            row["quoted_top1"] = m.quoted
+        rows.append(row)
     return rows

@@ -167,10 +167,11 @@ def test_the_models_command_lists_the_four_released_models(capsys, monkeypatch, 
     monkeypatch.setenv("AVSSL_HOME", str(tmp_path))
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == ["avid-kinetics", "avid-cma-kinetics", "avid-audioset", "avid-cma-audioset"]
-    assert all(r["source"].startswith("https://dl.fbaipublicfiles.com/avid-cma/checkpoints/") for r in rows)
+    assert [r["name"] for r in rows][:4] == ["avid-kinetics", "avid-cma-kinetics", "avid-audioset", "avid-cma-audioset"]
+    assert all(r["source"].startswith("https://dl.fbaipublicfiles.com/avid-cma/checkpoints/") for r in rows[:4])
     assert rows[3]["quoted_top1"] == {"ucf101": 91.5, "hmdb51": 64.7, "kinetics400_linear": 48.9}
-    assert all("CC BY-NC 4.0" in r["license"] and r["on_disk"] is None for r in rows)
+    assert all("CC BY-NC 4.0" in r["license"] and r["on_disk"] is None for r in rows[:4])
+    assert [r["method"] for r in rows[4:]] == ["ezvsl", "ezvsl", "slavc"] and not any(r["fetched"] for r in rows[4:])
 
 
 @pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"the released-model fixture is not here ({FIXTURE})")
@@ -233,3 +234,31 @@ def test_the_offline_line_of_a_released_model_says_how_large_its_file_is(monkeyp
                                                              url="http://127.0.0.1:9/none", approx_size=m.approx_size)})
     with pytest.raises(InputError, match="download that file, about 2.1 GB"):
         hub.checkpoint_path(m.name, progress=False)
+
+
+def test_the_localizers_by_name_work_once_their_file_is_where_the_models_command_says(monkeypatch, tmp_path, capsys):
+    """EZ-VSL's and SLAVC's files sit behind shared-folder pages: a name says where to put the file, then works; a
+    saved web page or a partial file in its place is refused with one line, never taken for a checkpoint."""
+    from tests.models.test_peers import _their_file
+
+    monkeypatch.setenv("AVSSL_HOME", str(tmp_path / "home"))
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    where = tmp_path / "home" / "ezvsl-vggsound144k" / "ezvsl-vggsound144k.pth"
+    assert f"put the downloaded file at {where}" in listing and "VGG-SS cIoU@0.5 38.85" in listing
+    assert "drive.google.com" in listing and "Apache-2.0" in listing and "extended VGG-SS AP 32.95" in listing
+    with pytest.raises(InputError, match="shared on a page, not at a stable address: download it from https://drive"):
+        hub.checkpoint_path("ezvsl-vggsound144k", progress=False)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.write_text("<!DOCTYPE html><html><title>Google Drive - Virus scan warning</title></html>")
+    rc = main(["localize", "--checkpoint", "ezvsl-vggsound144k", "--video", "x.mp4", "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "it is an HTML page" in err[0] and "download it from" in err[0]
+    model = _their_file("ezvsl", where)
+    loaded = avssl.load_pretrained("ezvsl-vggsound144k")
+    image = torch.randn(1, 3, 1, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.spatial_video(image), model.spatial_video(image), rtol=0, atol=0)
+    rows = {r["name"]: r for r in hub.list_models()}
+    assert rows["ezvsl-vggsound144k"]["on_disk"].endswith("ezvsl-vggsound144k.pt")
+    assert set(rows) >= {"avid-cma-audioset", "ezvsl-vggsound144k", "ezvsl-vggsound-full", "slavc-vggsound144k"}

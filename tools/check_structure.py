@@ -5,7 +5,8 @@
 
 Layers, lowest first (a module may import its own layer and lower ones): the utilities (``config``,
 ``fileio``, ``distributed``, ``progress``, ``outputs``), ``data``, ``models``, ``losses``, then ``evaluation`` and
-``localize``, then ``train``, ``report``, ``hub`` and ``embeddings``, then the entry points (``cli``, ``demo``, ``__main__``, the package's
+``localize``, then ``train`` and ``report``, then ``importers``, ``hub`` (models by name, converted by the
+importers) and ``embeddings``, then the entry points (``cli``, ``demo``, ``__main__``, the package's
 ``__init__``). Every ``import`` counts, also those inside functions. ``tests/test_structure.py`` runs it.
 """
 
@@ -23,7 +24,8 @@ LAYERS = [
     {"models"},
     {"losses"},
     {"evaluation", "localize"},
-    {"train", "report", "hub", "embeddings"},
+    {"train", "report"},
+    {"importers", "hub", "embeddings"},
     {"cli", "demo", "__main__", "__init__"},
 ]
 MAX_FUNCTION_LINES = 80

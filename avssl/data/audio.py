@@ -1,8 +1,13 @@
 """Waveform -> log spectrogram (torchaudio), usable per sample or on a batch on any device.
 
-Two kinds: a mel spectrogram (our default, librosa-compatible) and the linear-frequency spectrogram of the
+Three kinds: a mel spectrogram (our default, librosa-compatible), the linear-frequency spectrogram of the
 released AVID/CMA code (``kind="linear"``: an STFT of ``n_fft * fft_oversample`` points whose bins past DC
-are averaged in groups of ``fft_oversample``, giving ``n_fft // 2 + 1`` bins; in decibels with ``log="db"``).
+are averaged in groups of ``fft_oversample``, giving ``n_fft // 2 + 1`` bins; in decibels with ``log="db"``), and
+``kind="psd"``, what ``scipy.signal.spectrogram`` computes by default (the EZ-VSL and SLAVC front end): segments of
+``n_fft`` samples every ``hop_length`` without padding, each less its mean, under a periodic Tukey window
+(``tukey_alpha``), the one-sided power spectral density (``|X|^2 / (rate * sum(window^2))``, bins between DC and
+Nyquist doubled), in float64. ``clip_input`` clips the waveform to [-1, 1] first; ``divide_by`` divides the log
+spectrogram at the end (their ``Normalize(0, 12)``).
 
 Normalization, by name: ``none``; ``per_spectrogram`` (each spectrogram to zero mean and unit variance: it
 erases absolute loudness); ``per_frequency`` (``(x - mean) / (std + 1e-5)`` per bin with fixed statistics,
@@ -34,7 +39,7 @@ class SpectrogramConfig:
     """Spectrogram parameters. Defaults: 16 kHz, 100 frames per second, librosa-compatible mel bank."""
 
     sample_rate: int = 16000
-    kind: Literal["mel", "linear"] = "mel"
+    kind: Literal["mel", "linear", "psd"] = "mel"
     n_fft: int = 512
     win_length: int | None = 400  # 25 ms at 16 kHz; None -> n_fft
     hop_length: int = 160  # 10 ms -> 100 spectrogram frames per second
@@ -55,6 +60,9 @@ class SpectrogramConfig:
     # true/false (configs before per_frequency existed) read as per_spectrogram/none
     normalize: bool | Literal["none", "per_spectrogram", "per_frequency"] = "none"
     norm_stats: str | None = None  # per_frequency: "avid-cma-audioset" (carried with avssl) or a .npz/.json path
+    tukey_alpha: float = 0.25  # psd: the window's taper (scipy's default window is ("tukey", 0.25))
+    clip_input: bool = False  # clip the waveform to [-1, 1] first (EZ-VSL, SLAVC)
+    divide_by: float = 1.0  # the log spectrogram divided by this at the end (EZ-VSL, SLAVC: 12)
 
     def __post_init__(self) -> None:
         if isinstance(self.normalize, bool):
@@ -105,6 +113,8 @@ class Spectrogram(torch.nn.Module):
 
     @staticmethod
     def _transform(cfg: SpectrogramConfig) -> torch.nn.Module:
+        if cfg.kind == "psd":
+            return _PowerSpectralDensity(cfg)
         if cfg.kind == "linear":
             n = cfg.n_fft * cfg.fft_oversample
             return torchaudio.transforms.Spectrogram(
@@ -129,20 +139,24 @@ class Spectrogram(torch.nn.Module):
     @property
     def num_bins(self) -> int:
         """Frequency bins of the output."""
-        return self.cfg.n_fft // 2 + 1 if self.cfg.kind == "linear" else self.cfg.n_mels
+        return self.cfg.n_fft // 2 + 1 if self.cfg.kind in ("linear", "psd") else self.cfg.n_mels
 
     def num_frames(self, num_samples: int) -> int:
         """Spectrogram frames produced for a waveform of ``num_samples``."""
         cfg = self.cfg
         if cfg.trim_to_duration:
             return num_samples // cfg.hop_length
+        if cfg.kind == "psd":
+            return (num_samples - cfg.n_fft) // cfg.hop_length + 1
         if cfg.center:
             return num_samples // cfg.hop_length + 1
         return (num_samples - cfg.n_fft * (cfg.fft_oversample if cfg.kind == "linear" else 1)) // cfg.hop_length + 1
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        power = self.spec(waveform.float())
+        if cfg.clip_input:
+            waveform = waveform.clamp(-1.0, 1.0)
+        power = self.spec(waveform if cfg.kind == "psd" else waveform.float())
         if cfg.kind == "linear" and cfg.fft_oversample > 1:
             k = cfg.fft_oversample
             rest = reduce(power[..., 1:, :], "... (f k) t -> ... f t", "mean", k=k)  # bins past DC, averaged in k's
@@ -162,4 +176,40 @@ class Spectrogram(torch.nn.Module):
             spec = (spec - mean) / (std + 1e-5)
         elif cfg.normalize == "per_frequency":
             spec = (spec - self.stats_mean) / self.stats_scale
-        return spec
+        if cfg.divide_by != 1.0:
+            spec = spec / cfg.divide_by
+        return spec.float()
+
+
+def tukey(n: int, alpha: float) -> torch.Tensor:
+    """scipy's ``get_window(("tukey", alpha), n)``: the periodic Tukey window (a symmetric one of ``n + 1`` points
+    without its last), float64."""
+    m = n + 1
+    if alpha <= 0:
+        return torch.ones(n, dtype=torch.float64)
+    k = torch.arange(m, dtype=torch.float64)
+    width = int(np.floor(alpha * (m - 1) / 2.0))
+    w = torch.ones(m, dtype=torch.float64)
+    lo, hi = k[: width + 1], k[m - width - 1 :]
+    w[: width + 1] = 0.5 * (1 + torch.cos(np.pi * (-1 + 2.0 * lo / alpha / (m - 1))))
+    w[m - width - 1 :] = 0.5 * (1 + torch.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * hi / alpha / (m - 1))))
+    return w[:n]
+
+
+class _PowerSpectralDensity(torch.nn.Module):
+    """``scipy.signal.spectrogram(x, rate, nperseg=n_fft, noverlap=n_fft - hop_length)`` with its defaults (see the
+    module's description), on ``(..., samples)``, in float64: ``(..., n_fft // 2 + 1, frames)``."""
+
+    def __init__(self, cfg: SpectrogramConfig) -> None:
+        super().__init__()
+        self.n, self.hop = cfg.n_fft, cfg.hop_length
+        window = tukey(cfg.n_fft, cfg.tukey_alpha)
+        self.register_buffer("window", window)
+        self.scale = 1.0 / (cfg.sample_rate * float((window**2).sum()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.double().unfold(-1, self.n, self.hop)  # (..., frames, n)
+        frames = (frames - frames.mean(-1, keepdim=True)) * self.window
+        power = torch.fft.rfft(frames, n=self.n).abs().square() * self.scale
+        power[..., 1 : -1 if self.n % 2 == 0 else None] *= 2  # one-sided: every bin but DC (and Nyquist) twice
+        return power.transpose(-1, -2)

@@ -24,6 +24,7 @@ class VideoAugConfig:
     # (None: the crop size), or with keep_aspect false both sides (the released Kinetics linear evaluation)
     resize: int | None = None
     keep_aspect: bool = True
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # of every resize (EZ-VSL, SLAVC: bicubic)
     flip: float = 0.5  # probability of a horizontal flip
     jitter_prob: float = 0.8  # probability of applying colour jitter
     brightness: float = 0.4
@@ -95,7 +96,7 @@ class VideoTransform:
         params = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0, -1.0, -1.0, -1.0, -1.0])
         if self.train and cfg.geometry == "resized_crop":
             i, j, ch, cw = _crop_params(h, w, cfg.crop_scale, cfg.crop_ratio, g)
-            x = TF.resized_crop(x, i, j, ch, cw, [self.crop, self.crop], antialias=True)
+            x = TF.resized_crop(x, i, j, ch, cw, [self.crop, self.crop], interpolation=self._mode, antialias=True)
         else:
             x = self._resize(x)
             h, w = x.shape[-2:]
@@ -118,8 +119,13 @@ class VideoTransform:
         """Before a fixed-size crop: the short side to ``resize`` (or the crop size), or both sides."""
         size = self.cfg.resize or self.crop
         if not self.cfg.keep_aspect:
-            return x if tuple(x.shape[-2:]) == (size, size) else TF.resize(x, [size, size], antialias=True)
-        return x if min(x.shape[-2:]) == size else TF.resize(x, size, antialias=True)
+            return x if tuple(x.shape[-2:]) == (size, size) else TF.resize(x, [size, size], interpolation=self._mode,
+                                                                            antialias=True)
+        return x if min(x.shape[-2:]) == size else TF.resize(x, size, interpolation=self._mode, antialias=True)
+
+    @property
+    def _mode(self) -> TF.InterpolationMode:
+        return TF.InterpolationMode.BICUBIC if self.cfg.interpolation == "bicubic" else TF.InterpolationMode.BILINEAR
 
     def _jitter_params(self, g: torch.Generator | None) -> torch.Tensor:
         """[applied, brightness, contrast, saturation, hue, order of the ops (ids, -1 = unused)]."""

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..fileio import write_json
 from ..data.decode import DecodeError, probe
 from ..data.formats.localization import LocalizationSample, LocalizationSet
 from ..progress import track
 from .heatmap import Localizer
-from .heatmap import normalize_maps
 from .metrics import (RULES, Binarize, binarize, box_map, centre_prior, ciou, consensus_map, slavc_confidence,
                       slavc_extended, summarize)
 
@@ -72,8 +70,7 @@ def _score(localizer: Localizer, s: LocalizationSample, partners: list[Localizat
         waves.append(localizer.audio_at(p.video, tp, p.audio, op))
     if partners:
         waves.append(np.zeros_like(waves[0]))
-    frame, sims = localizer.compare(s.video, t, waves)
-    heat = normalize_maps(torch.from_numpy(sims), localizer.cfg.norm).numpy()
+    frame, sims, heat = localizer.compare_maps(s.video, t, waves)  # heat: normalized, with OGL where it is on
     h, w = frame.shape[:2]
     gt = ground_truth(s, h, w)
     row: dict[str, Any] = {"id": s.id, "class": s.class_name, "time": t, "height": h, "width": w,

@@ -30,20 +30,37 @@ from ..data.clips import clip_span
 from ..data.datasets import DataConfig
 from ..data.decode import DecodeError, decode_audio, decode_frames, probe
 from ..models.avmodel import AVModel
+from .objects import ObjectMaps
 from ..progress import counted, track
 
-__all__ = ["Geometry", "Localizer", "MapChunk", "MapConfig", "MapPlan", "VideoMaps", "grid_to_frame",
-           "normalize_maps"]
+__all__ = ["Geometry", "Localizer", "MapChunk", "MapConfig", "MapPlan", "VideoMaps", "audio_extent", "grid_to_frame",
+           "normalize_maps", "square"]
 
 
 @dataclass
 class MapConfig:
     size: int | None = None  # short side of the whole frame given to the video encoder; None: 2x the training crop
+    # how the frame becomes the encoder's input: "short_side" (its short side resized to size, the aspect kept) or
+    # "square" (resized to size x size with PIL's antialiased bicubic: EZ-VSL's and SLAVC's test transform)
+    resize: Literal["short_side", "square"] = "short_side"
     last_stride: int = 1  # spatial stride of the encoder's last stage (trained with 2; 1 = twice finer maps)
     pad: float = 0.125  # reflect-pad the frame by this fraction of its short side, crop the map back (border artifacts)
     fps: float = 8.0  # output maps per second of video
-    norm: Literal["minmax", "fixed"] = "minmax"
+    # minmax: per map; fixed: the cosine clipped to [0, 1]; range: the cosine's [-1, 1] as [0, 1] (SLAVC's scores)
+    norm: Literal["minmax", "fixed", "range"] = "minmax"
     smooth: int = 1  # box-average the similarity over this many cells of the encoder's map (1: off)
+    # where a cell's value sits on the frame: at its receptive field's centre ("centres"), or the cells spread
+    # from corner to corner ("corners": F.interpolate's align_corners=True, as EZ-VSL and SLAVC draw their maps);
+    # and how values between cells are interpolated
+    cells: Literal["centres", "corners"] = "centres"
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    # object-guided localization (EZ-VSL's OGL): the map mixed with an ImageNet ResNet-18's object map, alpha x AV +
+    # (1 - alpha) x objects; ogl: alpha (None: off); ogl_alpha: what --ogl without a value takes; ogl_combine:
+    # "minmax" (each map and the mix min-max normalized: EZ-VSL) or "range" (the AV map's cosine range, objects
+    # over 0-2.5: SLAVC)
+    ogl: float | None = None
+    ogl_alpha: float = 0.4
+    ogl_combine: Literal["minmax", "range"] = "minmax"
     batch_size: int = 16
     chunk: int = 32  # output frames decoded at once (bounds memory on long videos)
 
@@ -65,17 +82,25 @@ class MapConfig:
         for key in ("batch_size", "chunk"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be at least 1")
+        for key in ("ogl", "ogl_alpha"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value <= 1:
+                raise bad(key, "a weight of the audio-visual map in [0, 1]")
 
 
 @dataclass(frozen=True)
 class Geometry:
     """Where the encoder's cells lie: ``stride`` input pixels per cell, cell ``i`` centred on pixel ``stride * i``
-    of the frame padded by ``pad`` pixels on each side; ``height`` x ``width`` the frame given to the encoder."""
+    of the frame padded by ``pad`` pixels on each side; ``height`` x ``width`` the frame given to the encoder. With
+    ``corners``, the cells spread instead from the input's first pixel to its last (``align_corners=True``);
+    ``mode``: the interpolation between cells."""
 
     stride: int
     pad: int
     height: int
     width: int
+    corners: bool = False
+    mode: str = "bilinear"
 
 
 @dataclass
@@ -97,6 +122,7 @@ class VideoMaps:
     notes: list[str] = field(default_factory=list)
 
 
+OBJECT_RANGE = 2.5  # SLAVC's test script scores the object map over [0, 2.5]
 _CHUNK_PIXELS = 8_000_000  # displayed pixels of one chunk of maps (frames, maps and their projection in memory)
 
 
@@ -134,6 +160,7 @@ class MapChunk:
     frames: np.ndarray
     maps: np.ndarray
     similarity: np.ndarray
+    objects: np.ndarray | None = None  # with OGL: the object maps on their grid
 
 
 NO_SOUND_BELOW = 0.5  # a map whose audio window is less than half inside the track has no sound to show
@@ -170,6 +197,14 @@ def _silence_notes(times: np.ndarray, heard: np.ndarray, extent: tuple[float, fl
     return notes
 
 
+def square(frame: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 frame ``(H, W, 3)`` resized to ``(size, size, 3)`` as PIL's ``Resize((size, size), BICUBIC)`` does it
+    (antialiased): EZ-VSL's and SLAVC's test transform, bit for bit."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
+
+
 def grid_to_frame(sim: torch.Tensor | np.ndarray, geometry: Geometry, height: int, width: int) -> torch.Tensor:
     """Cell maps ``(B, h', w')`` on the encoder's grid (``similarity.npy`` of ``avssl localize``, with its
     ``geometry.json``) -> ``(B, height, width)`` on a displayed frame: each cell's value sits at its receptive
@@ -181,19 +216,24 @@ def grid_to_frame(sim: torch.Tensor | np.ndarray, geometry: Geometry, height: in
 
     def cells(n_out: int, n_in: int, n_cells: int) -> torch.Tensor:
         pixel = (torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5  # on the encoder's input
+        if g.corners:  # cell 0 on the input's first pixel, the last cell on its last
+            return 2 * pixel / max(n_in - 1, 1) - 1 if n_cells > 1 else torch.zeros_like(pixel)
         c = (pixel + g.pad) / g.stride
         return (2 * c / (n_cells - 1) - 1) if n_cells > 1 else torch.zeros_like(c)
 
     ys, xs = cells(height, g.height, sim.shape[1]), cells(width, g.width, sim.shape[2])
     grid = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)], -1)
     grid = grid.to(sim.device, torch.float32)[None].expand(len(sim), -1, -1, -1)
-    return F.grid_sample(sim[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
+    return F.grid_sample(sim[:, None], grid, mode=g.mode, padding_mode="border", align_corners=True)[:, 0]
 
 
 def normalize_maps(sim: torch.Tensor, norm: str) -> torch.Tensor:
-    """Cosine similarity maps ``(B, H, W)`` -> [0, 1]: ``minmax`` per map, or ``fixed`` (clipped to [0, 1])."""
+    """Cosine similarity maps ``(B, H, W)`` -> [0, 1]: ``minmax`` per map, ``fixed`` (clipped to [0, 1]), or
+    ``range`` (the cosine's [-1, 1] mapped onto [0, 1]: SLAVC's ``(S + 1/tau) / (2/tau)`` of ``S = cos / tau``)."""
     if norm == "fixed":
         return sim.clamp(0.0, 1.0)
+    if norm == "range":
+        return (sim + 1.0) / 2.0
     if norm == "minmax":
         lo = sim.flatten(1).amin(1).view(-1, 1, 1)
         hi = sim.flatten(1).amax(1).view(-1, 1, 1)
@@ -213,6 +253,9 @@ class Localizer:
         with self.map_stride():  # a stride the encoder cannot run at is refused here, once
             pass
         self.size = cfg.size or 2 * data.clip.crop
+        clip = data.clip
+        self.one_frame = int(round(clip.video_duration * clip.fps)) == 1  # the encoded frame is the shown one
+        self.objects = ObjectMaps().to(self.device) if cfg.ogl is not None else None
         self.spec = Spectrogram(data.spectrogram).to(self.device)
         self.mean = torch.tensor(data.video_aug.mean, device=self.device).view(1, 3, 1, 1, 1)
         self.std = torch.tensor(data.video_aug.std, device=self.device).view(1, 3, 1, 1, 1)
@@ -221,21 +264,30 @@ class Localizer:
     def map_stride(self) -> Iterator[None]:
         """The video encoder at ``cfg.last_stride`` for the maps, and back at its own stride afterwards: the
         model is not changed for anyone else who holds it (a training run that evaluates on it)."""
-        encoder = self.model.video
-        before = encoder.last_stride
+        encoders = self.model.video_encoders()
+        before = [e.last_stride for e in encoders]
         try:
-            encoder.set_last_stride(self.cfg.last_stride)
+            for e in encoders:
+                e.set_last_stride(self.cfg.last_stride)
         except ValueError as e:
+            for enc, b in zip(encoders, before):
+                enc.set_last_stride(b)
             raise ConfigError(f"localize.last_stride (--last-stride): {e}") from None
         try:
             yield
         finally:
-            encoder.set_last_stride(before)
+            for e, b in zip(encoders, before):
+                e.set_last_stride(b)
 
     @torch.no_grad()
     def similarity(self, video: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
         """uint8 clips ``(B, T, H, W, 3)`` and waveforms ``(B, N)`` -> cosine maps ``(B, h, w)`` on the encoder's
         grid (of the frames reflect-padded by ``pad``); :meth:`project` puts them on a displayed frame."""
+        return self.grids(video, waveform)[0]
+
+    @torch.no_grad()
+    def grids(self, video: torch.Tensor, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(:meth:`similarity`, the object maps ``(B, h, w)`` on their own grid with OGL, else None)."""
         x = video.to(self.device).permute(0, 4, 1, 2, 3).float().div_(255).sub_(self.mean).div_(self.std)
         h, w = x.shape[-2:]
         p = int(round(self.cfg.pad * min(h, w)))
@@ -244,19 +296,40 @@ class Localizer:
         spec = self.spec(waveform.to(self.device)).unsqueeze(1)
         with self.map_stride():
             v = self.model.spatial_video(x)
-            stride = self.model.video.spatial_stride
+            stride = self._encoder().spatial_stride
         a = self.model.embed_audio(spec)
         sim = torch.einsum("bdhw,bd->bhw", v, a).float()
         k = self.cfg.smooth
         if k > 1:  # a best location on an object's edge spreads over the object (odd k: centred on each cell)
             sim = F.avg_pool2d(sim[:, None], k, 1, k // 2, count_include_pad=False)[:, 0]
-        self.geometry = Geometry(stride, p, h, w)
-        return sim
+        corners, mode = self.cfg.cells == "corners", self.cfg.interpolation
+        self.geometry = Geometry(stride, p, h, w, corners, mode)
+        objects = None
+        if self.objects is not None:
+            objects = self.objects(x[:, :, x.shape[2] // 2])
+            self.object_geometry = Geometry(self.objects.stride, p, h, w, corners, mode)
+        return sim, objects
+
+    def _encoder(self) -> Any:
+        """The video encoder the maps come from (the momentum copy where the model embeds with it)."""
+        video, _, _, _ = self.model._which(None)
+        return video
 
     def project(self, sim: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Cell maps ``(B, h', w')`` of the last :meth:`similarity` -> ``(B, height, width)`` on the displayed frame
         (:func:`grid_to_frame` with this localizer's geometry)."""
         return grid_to_frame(sim, self.geometry, height, width)
+
+    def finish(self, sim: torch.Tensor, objects: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected cosine maps ``(B, H, W)`` -> the maps shown, in [0, 1]: normalized (``norm``), and with OGL
+        (``objects``: the projected object maps) mixed as EZ-VSL's or SLAVC's test script mixes them."""
+        if objects is None or self.cfg.ogl is None:
+            return normalize_maps(sim, self.cfg.norm)
+        alpha = self.cfg.ogl
+        if self.cfg.ogl_combine == "minmax":
+            mixed = alpha * normalize_maps(sim, "minmax") + (1 - alpha) * normalize_maps(objects, "minmax")
+            return normalize_maps(mixed, "minmax")
+        return alpha * normalize_maps(sim, "range") + (1 - alpha) * objects / OBJECT_RANGE
 
     def default_times(self, duration: float | None) -> np.ndarray:
         """Output times ``k / fps`` covering the video (one at 0 for a still image)."""
@@ -270,12 +343,28 @@ class Localizer:
         to keep the clip's frames and audio window inside ``[0, duration]`` (centred when the media is shorter
         than the window); near either end of a file the window moves, it is not padded."""
         clip = self.data.clip
+        if self.one_frame:  # the frame encoded is the frame shown at t; its sound window moves alone (audio_starts)
+            return np.asarray(times, np.float64)
         starts = np.asarray(times, np.float64) - clip.video_duration / 2
         if not duration:  # a still image: frames repeat, the audio comes from the middle of its sound file
             return starts
         lo, hi = clip_span(clip, clip.audio_offset)
         first, last = -lo, duration - hi
         return np.clip(starts, first, last) if last >= first else np.full_like(starts, max(0.0, (duration - hi - lo) / 2))
+
+    def audio_starts(self, starts: np.ndarray, duration: float, audio_offset: float = 0.0) -> np.ndarray:
+        """Where each clip's audio window starts (in the compared file's time: the clip's ``audio_offset`` and the
+        given one added). A one-frame clip's window, centred on its frame, is shifted to stay inside ``[0,
+        duration]`` near either end of a video (as a longer clip is, frames and sound together). A still image
+        (``duration`` 0) takes the window centred on ``audio_offset`` (the middle of its sound file)."""
+        clip = self.data.clip
+        if not duration:  # a still: its sound's own middle (audio_offset holds half the sound file's length)
+            return np.full(len(starts), audio_offset - clip.audio_duration / 2)
+        a = np.asarray(starts, np.float64) + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset
+        if self.one_frame:
+            a = np.clip(a, 0.0, max(0.0, duration - clip.audio_duration)) if duration >= clip.audio_duration else (
+                np.full_like(a, (duration - clip.audio_duration) / 2))
+        return a + audio_offset
 
     def _duration(self, info) -> float:
         """The video's length; 0 for a still image (its frame repeats, its sound comes from another file)."""
@@ -287,8 +376,8 @@ class Localizer:
                  ) -> np.ndarray:
         """The waveform a map of ``video`` at ``t`` is compared with: the clip's audio window in ``audio``."""
         clip = self.data.clip
-        start = float(self.starts(np.array([t]), self._duration(probe(video)))[0])
-        a_start = start + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset + audio_offset
+        duration = self._duration(probe(video))
+        a_start = float(self.audio_starts(self.starts(np.array([t]), duration), duration, audio_offset)[0])
         return decode_audio(audio, a_start, clip.audio_duration, clip.sample_rate).waveform
 
     def _clips(self, video: str | os.PathLike, starts: np.ndarray) -> torch.Tensor:
@@ -297,25 +386,47 @@ class Localizer:
         n = max(1, int(round(clip.video_duration * clip.fps)))
         want = (starts[:, None] + np.arange(n)[None, :] / clip.fps).ravel()
         uniq, inverse = np.unique(want, return_inverse=True)
-        small = torch.from_numpy(decode_frames(video, uniq, self.size))
+        if self.cfg.resize == "square":  # the whole frame squeezed to size x size, as PIL resizes it (their test)
+            small = torch.from_numpy(np.stack([square(f, self.size) for f in decode_frames(video, uniq)]))
+        else:
+            small = torch.from_numpy(decode_frames(video, uniq, self.size))
         return small[torch.from_numpy(inverse.reshape(len(starts), n))]
 
     def _similarities(self, clips: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
         """:meth:`similarity` in batches of ``batch_size``."""
-        return torch.cat([self.similarity(clips[b : b + self.cfg.batch_size], waves[b : b + self.cfg.batch_size])
-                          for b in range(0, len(clips), self.cfg.batch_size)])
+        return self._grids(clips, waves)[0]
+
+    def _grids(self, clips: torch.Tensor, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`grids` in batches of ``batch_size``."""
+        out = [self.grids(clips[b : b + self.cfg.batch_size], waves[b : b + self.cfg.batch_size])
+               for b in range(0, len(clips), self.cfg.batch_size)]
+        sims = torch.cat([o[0] for o in out])
+        return sims, (torch.cat([o[1] for o in out]) if out[0][1] is not None else None)
+
+    def project_objects(self, objects: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
+        """Object maps of the last :meth:`grids` on the displayed frame (None without OGL)."""
+        return None if objects is None else grid_to_frame(objects, self.object_geometry, height, width)
 
     @torch.no_grad()
     def compare(self, video: str | os.PathLike, t: float, waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(the frame shown at ``t``, raw cosine maps ``(K, H, W)`` at its size): the clip at ``t`` against each
         of ``waveforms`` (the clip spec's audio length at its rate), e.g. the clip's own sound, another clip's,
         silence. The video is encoded once per waveform, from one decode."""
+        frame, sims, _ = self.compare_maps(video, t, waveforms)
+        return frame, sims
+
+    @torch.no_grad()
+    def compare_maps(self, video: str | os.PathLike, t: float, waveforms: list[np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`compare`, and the maps shown (:meth:`finish`: normalized, with OGL where it is on)."""
         start = self.starts(np.array([t]), self._duration(probe(video)))
         frame = decode_frames(video, [t])
         clips = self._clips(video, start).expand(len(waveforms), -1, -1, -1, -1)
         waves = torch.stack([torch.as_tensor(np.asarray(w, np.float32)) for w in waveforms])
-        sims = self.project(self._similarities(clips, waves), *frame.shape[1:3])
-        return frame[0], sims.cpu().numpy()
+        grid, objects = self._grids(clips, waves)
+        sims = self.project(grid, *frame.shape[1:3])
+        heat = self.finish(sims, self.project_objects(objects, *frame.shape[1:3]))
+        return frame[0], sims.cpu().numpy(), heat.cpu().numpy()
 
     def plan(self, video: str | os.PathLike, times: np.ndarray | list[float] | None = None,
              audio: str | os.PathLike | None = None, audio_offset: float = 0.0, start: float | None = None,
@@ -347,7 +458,7 @@ class Localizer:
             audio_offset += (source_info.duration or 0.0) / 2
             notes.append(f"a still image: compared with the middle of {source}")
         starts = self.starts(times, length)
-        a_starts = starts + clip.video_duration / 2 - clip.audio_duration / 2 + clip.audio_offset + audio_offset
+        a_starts = self.audio_starts(starts, length, audio_offset)
         pixels = info.video.width * info.video.height if info.video is not None else 0
         extent = audio_extent(source_info)
         heard = np.ones(len(times))
@@ -376,9 +487,11 @@ class Localizer:
             wave_all = F.pad(torch.from_numpy(track_.waveform), (0, n_audio))  # room for rounding at the end
             offsets = [int(round((a - a0) * sr)) for a in a_starts]
             waves = torch.stack([wave_all[o : o + n_audio] for o in offsets])
-            sim = self._similarities(self._clips(plan.video, plan.starts[part]), waves)
-            maps = normalize_maps(self.project(sim, *frames.shape[1:3]), cfg.norm).cpu().numpy()
-            yield MapChunk(plan.times[part], frames, maps, sim.cpu().numpy())
+            sim, objects = self._grids(self._clips(plan.video, plan.starts[part]), waves)
+            size = frames.shape[1:3]
+            maps = self.finish(self.project(sim, *size), self.project_objects(objects, *size)).cpu().numpy()
+            yield MapChunk(plan.times[part], frames, maps, sim.cpu().numpy(),
+                           objects.cpu().numpy() if objects is not None else None)
         if plan.padded_samples and not plan.extent_known:  # every chunk made: said once, where the plan could not
             plan.notes.append(f"{plan.padded_samples / sr:.2f} s of the compared audio lie outside {plan.source} "
                               "(compared as silence)")

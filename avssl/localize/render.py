@@ -185,6 +185,11 @@ def localize_video(localizer: Localizer, video: str | os.PathLike, out_dir: str 
                     state["full"] = np.lib.format.open_memmap(out / "maps.npy", mode="w+", dtype=np.uint8,
                                                               shape=(n, *chunk.maps.shape[1:]))
             state["sim"][k : k + len(chunk.times)] = chunk.similarity
+            if chunk.objects is not None:  # OGL: the object maps beside the similarity
+                if state.get("obj") is None:
+                    state["obj"] = np.lib.format.open_memmap(out / "objects.npy", mode="w+", dtype=np.float32,
+                                                             shape=(n, *chunk.objects.shape[1:]))
+                state["obj"][k : k + len(chunk.times)] = chunk.objects
             if state["full"] is not None:
                 state["full"][k : k + len(chunk.times)] = (chunk.maps * 255 + 0.5).astype(np.uint8)
             for j, (frame, heat) in enumerate(zip(chunk.frames, chunk.maps)):
@@ -220,10 +225,15 @@ def _finish(localizer: Localizer, plan: MapPlan, out: Path, state: dict[str, Any
     _png(out / "contact_sheet.png", contact_sheet(state["plain"], state["over"]))
     _png(out / "poster.png", state["over"][len(state["over"]) // 2])
     g = localizer.geometry
-    geometry = {"stride": g.stride, "pad": g.pad, "height": g.height, "width": g.width, "frame": state["size"],
-                "norm": localizer.cfg.norm, "about": "avssl.localize.heatmap.grid_to_frame(similarity, Geometry(stride, "
-                "pad, height, width), *frame) projects the grid onto the frame; normalize_maps(..., norm) gives the "
-                "shown maps"}
+    geometry = {"stride": g.stride, "pad": g.pad, "height": g.height, "width": g.width, "corners": g.corners,
+                "mode": g.mode, "frame": state["size"], "norm": localizer.cfg.norm,
+                "about": "avssl.localize.heatmap.grid_to_frame(similarity, Geometry(stride, pad, height, width, corners, "
+                "mode), *frame) projects the grid onto the frame; normalize_maps(..., norm) gives the shown maps"}
+    if state.get("obj") is not None:
+        state["obj"].flush()
+        c, og = localizer.cfg, localizer.object_geometry
+        geometry["ogl"] = {"alpha": c.ogl, "combine": c.ogl_combine, "objects": "objects.npy", "stride": og.stride,
+                           "about": "the shown maps are Localizer.finish(projected similarity, projected objects)"}
     write_json(out / "geometry.json", geometry)
     (out / "times.json").write_text(json.dumps([round(float(t), 6) for t in plan.times]))
     files = {"similarity": "similarity.npy", "geometry": "geometry.json", "times": "times.json",
@@ -231,6 +241,8 @@ def _finish(localizer: Localizer, plan: MapPlan, out: Path, state: dict[str, Any
              "video": "overlay.mp4"}
     if maps == "full":
         files["maps"] = "maps.npy"
+    if state.get("obj") is not None:
+        files["objects"] = "objects.npy"
     if maps == "none":
         (out / "similarity.npy").unlink(missing_ok=True)
         del files["similarity"]
@@ -491,9 +503,12 @@ def localize_videos(localizer: Localizer, paths: list[str], out_dir: str | os.Pa
     videos: dict[str, dict[str, Any]] = {}
     failed, reused = [], 0
     c = localizer.cfg
-    about = (f"{model_name}; frames given whole to the video encoder at short side {localizer.size} (reflect-padded "
-             f"by {c.pad:g} of it), last stage stride {c.last_stride}; {c.fps:g} maps per second; maps normalized by "
-             f"{c.norm}")
+    shape = (f"resized to {localizer.size}x{localizer.size}" if c.resize == "square" else
+             f"at short side {localizer.size}") + (f" (reflect-padded by {c.pad:g} of it)" if c.pad else "")
+    about = (f"{model_name}; frames given whole to the video encoder {shape}, last stage stride {c.last_stride}; "
+             f"{c.fps:g} maps per second; maps normalized by {c.norm}"
+             + (f"; object-guided (OGL, alpha {c.ogl:g}: the map mixed with an ImageNet classifier's object map)"
+                if c.ogl is not None else ""))
     title = "avssl localize: where the sound comes from"
     path = ""
     try:

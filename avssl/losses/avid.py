@@ -45,8 +45,9 @@ __all__ = ["AVIDLoss", "LossConfig", "best_location", "contrast", "pool_location
 
 @dataclass
 class LossConfig:
-    # avid, cma: against a memory bank; batch: InfoNCE within the batch, both directions (losses/batch.py)
-    kind: Literal["avid", "cma", "batch"] = "avid"
+    # avid, cma: against a memory bank; batch: InfoNCE within the batch, both directions (losses/batch.py);
+    # ezvsl, slavc: the field's localizers' objectives, in-batch (losses/localizers.py; temperature is their tau)
+    kind: Literal["avid", "cma", "batch", "ezvsl", "slavc"] = "avid"
     # video-audio similarity: the pooled video ("mean"), the best location ("max"), or the mean of the best
     # av_topk locations ("topk": a softer multiple-instance pooling that rewards a whole object, not an edge)
     av_pool: Literal["mean", "max", "topk"] = "mean"

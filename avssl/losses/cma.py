@@ -14,6 +14,7 @@ from torch import nn
 from .. import distributed as dist
 from .avid import AVIDLoss, LossConfig, best_location
 from .batch import InBatchLoss
+from .localizers import EZVSLLoss, SLAVCLoss
 from .memory import sample_negatives, sample_negatives_outside
 
 __all__ = ["CMALoss", "agreement_topk", "build_loss", "positive_set_loss"]
@@ -113,10 +114,14 @@ class CMALoss(AVIDLoss):
 
 
 def build_loss(num_instances: int, dim: int, cfg: LossConfig, seed: int = 0) -> nn.Module:
-    """AVIDLoss, CMALoss or InBatchLoss by ``cfg.kind``; each has ``update(index, video, audio)`` for after the
+    """AVIDLoss, CMALoss, InBatchLoss, EZVSLLoss or SLAVCLoss by ``cfg.kind``; each has ``update(index, video, audio)`` for after the
     optimizer step."""
     if cfg.kind == "batch":
         return InBatchLoss(cfg)
+    if cfg.kind == "ezvsl":
+        return EZVSLLoss(cfg.temperature)
+    if cfg.kind == "slavc":
+        return SLAVCLoss(cfg.temperature)
     return (CMALoss if cfg.kind == "cma" else AVIDLoss)(num_instances, dim, cfg, seed)
 
 

@@ -18,7 +18,7 @@ from ..models.classifier import make_classifier
 from ..models.video import R2Plus1D, VideoEncoderConfig
 from .configs import FinetuneConfig, PretrainConfig
 
-__all__ = ["classifier_model", "keep_copy", "load_checkpoint", "unreadable", "pretrained_model", "pretrained_video_encoder",
+__all__ = ["checkpoint_file", "classifier_model", "keep_copy", "load_checkpoint", "unreadable", "pretrained_model", "pretrained_video_encoder",
            "prune_checkpoints", "save_atomic"]
 
 
@@ -53,6 +53,20 @@ def unreadable(path: str | os.PathLike, e: BaseException) -> str:
         first = next((x.strip() for x in str(e).splitlines() if x.strip()), "")
         why = f"{type(e).__name__}: {first[:160]}" if first else type(e).__name__
     return f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another kind of file?): {why}"
+
+
+def checkpoint_file(spec: str | os.PathLike) -> Path:
+    """``run.init_from`` as given to :func:`~avssl.train.pretrain.pretrain` and :func:`~avssl.train.finetune.finetune`
+    from Python: a
+    checkpoint file, or a run folder's ``last.pt``. (The ``avssl`` command also takes a released model's name: it
+    passes :func:`avssl.hub.checkpoint_path` as their ``resolve``.)"""
+    path = Path(spec)
+    if path.is_dir() and (path / "last.pt").is_file():
+        return path / "last.pt"
+    if not path.is_file():
+        raise InputError(f"{spec}: no such checkpoint file (released models are named through the avssl command, or "
+                         "resolved with avssl.hub.checkpoint_path)")
+    return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -117,10 +117,14 @@ class EvalConfig:
     labels_split: int = 1
     knn_k: int = 20
     knn_temperature: float = 0.07
-    # a composed localization set (its vggss.json): adaptive cIoU@0.5, AUC, listening figures; its media under
-    # localization_media (default: the annotations' folder)
+    # a localization set: its annotations (localization_format vggss: a vggss.json, composed or VGG-SS's own;
+    # flickr: Flickr-SoundNet's folder of XML files) and its media under localization_media (default: the
+    # annotations' folder): cIoU@0.5 and AUC under localization_binarize (EZ-VSL's protocol: median), listening
+    # figures
     localization: str | None = None
     localization_media: str | None = None
+    localization_format: Literal["vggss", "flickr"] = "vggss"
+    localization_binarize: Literal["median", "median_inclusive", "absolute", "adaptive"] = "adaptive"
     localization_clips: int = 48
     maps: int = 4  # held-out clips whose maps are drawn at each evaluation (with localization)
 

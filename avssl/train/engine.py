@@ -558,6 +558,8 @@ class Trainer:
             self._write_config()
             if self.run.init_from:
                 job.init_from(self.run.init_from)
+            elif hasattr(job, "fresh_start"):  # e.g. an image encoder that starts from ImageNet
+                job.fresh_start()
             return 0, 0
         try:
             ck = load_checkpoint(last)

@@ -10,7 +10,7 @@ groups, the classifier's warm-up on its own optimizer, and the final evaluation 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +22,8 @@ from ..data.labeled import as_data_config, check_disjoint, labeled_entries
 from ..evaluation.action import evaluate_action
 from ..models.classifier import make_classifier
 from ..models.video import R2Plus1D, VideoEncoderConfig
-from ..hub import checkpoint_path
 from ..progress import counted
-from .checkpoint import classifier_model, pretrained_video_encoder
+from .checkpoint import checkpoint_file, classifier_model, pretrained_video_encoder
 from .configs import FinetuneConfig
 from .engine import Runtime, Trainer, lr_at, make_optimizer
 from ..fileio import write_json
@@ -32,12 +31,13 @@ from ..fileio import write_json
 __all__ = ["FinetuneConfig", "FinetuneJob", "build_classifier", "finetune", "load_classifier"]
 
 
-def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, VideoEncoderConfig]:
-    """The classifier on the video encoder of ``run.init_from`` (architecture and weights) when set, else on a
-    randomly initialized ``model.video``."""
+def build_classifier(cfg: FinetuneConfig, num_classes: int, resolve: Callable[[str], Path] = checkpoint_file
+                     ) -> tuple[nn.Module, VideoEncoderConfig]:
+    """The classifier on the video encoder of ``run.init_from`` (architecture and weights; ``resolve`` makes it a
+    file) when set, else on a randomly initialized ``model.video``."""
     if cfg.run.init_from:
         try:
-            encoder, video_cfg = pretrained_video_encoder(checkpoint_path(cfg.run.init_from))
+            encoder, video_cfg = pretrained_video_encoder(resolve(cfg.run.init_from))
         except InputError as e:
             raise InputError(f"run.init_from: {e}") from None
     else:
@@ -51,9 +51,10 @@ class FinetuneJob:
     encoder's only in full mode); in full mode with a warm-up, the classifier first trains alone with its
     own optimizer at the base lr, and the main optimizer starts fresh after it (as released)."""
 
-    def __init__(self, cfg: FinetuneConfig, rt: Runtime, classes: list[str], steps_per_epoch: int) -> None:
+    def __init__(self, cfg: FinetuneConfig, rt: Runtime, classes: list[str], steps_per_epoch: int,
+                 resolve: Callable[[str], Path] = checkpoint_file) -> None:
         self.cfg, self.rt, self.classes, self.steps_per_epoch = cfg, rt, classes, steps_per_epoch
-        model, self.video_cfg = build_classifier(cfg, len(classes))
+        model, self.video_cfg = build_classifier(cfg, len(classes), resolve)
         self.model = model.to(rt.device)
         full = cfg.finetune.mode == "full"
         head = self.model.heads if cfg.finetune.mode == "stages" else self.model.fc
@@ -101,8 +102,10 @@ class FinetuneJob:
         pass
 
 
-def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Train on the training split, then evaluate the test split (``eval.json``); returns a summary."""
+def finetune(cfg: FinetuneConfig, output_dir: str | Path, resolve: Callable[[str], Path] = checkpoint_file
+             ) -> dict[str, Any]:
+    """Train on the training split, then evaluate the test split (``eval.json``); returns a summary. ``resolve``: how
+    ``run.init_from`` becomes a file (the command's also takes released models' names)."""
     check_disjoint(cfg.data)  # before anything is trained: a test on training videos is refused
     trainer = Trainer(cfg, output_dir, "finetune")
     out = trainer.out
@@ -117,7 +120,7 @@ def finetune(cfg: FinetuneConfig, output_dir: str | Path) -> dict[str, Any]:
             print(f"train split: {report['missing']} listed files missing, {report['unreadable']} unreadable "
                   f"(see {out / 'train_manifest.rejected.jsonl'}); training on {report['used']}", flush=True)
     trainer.set_data(entries, as_data_config(cfg.data, train=True))
-    job = FinetuneJob(cfg, trainer.rt, classes, trainer.steps_per_epoch)
+    job = FinetuneJob(cfg, trainer.rt, classes, trainer.steps_per_epoch, resolve)
     summary = trainer.fit(job)
     if summary.get("already_finished") and (out / "eval.json").exists():
         return summary  # trained and evaluated before: nothing is redone or rewritten

@@ -10,7 +10,9 @@ config, :class:`~avssl.train.configs.EvalConfig`):
 - **kNN** on frozen pooled features of a labeled split (``eval.labels_*``): DINO's weighted k-nearest-neighbour
   vote (cosine similarity, ``k`` neighbours weighted by ``exp(similarity / temperature)``), top-1 and top-5, for
   the video encoder and, where every file has sound, the audio encoder;
-- **localization** on a composed set (``eval.localization``): adaptive cIoU@0.5, AUC, and whether the map
+- **localization** on an annotated set (``eval.localization``: a composed set's or VGG-SS's ``vggss.json``, or
+  Flickr-SoundNet's annotations with ``eval.localization_format: flickr``): cIoU@0.5 and AUC under
+  ``eval.localization_binarize`` (adaptive; EZ-VSL's protocol: median), and whether the map
   listens (the cIoU drop and the share of the map on the object under another kind's sound), with the maps of
   a few clips drawn for the report.
 
@@ -39,7 +41,7 @@ from torch.utils.data import DataLoader
 from ..config import ConfigError
 from ..data.collection import read_manifest, write_jsonl
 from ..data.datasets import AVClipDataset, DataConfig, av_collate
-from ..data.formats.localization import read_vggss
+from ..data.formats.localization import read_localization
 from ..data.labeled import LabeledDataConfig, labeled_entries
 from ..evaluation.features import embed_batches
 from ..evaluation.retrieval import rank_metrics
@@ -128,8 +130,11 @@ class OnlineEval:
         self.knn = self._labeled() if self.cfg.labels_format else None
         self.localization = None
         if self.cfg.localization:
-            media = self.cfg.localization_media or Path(self.cfg.localization).parent
-            data = read_vggss(self.cfg.localization, media)
+            where = Path(self.cfg.localization)
+            media = self.cfg.localization_media or (where.parent if where.is_file() else where)
+            if not where.exists():
+                raise ConfigError(f"eval.localization: no such file or folder: {where}")
+            data = read_localization(self.cfg.localization_format, where, media)
             if not data.samples:
                 raise ConfigError(f"eval.localization: none of the {len(data.missing)} annotated clips of "
                                   f"{self.cfg.localization} has its media under {media} (eval.localization_media)")
@@ -198,11 +203,11 @@ class OnlineEval:
         folder = self.out / "eval"
         folder.mkdir(parents=True, exist_ok=True)
         loc = Localizer(model, self.data, self.maps_cfg, self.device)
-        scores = score_samples(loc, self.localization, ["adaptive"], folder / "localization_last.csv",
-                               partners_per_clip=1)
-        listen, s = scores["listening"], scores["adaptive"]["model"]
+        mode = self.cfg.localization_binarize
+        scores = score_samples(loc, self.localization, [mode], folder / "localization_last.csv", partners_per_clip=1)
+        listen, s = scores["listening"], scores[mode]["model"]
         row = {"loc_ciou_at_0.5": s["ciou_at_0.5"], "loc_auc": s["auc"],
-               "loc_centre_ciou_at_0.5": scores["adaptive"]["centre"]["ciou_at_0.5"]}
+               "loc_centre_ciou_at_0.5": scores[mode]["centre"]["ciou_at_0.5"]}
         if listen and listen["num_samples"]:
             row["loc_ciou_drop_mismatched"] = listen["ciou_drop_mismatched"]
             row["loc_own_sound_more_mass"] = listen["own_sound_more_mass_on_object"]

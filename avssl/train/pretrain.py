@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,14 +22,14 @@ from ..data.cache import build as build_cache
 from ..data.cache import default_cache_dir, entry_sizes, plan_cache
 from ..data.collection import build_manifest, merge_manifests, read_jsonl, read_manifest
 from ..fileio import to_json
-from ..hub import checkpoint_path
 from ..progress import counted
 from ..data.datasets import ClipMaker, DataConfig, check_durations
 from ..data.entries import Entries, load_entries
 from ..data.shards import ShardStream, load_shard_index, usable_workers
 from ..losses.cma import CMALoss, build_loss
 from ..models.avmodel import AVModel, count_parameters
-from .checkpoint import load_checkpoint, pretrained_model
+from ..models.resnet import imagenet_resnet18
+from .checkpoint import checkpoint_file, load_checkpoint, pretrained_model
 from .configs import OptimConfig, PretrainConfig, RunConfig
 from .engine import Runtime, Trainer, lr_at, make_optimizer
 from .online import OnlineEval, prepare_holdout
@@ -66,10 +66,12 @@ def _prepare_manifest(cfg: PretrainConfig, out: Path) -> str:
 
 
 class PretrainJob:
-    """AVModel and AVID/CMA loss on the trainer's device; one memory slot per video of the collection."""
+    """AVModel and its loss on the trainer's device: AVID/CMA with one memory slot per video of the collection, or an
+    in-batch objective (InfoNCE, EZ-VSL's, SLAVC's with the model's momentum copies)."""
 
-    def __init__(self, cfg: PretrainConfig, rt: Runtime, num_videos: int, steps_per_epoch: int) -> None:
-        self.cfg, self.rt, self.seed = cfg, rt, cfg.run.seed
+    def __init__(self, cfg: PretrainConfig, rt: Runtime, num_videos: int, steps_per_epoch: int,
+                 resolve: Callable[[str], Path] = checkpoint_file) -> None:
+        self.cfg, self.rt, self.seed, self.resolve = cfg, rt, cfg.run.seed, resolve
         self.steps_per_epoch, self.num_videos = steps_per_epoch, num_videos
         self.model = AVModel(cfg.model, cfg.data.spectrogram).to(rt.device)
         self.loss_fn = build_loss(num_videos, cfg.model.embed_dim, cfg.loss, seed=cfg.run.seed).to(rt.device)
@@ -82,7 +84,9 @@ class PretrainJob:
 
     def describe(self, trainer: Trainer) -> str:
         c = self.cfg
-        form = "in-batch InfoNCE" if c.loss.kind == "batch" else f"{c.loss.kind.upper()}, {c.loss.form}"
+        form = {"batch": "in-batch InfoNCE", "ezvsl": "EZ-VSL's objective, in-batch",
+                "slavc": "SLAVC's objective, in-batch, momentum targets"}.get(c.loss.kind,
+                                                                          f"{c.loss.kind.upper()}, {c.loss.form}")
         return (f"pretraining ({form}) on {counted(self.num_videos, 'video')} x "
                 f"{c.data.clips_per_video} clip(s) per epoch, {trainer.rt.world} process(es) on {trainer.device}, "
                 f"{count_parameters(self.model) / 1e6:.2f}M parameters, {trainer.total_steps} steps")
@@ -91,10 +95,10 @@ class PretrainJob:
         """The model, memory bank and NCE partition estimates of another run (as the released CMA restores
         the memory and Z from AVID); a checkpoint without a memory bank gives the model only."""
         try:
-            init = load_checkpoint(checkpoint_path(path))  # a file, or a released model's name
+            init = load_checkpoint(self.resolve(path))  # a file (from the avssl command: or a released model's name)
         except InputError as e:
             raise InputError(f"run.init_from: {e}") from None
-        self.model.load_state_dict(init["model"])
+        what = self._load_weights(init["model"], path)
         memory = {k: v for k, v in init.get("loss", {}).items() if k.startswith("memory.") or k == "log_z"}
         if not hasattr(self.loss_fn, "memory"):  # an in-batch loss keeps no memory
             memory = {}
@@ -103,8 +107,41 @@ class PretrainJob:
                              f"this collection {self.num_videos} videos")
         self.loss_fn.load_state_dict(memory, strict=False)
         if dist.is_main():
-            what = "model and memory bank" if memory else "model (the checkpoint holds no memory bank)"
+            what += " and memory bank" if memory else " (the checkpoint holds no memory bank)"
             print(f"initialized {what} from {path}", flush=True)
+
+    def _load_weights(self, state: dict[str, torch.Tensor], path: str) -> str:
+        """The checkpoint's model, whole where it is this model's architecture; else its video and audio encoders,
+        where they are this model's (another objective's heads: e.g. EZ-VSL's objective from AVID-CMA's encoders),
+        the heads left as initialized. Returns what was loaded, in words; a ConfigError where the encoders differ."""
+        own = self.model.state_dict()
+        if set(state) == set(own) and all(state[k].shape == own[k].shape for k in own):
+            self.model.load_state_dict(state)
+            return "model"
+        loaded = {}
+        for part in ("video.", "audio."):
+            mine = {k: v for k, v in own.items() if k.startswith(part)}
+            for k, v in mine.items():
+                if k not in state or state[k].shape != v.shape:
+                    got = "absent" if k not in state else f"{tuple(state[k].shape)}"
+                    raise ConfigError(f"run.init_from {path}: its {part[:-1]} encoder is not this model's ({k}: {got}, "
+                                      f"this model {tuple(v.shape)})")
+                loaded[k] = state[k]
+        self.model.load_state_dict(loaded, strict=False)
+        if self.model.momentum is not None:
+            self.model.reset_momentum()
+        return "video and audio encoders (its heads are not this model's: those start as initialized)"
+
+    def fresh_start(self) -> None:
+        """A run that starts from nothing (no last.pt, no run.init_from): an image encoder that starts from ImageNet
+        (``model.resnet.pretrained``) gets torchvision's weights (fetched once) here, not before a resume."""
+        c = self.cfg.model
+        if c.video_encoder == "resnet18" and c.resnet.pretrained == "imagenet":
+            self.model.video.net.load_state_dict(imagenet_resnet18())
+            if self.model.momentum is not None:
+                self.model.reset_momentum()
+            if dist.is_main():
+                print("initialized the image encoder from torchvision's ImageNet ResNet-18", flush=True)
 
     def optimizer_at(self, step: int) -> tuple[torch.optim.Optimizer, float]:
         return self.optimizers["optimizer"], lr_at(self.cfg.optim, step, self.steps_per_epoch)
@@ -121,12 +158,30 @@ class PretrainJob:
     def loss(self, model: nn.Module, video: torch.Tensor, audio: torch.Tensor | None, batch: dict[str, Any],
              step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         index = batch["index"].to(video.device, non_blocking=True)
+        if self.cfg.loss.kind == "slavc":
+            return self._slavc_loss(model, video, audio, index)
+        spatial = self.cfg.loss.av_pool != "mean" or self.cfg.loss.kind == "ezvsl"
         with self.rt.autocast():
-            v, a = model(video, audio, spatial=self.cfg.loss.av_pool != "mean")
+            v, a = model(video, audio, spatial=spatial)
         self.neg_gen.manual_seed((self.seed * 1_000_003 + self.rt.rank) * 100_000_007 + step)
         v, a = v.float(), a.float()
         loss, terms = self.loss_call(v, a, index, self.neg_gen)
         self._last = (index, v, a)
+        return loss, terms
+
+    def _slavc_loss(self, model: nn.Module, video: torch.Tensor, audio: torch.Tensor, index: torch.Tensor
+                    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """SLAVC's step: the momentum copies move towards the trained encoders first (as their forward does in
+        training), then the trained encoders' two projections meet the momentum copies' (targets, no gradient)."""
+        if self.model.training:
+            self.model.update_momentum()
+        with self.rt.autocast():
+            v, a = model(video, audio, parts=True, encoders="base")
+            with torch.no_grad():
+                v_trg, a_trg = model(video, audio, parts=True, encoders="momentum")
+        v, a = [x.float() for x in v], [x.float() for x in a]
+        loss, terms = self.loss_call(v, a, [x.float() for x in v_trg], [x.float() for x in a_trg])
+        self._last = (index, torch.cat(v, 1) / 2**0.5, torch.cat(a, 1) / 2**0.5)
         return loss, terms
 
     def compile_loss(self, compile_fn: Any) -> None:
@@ -221,13 +276,15 @@ def _record_unreadable(index: Any, out: Path) -> None:
           f"{dead[0]['damaged']}); listed in {log}", flush=True)
 
 
-def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Train; returns a summary (steps, final loss, skipped files, throughput)."""
+def pretrain(cfg: PretrainConfig, output_dir: str | Path, resolve: Callable[[str], Path] = checkpoint_file
+             ) -> dict[str, Any]:
+    """Train; returns a summary (steps, final loss, skipped files, throughput). ``resolve``: how ``run.init_from``
+    becomes a file (the command passes :func:`avssl.hub.checkpoint_path`, which also takes released models' names)."""
     trainer = Trainer(cfg, output_dir, "pretrain")
     if cfg.data.shards:
         stream, slots, workers = _stream(cfg, trainer)
         trainer.set_stream(stream, cfg.data, workers)
-        job = PretrainJob(cfg, trainer.rt, slots, trainer.steps_per_epoch)
+        job = PretrainJob(cfg, trainer.rt, slots, trainer.steps_per_epoch, resolve)
         trainer.set_evaluator(*_evaluator(cfg, trainer, None))
         return trainer.fit(job)
     manifest = source = _prepare_manifest(cfg, trainer.out)
@@ -248,7 +305,7 @@ def pretrain(cfg: PretrainConfig, output_dir: str | Path) -> dict[str, Any]:
     check_durations(entries, entries.durations, f"data.manifest {manifest}")
     data, cached = _plan_cache(cfg, source, entries)
     dataset = trainer.set_data(entries, data, cached)
-    job = PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch)
+    job = PretrainJob(cfg, trainer.rt, len(dataset.entries), trainer.steps_per_epoch, resolve)
     trainer.set_evaluator(*_evaluator(cfg, trainer, heldout))
     return trainer.fit(job)
 
@@ -276,6 +333,7 @@ def _evaluator(cfg: PretrainConfig, trainer: Trainer, heldout: list[dict[str, An
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> AVModel:
-    """The model of a pretraining checkpoint (``last.pt``, ``epoch_N.pt``, one written by ``avssl import``, or a
-    released model's name), in eval mode, with its audio front end (:meth:`AVModel.spectrogram`)."""
-    return pretrained_model(checkpoint_path(path), device)[0]
+    """The model of a pretraining checkpoint file (``last.pt``, ``epoch_N.pt``, one written by ``avssl import``), in
+    eval mode, with its audio front end (:meth:`AVModel.spectrogram`). :func:`avssl.load_pretrained` also takes a
+    run folder or a released model's name."""
+    return pretrained_model(path, device)[0]

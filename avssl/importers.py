@@ -1,6 +1,10 @@
-"""``avssl import avid-cma``: the authors' released ``.pth.tar`` files -> avssl pretraining checkpoints.
+"""``avssl import``: other implementations' released checkpoints -> avssl pretraining checkpoints that every command
+takes (``localize``, ``evaluate``, ``embed``, ``score``, ``run.init_from``, :func:`avssl.load_pretrained`).
 
-A released file is a dict with ``epoch``, ``model`` (the state dict of their ``AV_Wrapper``, see
+``avssl import avid-cma``: the AVID-CMA authors' ``.pth.tar`` files. ``avssl import ezvsl`` and ``avssl import slavc``:
+the EZ-VSL and SLAVC authors' ``{'model': {'module.' + name: tensor}, 'epoch', ...}`` (:func:`import_peer`).
+
+A released AVID-CMA file is a dict with ``epoch``, ``model`` (the state dict of their ``AV_Wrapper``, see
 :mod:`avssl.models.released`), ``optimizer`` and ``train_criterion`` (the memory bank ``nce_average.view1_mem``
 (video) and ``view2_mem`` (audio), the NCE estimate ``criterion.avg_exp_score``, and for CMA
 ``nce_average.positive_set``). The output is what ``avssl pretrain`` writes (config, model, and with
@@ -22,13 +26,15 @@ from typing import Any
 
 import torch
 
-from ..config import CONFIG_DIR, load_config, to_dict
-from ..models.avmodel import AVModel
-from ..models.released import ReleasedLayoutError, from_released
-from .checkpoint import save_atomic, unreadable
-from .configs import PretrainConfig
+from .config import CONFIG_DIR, load_config, to_dict
+from .fileio import file_kind
+from .models.avmodel import AVModel
+from .models.peers import PEERS, PeerLayoutError, detect_peer, from_peer
+from .models.released import ReleasedLayoutError, from_released
+from .train.checkpoint import save_atomic, unreadable
+from .train.configs import PretrainConfig
 
-__all__ = ["ImportFailed", "import_avid_cma", "paper_config"]
+__all__ = ["ImportFailed", "import_avid_cma", "import_peer", "paper_config", "peer_config"]
 
 METHODS = ("avid", "avid-cma")
 DATASETS = ("kinetics", "audioset")
@@ -62,9 +68,16 @@ def _sha256(path: Path) -> str:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only``; memory-mapped when the file's format allows it."""
+    """``torch.load`` with ``weights_only``; memory-mapped when the file's format allows it. A file whose first
+    bytes say it is something else (a web page saved in the checkpoint's place, a video) is named for what it is."""
     if not path.is_file():
         raise ImportFailed(f"{path}: no such file")
+    kind = file_kind(path)
+    if kind not in ("zip", "pickle", None):
+        what = "an empty file" if kind == "empty" else kind
+        hint = (" (a shared-folder page saved instead of the file: download the file itself)"
+                if kind == "an HTML page" else "")
+        raise ImportFailed(f"{path}: not a PyTorch checkpoint: it is {what}{hint}")
     try:
         try:
             ck = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
@@ -77,6 +90,16 @@ def _load(path: Path) -> dict[str, Any]:
     if not isinstance(ck, dict):
         raise ImportFailed(f"{path}: expected a dict with 'model', got {type(ck).__name__}")
     return ck
+
+
+def _state(ck: dict[str, Any], src: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's model state dict (its ``model``, or the dict itself); one line when there is none."""
+    if "config" in ck and "model" in ck:
+        raise ImportFailed(f"{src}: already an avssl checkpoint; commands take it as it is")
+    state = ck.get("model", ck)
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ImportFailed(f"{src}: no model state dict (top-level keys: {', '.join(map(str, list(ck)[:6]))})")
+    return state
 
 
 def _detect(path: Path, criterion: dict[str, Any], method: str | None, dataset: str | None
@@ -129,11 +152,10 @@ def import_avid_cma(src: str | os.PathLike, output: str | os.PathLike, config: s
     model, or missing or unexpected tensors."""
     src, output = Path(src), Path(output)
     ck = _load(src)
-    if "config" in ck and "model" in ck:
-        raise ImportFailed(f"{src}: already an avssl checkpoint; commands take it as it is")
-    state = ck.get("model", ck)
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ImportFailed(f"{src}: no model state dict (top-level keys: {', '.join(map(str, list(ck)[:6]))})")
+    state = _state(ck, src)
+    peer = detect_peer(state)
+    if peer is not None:
+        raise ImportFailed(f"{src}: {_a(_PEER_NAMES[peer])} checkpoint, not AVID-CMA's: use avssl import {peer}")
     criterion = ck.get("train_criterion") or {}
     method, dataset, how = _detect(src, criterion, method, dataset)
     cfg_path = Path(config) if config else paper_config(method, dataset or "kinetics")
@@ -153,4 +175,55 @@ def import_avid_cma(src: str | os.PathLike, output: str | os.PathLike, config: s
     if loss is not None:
         out["loss"] = loss
     save_atomic(out, output)
+    return source
+
+
+_PEER_NAMES = {"ezvsl": "EZ-VSL", "slavc": "SLAVC"}
+
+
+def _a(name: str) -> str:
+    """``name`` with its article ("an EZ-VSL", "a SLAVC")."""
+    return f"{'an' if name[0] in 'AEIO' else 'a'} {name}"
+
+
+def peer_config(peer: str) -> Path:
+    """The config an imported peer's checkpoint records: its training protocol,
+    ``configs/pretrain/{ezvsl|slavc}_resnet18_224_vggsound.yaml``."""
+    return CONFIG_DIR / "pretrain" / f"{peer}_resnet18_224_vggsound.yaml"
+
+
+def import_peer(peer: str, src: str | os.PathLike, output: str | os.PathLike, config: str | os.PathLike | None = None,
+                momentum: bool = False) -> dict[str, Any]:
+    """Write ``output``, an avssl pretraining checkpoint of the EZ-VSL or SLAVC model in ``src`` (``peer``: "ezvsl"
+    or "slavc"); returns its ``source`` record. ``momentum`` (SLAVC): embed and localize with the momentum encoders
+    (their test script uses the base ones, the default). Raises :class:`ImportFailed` (nothing is written) for an
+    unreadable file, the other method's file, another model, or missing or unexpected tensors."""
+    if peer not in PEERS:
+        raise ImportFailed(f"unknown method {peer!r} ({', '.join(PEERS)})")
+    src, output = Path(src), Path(output)
+    ck = _load(src)
+    state = _state(ck, src)
+    found = detect_peer(state)
+    if found is None:
+        what = "an AVID-CMA checkpoint (avssl import avid-cma)" if any(
+            k.removeprefix("module.").startswith(("video_model.", "audio_model.")) for k in state) else "another model"
+        raise ImportFailed(f"{src}: not {_a(_PEER_NAMES[peer])} checkpoint: it holds {what}")
+    if found != peer:
+        raise ImportFailed(f"{src}: {_a(_PEER_NAMES[found])} checkpoint, not {_PEER_NAMES[peer]}'s: use avssl import "
+                           f"{found}")
+    if momentum and peer != "slavc":
+        raise ImportFailed("--momentum: only SLAVC keeps momentum encoders")
+    cfg_path = Path(config) if config else peer_config(peer)
+    overrides = [f"model.use_momentum={str(momentum).lower()}"] if peer == "slavc" else []
+    cfg = load_config(PretrainConfig, cfg_path, overrides)
+    with torch.device("meta"):
+        expected = AVModel(cfg.model).state_dict()
+    try:
+        model = {k: v.contiguous() for k, v in from_peer(peer, state, expected).items()}
+    except PeerLayoutError as e:
+        raise ImportFailed(f"{src}: {e} (for {cfg_path.name})") from None
+    source = {"file": src.name, "sha256": _sha256(src), "method": peer,
+              "epoch": int(ck["epoch"]) if isinstance(ck.get("epoch"), (int, float)) else None,
+              "config": str(cfg_path), "momentum": bool(momentum), "imported_by": f"avssl {_version()}"}
+    save_atomic({"config": to_dict(cfg), "model": model, "step": 0, "epoch": 0, "source": source}, output)
     return source
