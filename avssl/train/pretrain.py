@@ -177,8 +177,9 @@ class PretrainJob:
             self.model.update_momentum()
         with self.rt.autocast():
             v, a = model(video, audio, parts=True, encoders="base")
-            with torch.no_grad():
-                v_trg, a_trg = model(video, audio, parts=True, encoders="momentum")
+            with torch.no_grad():  # the plain module: under DDP a second pass through the wrapper would broadcast
+                # the buffers again, in place, under the first pass's graph
+                v_trg, a_trg = self.model(video, audio, parts=True, encoders="momentum")
         v, a = [x.float() for x in v], [x.float() for x in a]
         loss, terms = self.loss_call(v, a, [x.float() for x in v_trg], [x.float() for x in a_trg])
         self._last = (index, torch.cat(v, 1) / 2**0.5, torch.cat(a, 1) / 2**0.5)

@@ -226,3 +226,37 @@ def test_avssl_localize_on_a_frame_and_its_sound_gives_their_map_with_and_withou
     mixed = loc.finish(heat[None], obj[None])[0]
     want = ref["pred_av_obj"][0] if peer == "ezvsl" else ref["scores_av_obj_mom0"][0, 0]
     assert (mixed - want).abs().max() < 1e-4
+
+
+def test_every_command_takes_an_imported_localizer(tmp_path, monkeypatch, capsys):
+    """localize and evaluate localization (with OGL), embed, score and run.init_from on an imported EZ-VSL file."""
+    from torchvision.models import resnet18
+
+    from avssl.data.synthetic.compose import ComposeSpec, compose
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    _their_file("ezvsl", tmp_path / "best.pth")
+    ckpt = tmp_path / "ez.pt"
+    assert main(["import", "ezvsl", str(tmp_path / "best.pth"), "--output", str(ckpt)]) == 0
+    media = tmp_path / "set"
+    compose(media, 3, seed=1, spec=ComposeSpec(width=96, height=64, fps=8, duration=3.5, distractors=1))
+    common = ["--device", "cpu", "--quiet"]
+    assert main(["evaluate", "localization", "--checkpoint", str(ckpt), "--annotations", str(media / "vggss.json"),
+                 "--media", str(media), "--output-dir", str(tmp_path / "ev"), "--ogl", "0.4", *common]) == 0
+    result = json.loads((tmp_path / "ev" / "localization.json").read_text())
+    assert result["num_samples"] == 3
+    assert main(["localize", "--checkpoint", str(ckpt), "--video", str(media / "clip_00000.mp4"), "--fps", "2",
+                 "--ogl", "--output-dir", str(tmp_path / "maps"), *common]) == 0
+    info = json.loads((tmp_path / "maps" / "clip_00000" / "info.json").read_text())
+    assert info["files"]["objects"] == "objects.npy" and info["num_maps"] == 7
+    assert main(["embed", str(media), "--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "emb"), "--workers",
+                 "0", *common]) == 0
+    assert json.loads((tmp_path / "emb" / "embed.json").read_text())["clips"] == 3
+    assert main(["score", str(media), "--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "sc"), "--workers",
+                 "0", "--clips-per-video", "1", *common]) == 0
+    capsys.readouterr()
+    assert main(["localize", "--checkpoint", str(ckpt), "--video", str(media / "clip_00000.mp4"), "--ogl", "1.5",
+                 "--output-dir", str(tmp_path / "bad"), *common]) == 2
+    assert "localize.ogl (--ogl)" in capsys.readouterr().err

@@ -117,3 +117,36 @@ def test_ezvsls_objective_starts_from_avid_cma_encoders(collection, tmp_path, ca
     for name in ("video.stages.3.0.main.0.weight", "audio.net.3.weight"):
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
     assert b["video_head.mlp.0.weight"].shape == (16, 16)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_slavc_under_torchrun_on_shards_trains_and_resumes_exactly(collection, tmp_path):
+    """Two processes (gloo): DDP through SLAVC's two forward passes (trained encoders, then the momentum copies
+    without gradient), the copies' moving average on every rank alike, and an exact resume."""
+    import os
+    import subprocess
+    import sys
+
+    from avssl.data.shard_writer import ShardConfig, write_shards
+
+    write_shards(collection / "manifest.jsonl", tmp_path / "s", ShardConfig(samples_per_shard=3), progress=False)
+
+    def run(out: Path, steps: int, port: int) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
+               "avssl", "pretrain", "--config", str(CONFIGS / "slavc_resnet18_224_vggsound.yaml"), "--output-dir",
+               str(out)]
+        for o in (f"data.shards={tmp_path / 's'}/{{000000..000003}}.tar", *SMALL, "optim.batch_size=2",
+                  "optim.epochs=2", f"run.max_steps={steps}"):
+            cmd += ["--set", o]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    run(tmp_path / "full", 4, 29591)
+    run(tmp_path / "resumed", 2, 29593)
+    run(tmp_path / "resumed", 4, 29595)
+    a, b = (load_checkpoint(tmp_path / d / "last.pt")["model"] for d in ("full", "resumed"))
+    for name, t in a.items():
+        torch.testing.assert_close(b[name], t, rtol=0, atol=0, msg=name)
+    assert not torch.equal(a["momentum.video.net.conv1.weight"], a["video.net.conv1.weight"])
