@@ -407,7 +407,7 @@ def _models(args: argparse.Namespace) -> int:
         quoted = ", ".join(f"{QUOTED.get(k, k)} {v}" for k, v in r["quoted"].items())
         print(f"  {r['name']:19s} {r['method']} on {r['pretrained_on']}; the authors quote {quoted}")
         how = "fetched on first use from" if r["fetched"] else "a page to download it from:"
-        print(f"  {'':19s} {how} {r['source']}")
+        print(f"  {'':19s} {how} {r['source']}" + (f" ({r['which']})" if r.get("which") else ""))
         state = ("on disk: " + r["on_disk"]) if r["on_disk"] else (
             "not on disk yet" if r["fetched"] else f"not on disk yet: put the downloaded file at {r['put_at']}")
         print(f"  {'':19s} license {r['license']}; {state}")

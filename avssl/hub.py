@@ -63,6 +63,7 @@ class Released:
     # what a user fetching it by hand should expect: the authors publish no size; estimated from the layout (weights,
     # Adam's two moments, the memory bank of one 128-d row per training video and modality)
     approx_size: str = ""
+    which: str = ""  # where the page holds several files: which one this is
     license: str = LICENSE
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -92,10 +93,11 @@ MODELS: dict[str, Released] = {m.name: m for m in (
              "audioset", {"ucf101": 91.5, "hmdb51": 64.7, "kinetics400_linear": 48.9}, approx_size=_AUDIOSET_SIZE),
     Released("ezvsl-vggsound144k", "ezvsl-vggsound144k.pth", "ezvsl", "vggsound-144k",
              {"vggss_ciou": 38.85, "vggss_auc": 39.54, "flickr_ciou": 83.94, "flickr_auc": 63.60},
-             url=_EZVSL_PAGE, direct=False, approx_size=_PEER_SIZE, license=_EZVSL_LICENSE),
+             url=_EZVSL_PAGE, direct=False, approx_size=_PEER_SIZE, license=_EZVSL_LICENSE,
+             which="the folder's VGG-Sound 144k model (their README's row 'VGG-Sound 144k / VGG-SS')"),
     Released("ezvsl-vggsound-full", "ezvsl-vggsound-full.pth", "ezvsl", "vggsound",
              {"vggss_ciou": 39.34, "vggss_auc": 39.78}, url=_EZVSL_PAGE, direct=False, approx_size=_PEER_SIZE,
-             license=_EZVSL_LICENSE),
+             license=_EZVSL_LICENSE, which="the folder's VGG-Sound Full model (their README's row 'VGG-Sound Full')"),
     Released("slavc-vggsound144k", "slavc-vggsound144k.pth", "slavc", "vggsound-144k",
              {"ext_vggss_ap": 32.95, "ext_vggss_max_f1": 40.00, "ext_vggss_loc_acc": 37.79, "ext_flickr_ap": 51.63,
               "ext_flickr_max_f1": 59.10, "ext_flickr_loc_acc": 83.60}, url=_SLAVC_PAGE, direct=False,
@@ -249,8 +251,9 @@ def _by_hand(m: Released, p: dict[str, Path]) -> Path:
     """A model whose file a person downloads from a page: converted once it is where ``avssl models`` says; one line
     saying what to do while it is not, or when what is there is not the released file (a saved page, a partial
     download: left in place for the user to replace, never taken for a checkpoint)."""
-    where = (f"download it from {m.url} ({m.approx_size}) and put it at {p['file']} (or convert a file you have with "
-             f"`avssl import {m.method} FILE --output OUT.pt`)")
+    which = f"; {m.which}" if m.which else ""
+    where = (f"download it from {m.url} ({m.approx_size}{which}) and put it at {p['file']} (or convert a file you have "
+             f"with `avssl import {m.method} FILE --output OUT.pt`)")
     if not p["file"].is_file():
         raise InputError(f"{m.name}: its file is shared on a page, not at a stable address: {where}")
     if p["record"].is_file() and not _good(p, "file"):
@@ -321,7 +324,7 @@ def list_models(root: Path | None = None) -> list[dict[str, Any]]:
             f"{p['file']} (not converted yet)" if p["file"].is_file() else None)
         row = {"name": m.name, "method": m.method, "pretrained_on": m.dataset, "source": m.address,
                "license": m.license, "quoted": m.quoted, "on_disk": on_disk, "fetched": m.direct,
-               "put_at": None if m.direct else str(p["file"])}
+               "put_at": None if m.direct else str(p["file"]), "which": m.which or None}
         if m.method in ("avid", "avid-cma"):
             row["quoted_top1"] = m.quoted
         rows.append(row)
