@@ -260,3 +260,24 @@ def test_every_command_takes_an_imported_localizer(tmp_path, monkeypatch, capsys
     assert main(["localize", "--checkpoint", str(ckpt), "--video", str(media / "clip_00000.mp4"), "--ogl", "1.5",
                  "--output-dir", str(tmp_path / "bad"), *common]) == 2
     assert "localize.ogl (--ogl)" in capsys.readouterr().err
+
+
+def test_ogl_offline_says_in_one_line_what_to_fetch_and_where(tmp_path, monkeypatch, capsys):
+    from avssl.models import resnet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(resnet, "IMAGENET_URL", "http://127.0.0.1:9/resnet18-f37072fd.pth")  # no network
+    _their_file("ezvsl", tmp_path / "best.pth")
+    assert main(["import", "ezvsl", str(tmp_path / "best.pth"), "--output", str(tmp_path / "ez.pt")]) == 0
+    capsys.readouterr()
+    frame = tmp_path / "still.png"
+    from torchvision.io import write_png
+
+    write_png(torch.zeros(3, 40, 60, dtype=torch.uint8), str(frame))
+    rc = main(["localize", "--checkpoint", str(tmp_path / "ez.pt"), "--video", str(frame), "--audio", str(frame),
+               "--ogl", "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "ImageNet ResNet-18 weights are needed" in err[0]
+    assert f"put it at {tmp_path / 'torch' / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth'}" in err[0]
+    assert not (tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()
