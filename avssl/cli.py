@@ -302,9 +302,8 @@ def _print_summary(summary: dict[str, Any]) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     from .config import load_config
     from .train.configs import PretrainConfig
-    from .train.pretrain import pretrain
-
     from .hub import checkpoint_path
+    from .train.pretrain import pretrain
 
     return _print_summary(pretrain(load_config(PretrainConfig, args.config, args.set), args.output_dir,
                                    resolve=checkpoint_path))
@@ -313,9 +312,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from .config import load_config
     from .train.configs import FinetuneConfig
-    from .train.finetune import finetune
-
     from .hub import checkpoint_path
+    from .train.finetune import finetune
 
     return _print_summary(finetune(load_config(FinetuneConfig, args.config, args.set), args.output_dir,
                                    resolve=checkpoint_path))
@@ -394,9 +392,7 @@ def _score(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     """`avssl models`: the authors' released models by name."""
-    from .hub import home, list_models
-
-    from .hub import QUOTED
+    from .hub import QUOTED, home, list_models
 
     rows = list_models()
     if args.json:

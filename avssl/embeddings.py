@@ -15,8 +15,10 @@ torchrun each process embeds the parts ``k % world == rank``. Each file of a par
 rename) and ``done/part-NNNNNN.json`` last, so a killed run started again skips exactly the finished parts. Before
 the first part, ``plan.json`` records what the parts are of (the model's weights, the options that change them,
 the inputs' listing, kept in ``listing.tsv``: :mod:`avssl.outputs`); a run into a folder holding finished parts of
-other inputs, another model or other options ends with one line saying what differs, and reuses nothing. ``pyarrow.parquet.read_table("OUT/clips")`` (or pandas'
-``read_parquet``) reads them back, ``np.stack(table["video"].to_numpy(zero_copy_only=False))`` gives the matrix.
+other inputs, another model or other options ends with one line saying what differs, and reuses nothing.
+``pyarrow.parquet.read_table("OUT/clips")`` (or pandas' ``read_parquet``) reads them back,
+``np.stack(table["video"].to_numpy(zero_copy_only=False))`` gives the matrix. A segment row of a manifest (``start``,
+``end``) is a video of its own: its windows lie inside its segment, its key is ``stem@start-end``.
 
 Decoding runs in loader workers (each a share of the parts), the per-pixel and spectrogram work per batch on the
 device where there is a GPU (the preprocessing training uses), the model in eval mode without gradients.
@@ -601,8 +603,8 @@ def score_collection(source: str | os.PathLike, model: AVModel, data: DataConfig
                                "unreadable": unreadable, "scores": str(out / "scores.csv"), "least": rows[0],
                                "most": rows[-1], **(about or {})}
     if silent and progress:
-        print(f"score: {counted(len(silent), 'video')} without an audio track, listed first in scores.csv"
-              + (f" (e.g. {silent[0]['path']})" if silent else ""), file=sys.stderr, flush=True)
+        print(f"score: {counted(len(silent), 'video')} without an audio track, listed first in scores.csv (e.g. "
+              f"{silent[0]['path']})", file=sys.stderr, flush=True)
     if unreadable and progress:
         print(f"score: {counted(unreadable, 'file')} could not be read, listed with why in "
               f"{out / 'embeddings' / 'rejected.jsonl'}", file=sys.stderr, flush=True)

@@ -30,8 +30,8 @@ from ..data.clips import clip_span
 from ..data.datasets import DataConfig
 from ..data.decode import DecodeError, decode_audio, decode_frames, probe
 from ..models.avmodel import AVModel
-from .objects import ObjectMaps
 from ..progress import counted, track
+from .objects import ObjectMaps
 
 __all__ = ["Geometry", "Localizer", "MapChunk", "MapConfig", "MapPlan", "VideoMaps", "audio_extent", "grid_to_frame",
            "normalize_maps", "square"]
@@ -86,6 +86,8 @@ class MapConfig:
             value = getattr(self, key)
             if value is not None and not 0 <= value <= 1:
                 raise bad(key, "a weight of the audio-visual map in [0, 1]")
+        if self.cells == "corners" and self.pad:
+            raise bad("pad", "0 with localize.cells corners (the cells are spread over the whole unpadded input)")
 
 
 @dataclass(frozen=True)
