@@ -11,9 +11,9 @@ matrix), and the second projection is the head's ``mlp2``.
 
 from __future__ import annotations
 
-import re
-
 import torch
+
+from .layout import LayoutError, map_state, rename
 
 __all__ = ["PEERS", "PeerLayoutError", "detect_peer", "from_peer", "to_peer"]
 
@@ -31,17 +31,11 @@ def _m(prefix: str | None) -> str:
     return "momentum." if prefix else ""
 
 
-class PeerLayoutError(ValueError):
+class PeerLayoutError(LayoutError):
     """The tensors do not form the peer's model: names left over or missing (a few of each)."""
 
     def __init__(self, peer: str, unexpected: list[str], missing: list[str]) -> None:
-        self.unexpected, self.missing = unexpected, missing
-        parts = []
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})")
-        if missing:
-            parts.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-        super().__init__(f"not the released {_NAMES[peer]} model: " + "; ".join(parts))
+        super().__init__(f"the released {_NAMES[peer]} model", unexpected, missing)
 
 
 _NAMES = {"ezvsl": "EZ-VSL", "slavc": "SLAVC"}
@@ -58,36 +52,19 @@ def detect_peer(state: dict[str, torch.Tensor]) -> str | None:
     return "ezvsl" if any(n.startswith("img_proj.") for n in names) else None
 
 
-def _avssl_name(name: str) -> str | None:
-    for pattern, build in _RULES:
-        m = re.fullmatch(pattern, name)
-        if m:
-            return build(m)
-    return None
+def _matrix(name: str, tensor: torch.Tensor, want: tuple[int, ...]) -> torch.Tensor:
+    """A 1x1 convolution's kernel as the linear layer's matrix it is."""
+    return tensor[:, :, 0, 0] if tensor.dim() == 4 and tensor.shape[2:] == (1, 1) and len(want) == 2 else tensor
 
 
 def from_peer(peer: str, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a ``peer`` ("ezvsl" or "slavc") ``model`` state dict (with or without ``module.``) onto the names of
     ``expected`` (an :class:`AVModel`'s state dict); raises :class:`PeerLayoutError` unless every tensor maps to
     one of ``expected`` and every one of ``expected`` is given, with the same shapes (1x1 kernels as matrices)."""
-    out: dict[str, torch.Tensor] = {}
-    unexpected = []
-    for name, tensor in state.items():
-        target = _avssl_name(name.removeprefix("module."))
-        if target is None or target not in expected:
-            unexpected.append(name)
-            continue
-        want = tuple(expected[target].shape)
-        if tensor.dim() == 4 and tensor.shape[2:] == (1, 1) and len(want) == 2:  # a 1x1 convolution: its matrix
-            tensor = tensor[:, :, 0, 0]
-        if tuple(tensor.shape) != want:
-            unexpected.append(f"{name} {tuple(tensor.shape)} (expected {want})")
-            continue
-        out[target] = tensor
-    missing = sorted(set(expected) - set(out))
-    if unexpected or missing:
-        raise PeerLayoutError(peer, sorted(unexpected), missing)
-    return out
+    try:
+        return map_state(state, expected, lambda n: rename(_RULES, n), _matrix, "")
+    except LayoutError as e:
+        raise PeerLayoutError(peer, e.unexpected, e.missing) from None
 
 
 def to_peer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

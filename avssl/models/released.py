@@ -9,9 +9,9 @@ convolutions' kernels are transposed (kernels, strides and padding are square, s
 
 from __future__ import annotations
 
-import re
-
 import torch
+
+from .layout import LayoutError, map_state, rename
 
 __all__ = ["ReleasedLayoutError", "from_released", "to_released"]
 
@@ -29,25 +29,11 @@ _RULES = [  # (released name, avssl name), as regular expressions; the first mat
 ]
 
 
-class ReleasedLayoutError(ValueError):
+class ReleasedLayoutError(LayoutError):
     """The tensors do not form the released model: names left over or missing (a few of each)."""
 
     def __init__(self, unexpected: list[str], missing: list[str]) -> None:
-        self.unexpected, self.missing = unexpected, missing
-        parts = []
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})")
-        if missing:
-            parts.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-        super().__init__("not the released AVID/CMA model: " + "; ".join(parts))
-
-
-def _avssl_name(name: str) -> str | None:
-    for pattern, build in _RULES:
-        m = re.fullmatch(pattern, name)
-        if m:
-            return build(m)
-    return None
+        super().__init__("the released AVID/CMA model", unexpected, missing)
 
 
 def _transposed(avssl_name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -59,22 +45,10 @@ def from_released(state: dict[str, torch.Tensor], expected: dict[str, torch.Tens
     """Map a released ``model`` state dict (with or without ``module.``) onto the names of ``expected`` (an
     :class:`AVModel`'s state dict); raises :class:`ReleasedLayoutError` unless every tensor maps to one of
     ``expected`` and every one of ``expected`` is given, with the same shapes."""
-    out: dict[str, torch.Tensor] = {}
-    unexpected = []
-    for name, tensor in state.items():
-        target = _avssl_name(name.removeprefix("module."))
-        if target is None or target not in expected:
-            unexpected.append(name)
-            continue
-        tensor = _transposed(target, tensor)
-        if tuple(tensor.shape) != tuple(expected[target].shape):
-            unexpected.append(f"{name} {tuple(tensor.shape)} (expected {tuple(expected[target].shape)})")
-            continue
-        out[target] = tensor
-    missing = sorted(set(expected) - set(out))
-    if unexpected or missing:
-        raise ReleasedLayoutError(sorted(unexpected), missing)
-    return out
+    try:
+        return map_state(state, expected, lambda n: rename(_RULES, n), lambda n, t, _: _transposed(n, t), "")
+    except LayoutError as e:
+        raise ReleasedLayoutError(e.unexpected, e.missing) from None
 
 
 def to_released(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
