@@ -281,3 +281,12 @@ def test_video_only_embeddings_take_videos_without_sound(trained, tmp_path):
     assert got["rejected"] == [] and "mute" in {Path(p).stem for p in got["path"]}
     both = avssl.embed(media, trained["ckpt"], device="cpu")
     assert [Path(r["path"]).name for r in both["rejected"]] == ["mute.mp4"]
+
+
+def test_failed_embed_and_score_leave_no_folder(trained, tmp_path, capsys):
+    """A source that is not there, found after the output folder was made: no empty folder is left behind."""
+    for cmd in ("embed", "score"):
+        out = tmp_path / cmd
+        assert main([cmd, str(tmp_path / "nowhere"), "--checkpoint", str(trained["ckpt"]), "--output-dir", str(out),
+                     "--quiet", "--device", "cpu"]) == 2
+        assert "nowhere: no such" in capsys.readouterr().err and not out.exists()

@@ -167,27 +167,3 @@ def test_a_checkpoint_that_is_a_video_or_a_web_page_is_named_for_what_it_is(mani
                                       str(tmp_path / "o")]))
     assert f"not a PyTorch checkpoint: it is {kind}" in line and "Python objects" not in line
     assert not (tmp_path / "o").exists()
-
-
-def test_failed_embed_and_score_leave_no_folder(manifest, tmp_path, capsys):
-    for cmd in ("embed", "score"):
-        out = tmp_path / cmd
-        _one_line(capsys, 2, main([cmd, str(manifest), "--checkpoint", str(tmp_path / "none.pt"), "--output-dir",
-                                   str(out)]))
-        assert not out.exists()
-
-
-def test_runs_on_one_manifest_share_its_cache_also_with_a_held_out_split(manifest, tmp_path, capsys):
-    """The cache was made per run folder (runs/X/train.cache) when a held-out split wrote the run's own train.jsonl:
-    every run decoded again and kept its own copy."""
-    media = tmp_path / "media"
-    shutil.copytree(manifest.parent / "media", media)
-    build_manifest(media, tmp_path / "m.jsonl", progress=False)
-    over = [f"data.manifest={tmp_path / 'm.jsonl'}", "data.cache=true", "optim.epochs=1", "optim.batch_size=2",
-            "eval.every=1", "eval.holdout=0.4", "run.progress=true"]
-    assert main(_pretrain(tmp_path / "a", *over)) == 0
-    assert "cache: decoding 3 videos" in capsys.readouterr().out
-    assert (tmp_path / "m.cache").is_dir() and not list((tmp_path / "a").glob("*.cache"))
-    assert main(_pretrain(tmp_path / "b", *over, "run.seed=1")) == 0  # another held-out split of the same manifest
-    out = capsys.readouterr().out
-    assert "already there" in out and "cache: decoding 3 videos" not in out
