@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from .config import CONFIG_DIR, load_config, to_dict
-from .fileio import file_kind
 from .models.avmodel import AVModel
 from .models.peers import PEERS, PeerLayoutError, detect_peer, from_peer
 from .models.released import ReleasedLayoutError, from_released
@@ -68,16 +67,11 @@ def _sha256(path: Path) -> str:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only``; memory-mapped when the file's format allows it. A file whose first
-    bytes say it is something else (a web page saved in the checkpoint's place, a video) is named for what it is."""
+    """``torch.load`` with ``weights_only``; memory-mapped when the file's format allows it. A file that does not load
+    is named for what it is (:func:`~avssl.train.checkpoint.unreadable`: a saved web page, a video, a truncated
+    file)."""
     if not path.is_file():
         raise ImportFailed(f"{path}: no such file")
-    kind = file_kind(path)
-    if kind not in ("zip", "pickle", None):
-        what = "an empty file" if kind == "empty" else kind
-        hint = (" (a shared-folder page saved instead of the file: download the file itself)"
-                if kind == "an HTML page" else "")
-        raise ImportFailed(f"{path}: not a PyTorch checkpoint: it is {what}{hint}")
     try:
         try:
             ck = torch.load(path, map_location="cpu", mmap=True, weights_only=True)

@@ -3,7 +3,6 @@ front end its audio encoder was trained with (``spectrogram``: waveform -> the i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -154,8 +153,7 @@ class AVModel(nn.Module):
     def spatial_video(self, video: torch.Tensor, encoders: str | None = None) -> torch.Tensor:
         """Unit-norm embeddings of each spatial location of the time-averaged feature map ``(B, D, H', W')``:
         what the max-over-locations (MIL) loss trains and what localization maps compare with the audio."""
-        return torch.cat(self.spatial_parts(video, encoders), dim=1) / math.sqrt(self.cfg.head_branches) if (
-            self.cfg.head_branches > 1) else self.spatial_parts(video, encoders)[0]
+        return ProjectionHead.join(self.spatial_parts(video, encoders), dim=1)
 
     def spatial_parts(self, video: torch.Tensor, encoders: str | None = None) -> list[torch.Tensor]:
         """Each head branch's per-location unit-norm embeddings ``(B, D, H', W')`` (one for a plain head)."""

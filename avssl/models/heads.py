@@ -60,7 +60,9 @@ class ProjectionHead(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.parts(x)
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
+        return self.join(self.parts(x))
+
+    @staticmethod
+    def join(parts: list[torch.Tensor], dim: int = -1) -> torch.Tensor:
+        """The branches' unit-norm embeddings as one: side by side along ``dim``, divided by ``sqrt(branches)``."""
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim) / math.sqrt(len(parts))

@@ -46,7 +46,9 @@ def unreadable(path: str | os.PathLike, e: BaseException) -> str:
     bytes say (a video, a web page, an empty or truncated file), else the reader's own reason."""
     kind = file_kind(path)
     if kind not in ("zip", "pickle", None):
-        return f"{path}: not a PyTorch checkpoint: it is {kind if kind != 'empty' else 'an empty file'}"
+        hint = (" (a shared-folder page saved instead of the file: download the file itself)"
+                if kind == "an HTML page" else "")
+        return f"{path}: not a PyTorch checkpoint: it is {kind if kind != 'empty' else 'an empty file'}{hint}"
     if "Weights only load failed" in str(e) and "truncated" not in str(e).lower() and kind is not None:
         why = "it holds Python objects besides tensors and plain values (not loaded: loading them could run code)"
     else:
